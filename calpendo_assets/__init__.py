@@ -1,0 +1,1 @@
+"""Dagster assets that turn Calpendo bookings into worklist rows."""

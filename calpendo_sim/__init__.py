@@ -1,0 +1,1 @@
+"""A loopback Calpendo web-API simulator for demos, tests and benchmarks."""

@@ -1,0 +1,1 @@
+"""DICOM Modality Worklist / MPPS service and the worklist database schema."""

@@ -1,0 +1,284 @@
+"""The worklist database: the one definition of its tables, identifiers and engine.
+
+mwl_service owns this schema; the Dagster assets import it. Nothing else defines
+these columns.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import os
+import uuid
+from pathlib import Path
+
+from sqlalchemy import (
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+    create_engine,
+    event,
+)
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+DEFAULT_DB_PATH = Path("var") / "worklist.db"
+
+# Scheduled Procedure Step Status values (DICOM defined terms used by MWL/MPPS).
+SCHEDULED = "SCHEDULED"
+IN_PROGRESS = "IN PROGRESS"
+COMPLETED = "COMPLETED"
+DISCONTINUED = "DISCONTINUED"
+STEP_STATUSES = (SCHEDULED, IN_PROGRESS, COMPLETED, DISCONTINUED)
+
+# Who last decided a row's step_status. Once the scanner (MPPS) has, a sync never
+# overrides it: scanner-owned state wins.
+OWNER_SYNC = "sync"
+OWNER_MPPS = "mpps"
+
+# Worklist fields a data source's `field_mapping` may target (snake_case, stable).
+MAPPABLE_FIELDS = (
+    "patient_id",
+    "patient_name",
+    "patient_birth_date",
+    "patient_sex",
+    "other_patient_ids",
+    "referring_physician_name",
+    "study_description",
+    "requested_procedure_description",
+    "requested_procedure_id",
+    "scheduled_procedure_step_description",
+    "scheduled_station_name",
+    "scheduled_procedure_step_location",
+    "performing_physician_name",
+    "modality",
+    "scheduled_station_ae_title",
+    "admission_id",
+)
+
+
+class UTCDateTime(TypeDecorator):
+    """Stores naive UTC, returns aware UTC: identical on SQLite and PostgreSQL."""
+
+    impl = DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value, dialect):
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("UTCDateTime needs an aware datetime")
+        return value.astimezone(dt.timezone.utc).replace(tzinfo=None)
+
+    def process_result_value(self, value, dialect):
+        if value is None:
+            return None
+        return value.replace(tzinfo=dt.timezone.utc)
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class WorklistItem(Base):
+    """One scheduled procedure step per booking per source."""
+
+    __tablename__ = "worklist_items"
+    __table_args__ = (
+        UniqueConstraint("source", "booking_id", name="uq_worklist_source_booking"),
+        # C-FIND keys: local date/time ranges per station, modality, patient.
+        Index("ix_worklist_date_time", "scheduled_start_date", "scheduled_start_time"),
+        Index("ix_worklist_station_date", "scheduled_station_ae_title", "scheduled_start_date"),
+        Index("ix_worklist_modality_date", "modality", "scheduled_start_date"),
+        Index("ix_worklist_patient_id", "patient_id"),
+        Index("ix_worklist_patient_name", "patient_name"),
+        Index("ix_worklist_status_date", "step_status", "scheduled_start_date"),
+        Index("ix_worklist_source_start", "source", "scheduled_start_utc"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    source: Mapped[str] = mapped_column(String(64), nullable=False)
+    booking_id: Mapped[str] = mapped_column(String(64), nullable=False)
+
+    # Patient (PN up to 5 components of 64 chars each; LO 64)
+    patient_id: Mapped[str] = mapped_column(String(64), nullable=False, default="")
+    patient_name: Mapped[str] = mapped_column(String(324), nullable=False, default="")
+    patient_birth_date: Mapped[str] = mapped_column(String(8), nullable=False, default="")
+    patient_sex: Mapped[str] = mapped_column(String(16), nullable=False, default="")
+    other_patient_ids: Mapped[str] = mapped_column(String(64), nullable=False, default="")
+    admission_id: Mapped[str] = mapped_column(String(64), nullable=False, default="")
+
+    # Requested procedure / imaging service request
+    accession_number: Mapped[str] = mapped_column(String(16), nullable=False, unique=True)
+    study_instance_uid: Mapped[str] = mapped_column(String(64), nullable=False, unique=True)
+    requested_procedure_id: Mapped[str] = mapped_column(String(16), nullable=False, default="")
+    requested_procedure_description: Mapped[str] = mapped_column(
+        String(64), nullable=False, default=""
+    )
+    study_description: Mapped[str] = mapped_column(String(64), nullable=False, default="")
+    referring_physician_name: Mapped[str] = mapped_column(String(324), nullable=False, default="")
+
+    # Scheduled procedure step
+    scheduled_procedure_step_id: Mapped[str] = mapped_column(String(16), nullable=False)
+    scheduled_procedure_step_description: Mapped[str] = mapped_column(
+        String(64), nullable=False, default=""
+    )
+    scheduled_station_ae_title: Mapped[str] = mapped_column(String(16), nullable=False, default="")
+    scheduled_station_name: Mapped[str] = mapped_column(String(16), nullable=False, default="")
+    scheduled_procedure_step_location: Mapped[str] = mapped_column(
+        String(16), nullable=False, default=""
+    )
+    modality: Mapped[str] = mapped_column(String(16), nullable=False, default="")
+    performing_physician_name: Mapped[str] = mapped_column(String(324), nullable=False, default="")
+    # The absolute instant plus the site zone; date/time are the site-local wall
+    # clock (DICOM DA/TM) kept beside it so C-FIND ranges match in SQL.
+    scheduled_start_utc: Mapped[dt.datetime] = mapped_column(UTCDateTime, nullable=False)
+    site_timezone: Mapped[str] = mapped_column(String(64), nullable=False)
+    scheduled_start_date: Mapped[str] = mapped_column(String(8), nullable=False)
+    scheduled_start_time: Mapped[str] = mapped_column(String(6), nullable=False)
+    duration_minutes: Mapped[int | None] = mapped_column(Integer, nullable=True)
+
+    step_status: Mapped[str] = mapped_column(String(16), nullable=False, default=SCHEDULED)
+    step_status_owner: Mapped[str] = mapped_column(String(8), nullable=False, default=OWNER_SYNC)
+    discontinued_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    discontinued_reason: Mapped[str] = mapped_column(String(255), nullable=False, default="")
+
+    # Calpendo facts kept for operators and audits
+    booking_status: Mapped[str] = mapped_column(String(32), nullable=False, default="")
+    resource_name: Mapped[str] = mapped_column(String(128), nullable=False, default="")
+    project_name: Mapped[str] = mapped_column(String(255), nullable=False, default="")
+
+    content_hash: Mapped[str] = mapped_column(String(64), nullable=False)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
+
+
+# History event kinds
+EVENT_INSERT = "insert"
+EVENT_UPDATE = "update"
+EVENT_CANCEL = "cancel"
+EVENT_RESTORE = "restore"
+EVENT_MPPS_CREATE = "mpps_create"
+EVENT_MPPS_SET = "mpps_set"
+
+
+class WorklistHistory(Base):
+    """Append-only audit trail of every insert/update/cancel/MPPS change."""
+
+    __tablename__ = "worklist_history"
+    __table_args__ = (Index("ix_history_source_booking", "source", "booking_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    worklist_item_id: Mapped[int | None] = mapped_column(
+        ForeignKey("worklist_items.id"), nullable=True
+    )
+    source: Mapped[str] = mapped_column(String(64), nullable=False, default="")
+    booking_id: Mapped[str] = mapped_column(String(64), nullable=False, default="")
+    event: Mapped[str] = mapped_column(String(32), nullable=False)
+    old_step_status: Mapped[str] = mapped_column(String(16), nullable=False, default="")
+    new_step_status: Mapped[str] = mapped_column(String(16), nullable=False, default="")
+    # JSON text: changed fields (old/new), reasons, MPPS instance UID, run id ...
+    details: Mapped[str] = mapped_column(Text, nullable=False, default="{}")
+    changed_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
+
+
+class MppsInstance(Base):
+    """A Modality Performed Procedure Step received over DICOM (survives restarts)."""
+
+    __tablename__ = "mpps_instances"
+
+    sop_instance_uid: Mapped[str] = mapped_column(String(64), primary_key=True)
+    status: Mapped[str] = mapped_column(String(16), nullable=False)
+    # NULL for an unscheduled procedure (no matching worklist row): recorded, not lost.
+    worklist_item_id: Mapped[int | None] = mapped_column(
+        ForeignKey("worklist_items.id"), nullable=True
+    )
+    calling_ae_title: Mapped[str] = mapped_column(String(16), nullable=False, default="")
+    study_instance_uid: Mapped[str] = mapped_column(String(64), nullable=False, default="")
+    accession_number: Mapped[str] = mapped_column(String(16), nullable=False, default="")
+    scheduled_procedure_step_id: Mapped[str] = mapped_column(String(16), nullable=False, default="")
+    # The instance's attributes as DICOM JSON (pydicom Dataset.to_json()).
+    dataset_json: Mapped[str] = mapped_column(Text, nullable=False, default="{}")
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
+
+
+# ---------------------------------------------------------------- identifiers
+
+# Fixed namespace so identifiers are reproducible on every machine, forever.
+_UID_NAMESPACE = uuid.UUID("6f3c7c1e-9a57-4b43-9d7e-5b0f1f6a2c11")
+
+
+def _booking_uuid(source: str, booking_id: str) -> uuid.UUID:
+    return uuid.uuid5(_UID_NAMESPACE, f"{source}\x1f{booking_id}")
+
+
+def study_instance_uid(source: str, booking_id: str) -> str:
+    """`2.25.<uuid5 as int>`: a valid UI (digits and dots, at most 44 of 64 chars)."""
+    return f"2.25.{_booking_uuid(source, booking_id).int}"
+
+
+def accession_number(source: str, booking_id: str) -> str:
+    """16 decimal digits (SH limit) derived from (source, booking_id)."""
+    return f"{_booking_uuid(source, booking_id).int % 10**16:016d}"
+
+
+def step_id(source: str, booking_id: str) -> str:
+    """Scheduled Procedure Step ID / Requested Procedure ID (SH, <= 16 chars).
+
+    The booking id itself when it fits, so technologists can find the booking;
+    otherwise a stable digest of it.
+    """
+    bid = str(booking_id)
+    if 0 < len(bid) <= 16 and bid.isascii() and bid.replace("-", "").replace("_", "").isalnum():
+        return bid
+    return hashlib.sha1(bid.encode("utf-8")).hexdigest()[:16].upper()
+
+
+# ---------------------------------------------------------------- engine
+
+
+def get_db_url(url: str | None = None) -> str:
+    """Explicit URL, else `WORKLIST_DB_URL`, else a SQLite file under ./var/."""
+    if url:
+        return url
+    env = os.environ.get("WORKLIST_DB_URL", "").strip()
+    if env:
+        return env
+    return f"sqlite:///{DEFAULT_DB_PATH}"
+
+
+def _sqlite_pragmas(dbapi_connection, _record) -> None:
+    cur = dbapi_connection.cursor()
+    # WAL lets the MWL service read while a sync writes; the busy timeout makes a
+    # writer wait for a lock instead of failing at once.
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA busy_timeout=10000")
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.close()
+
+
+def make_engine(url: str | None = None, *, create: bool = True) -> Engine:
+    """Engine for the worklist DB; creates missing tables (idempotent) unless told not to."""
+    db_url = get_db_url(url)
+    if db_url.startswith("sqlite"):
+        path = db_url.split("///", 1)[1] if "///" in db_url else ""
+        if path and path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(db_url, connect_args={"timeout": 10})
+        event.listen(engine, "connect", _sqlite_pragmas)
+    else:
+        engine = create_engine(db_url, pool_pre_ping=True)
+    if create:
+        Base.metadata.create_all(engine)
+    return engine
