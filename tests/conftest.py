@@ -1,0 +1,7 @@
+"""Shared pytest wiring: each area owns one fixture module under tests/fixtures/."""
+
+pytest_plugins = [
+    "tests.fixtures.db",
+    "tests.fixtures.sim",
+    "tests.fixtures.dicom",
+]
