@@ -1,0 +1,180 @@
+"""`make demo`: the whole system on loopback, stopped cleanly with Ctrl-C.
+
+Starts the Calpendo simulator, the MWL service and `dagster dev` (schedule and
+sensor on), runs a first sync, then prints what to open and a ready findscu command.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from urllib.parse import urlparse
+from zoneinfo import ZoneInfo
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+VAR = ROOT / "var"
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--mwl-port", type=int, default=11112, help="MWL service port (default 11112)")
+    p.add_argument("--mwl-aet", default="CALPENDO_MWL", help="MWL service AE title")
+    p.add_argument("--dagster-port", type=int, default=3000, help="Dagster UI port (default 3000)")
+    p.add_argument("--bookings", type=int, default=60, help="simulated bookings (default 60)")
+    return p.parse_args(argv)
+
+
+def port_free(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) != 0
+
+
+def wait_until(check, what: str, proc: subprocess.Popen, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"error: {what} exited with code {proc.returncode}; see {VAR}/*.log")
+        try:
+            if check():
+                return
+        except OSError:
+            pass
+        time.sleep(0.3)
+    raise SystemExit(f"error: {what} did not come up within {timeout:.0f}s; see {VAR}/*.log")
+
+
+def http_ok(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as r:
+            return r.status < 500
+    except urllib.error.HTTPError as e:  # 401 from the simulator still means "up"
+        return e.code < 500
+
+
+class Processes:
+    """Child processes in their own process groups, stopped in reverse order."""
+
+    def __init__(self) -> None:
+        self.procs: list[tuple[str, subprocess.Popen]] = []
+
+    def start(self, name: str, args: list[str], env: dict) -> subprocess.Popen:
+        log = open(VAR / f"{name}.log", "ab")
+        proc = subprocess.Popen(
+            args, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        self.procs.append((name, proc))
+        return proc
+
+    def stop(self) -> None:
+        for name, proc in reversed(self.procs):
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+        for name, proc in reversed(self.procs):
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+            print(f"  stopped {name}")
+
+
+def demo_env() -> dict:
+    env = dict(os.environ)
+    env.setdefault("CALPENDO_MWL_CONFIG", str(ROOT / "config" / "calpendo.json"))
+    env.setdefault("WORKLIST_DB_URL", f"sqlite:///{VAR / 'worklist.db'}")
+    # The simulator's demo credentials, unless the user brought their own.
+    env.setdefault("CALPENDO_USERNAME", "calpendo")
+    env.setdefault("CALPENDO_PASSWORD", "calpendo")
+    home = VAR / "dagster_home"
+    home.mkdir(parents=True, exist_ok=True)
+    link = home / "dagster.yaml"
+    if not link.exists():
+        link.symlink_to(ROOT / "dagster.yaml")
+    env["DAGSTER_HOME"] = str(home)
+    return env
+
+
+def _interrupt(*_):
+    # SIGTERM stops the demo the same way as Ctrl-C.
+    raise KeyboardInterrupt
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    VAR.mkdir(exist_ok=True)
+    env = demo_env()
+    sources = [s for s in json.loads(Path(env["CALPENDO_MWL_CONFIG"]).read_text())["data_sources"]
+               if s.get("enabled", True)]
+    sim_url = urlparse(sources[0]["config"]["base_url"])
+    for port in (sim_url.port, args.mwl_port, args.dagster_port):
+        if not port_free(port):
+            raise SystemExit(f"error: port {port} on 127.0.0.1 is in use; stop what uses it first")
+
+    procs = Processes()
+    signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        sim = procs.start("calpendo-sim", [str(BIN / "calpendo-sim"), "--host", "127.0.0.1",
+                          "--port", str(sim_url.port), "--bookings", str(args.bookings)], env)
+        wait_until(lambda: http_ok(f"{sim_url.scheme}://{sim_url.netloc}/webdav/q/Calpendo.Booking/id/GT/0"),
+                   "calpendo-sim", sim)
+        print(f"Calpendo simulator   {sim_url.scheme}://{sim_url.netloc}")
+
+        mwl = procs.start("mwl-service", [str(BIN / "mwl-service"), "--host", "127.0.0.1",
+                          "--port", str(args.mwl_port), "--ae-title", args.mwl_aet], env)
+        wait_until(lambda: not port_free(args.mwl_port), "mwl-service", mwl)
+        print(f"MWL service          {args.mwl_aet} @ 127.0.0.1:{args.mwl_port}")
+
+        for source in sources:
+            job = f"{source['name']}_sync"
+            print(f"First sync           {job} ...", end=" ", flush=True)
+            run = subprocess.run([str(BIN / "dagster"), "job", "execute", "-m",
+                                  "calpendo_assets.definitions", "-j", job], cwd=ROOT, env=env,
+                                 stdout=open(VAR / "first-sync.log", "ab"), stderr=subprocess.STDOUT)
+            print("ok" if run.returncode == 0 else f"FAILED (see {VAR / 'first-sync.log'})")
+
+        dagster = procs.start("dagster", [str(BIN / "dagster"), "dev", "-h", "127.0.0.1",
+                              "-p", str(args.dagster_port), "-w", str(ROOT / "workspace.yaml")], env)
+        ui = f"http://127.0.0.1:{args.dagster_port}"
+        wait_until(lambda: http_ok(f"{ui}/server_info"), "dagster dev", dagster, timeout=180)
+        print_next_steps(ui, args, sources[0])
+        while all(p.poll() is None for _, p in procs.procs):
+            time.sleep(1)
+        dead = [n for n, p in procs.procs if p.poll() is not None]
+        print(f"error: {', '.join(dead)} stopped unexpectedly; see {VAR}/*.log")
+        return 1
+    except KeyboardInterrupt:
+        print("\nStopping ...")
+        return 0
+    finally:
+        procs.stop()
+
+
+def print_next_steps(ui: str, args, source: dict) -> None:
+    tz = ZoneInfo(source.get("config", {}).get("timezone", "America/Edmonton"))
+    today = dt.datetime.now(tz).strftime("%Y%m%d")
+    print(f"""
+Dagster UI           {ui}   (Assets -> Global asset lineage; Jobs -> {source['name']}_sync)
+
+Today's worklist over DICOM (DCMTK):
+  findscu -W -aet DEMO -aec {args.mwl_aet} 127.0.0.1 {args.mwl_port} \\
+    -k PatientName -k PatientID -k AccessionNumber \\
+    -k "ScheduledProcedureStepSequence[0].ScheduledStationAETitle" \\
+    -k "ScheduledProcedureStepSequence[0].ScheduledProcedureStepStartDate={today}" \\
+    -k "ScheduledProcedureStepSequence[0].ScheduledProcedureStepStartTime" \\
+    -k "ScheduledProcedureStepSequence[0].Modality"
+
+Logs in {VAR}/ . Press Ctrl-C to stop everything.""")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
