@@ -174,7 +174,9 @@ def cond(path: str, relation: str, value: Any) -> str:
     """
     rel = relation.upper()
     if rel not in RELATIONS:
-        raise ValueError(f"unknown Calpendo relation {relation!r}; expected one of {sorted(RELATIONS)}")
+        raise ValueError(
+            f"unknown Calpendo relation {relation!r}; expected one of {sorted(RELATIONS)}"
+        )
     if not path:
         raise ValueError("condition path must not be empty")
     return "/".join((_segment(path), rel, _segment(_value_literal(value))))
@@ -449,7 +451,10 @@ class CalpendoClient:
     def query(
         self, type_name: str, expression: str, paths: Sequence[str] | None = None
     ) -> list[dict]:
-        """Run one query; returns normalised biskits. 404 (unknown type) -> CalpendoNotFoundError."""
+        """Run one query and return normalised biskits.
+
+        404 (no such biskit type on this server) -> CalpendoNotFoundError.
+        """
         url = self.query_url(type_name, expression, paths)
         payload = self._get_json(url)
         if payload is None:
