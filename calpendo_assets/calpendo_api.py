@@ -549,6 +549,61 @@ class CalpendoClient:
                 names[str(scan["id"])] = name
         return names
 
+    def list_bookings(
+        self,
+        start: dt.date | dt.datetime,
+        end: dt.date | dt.datetime,
+        statuses: str | Sequence[str] | None,
+        strategy: str = "bulk",
+        extra_paths: Sequence[str] = (),
+    ) -> FetchResult:
+        """Step 1 of a fetch: the window query.
+
+        ``bulk``: one query returning every field the sync needs.
+        ``per_booking``: one query returning only the ids (details come in step 2).
+        """
+        if strategy not in STRATEGIES:
+            raise ValueError(f"unknown fetch strategy {strategy!r}; expected one of {STRATEGIES}")
+        paths = (*BOOKING_PATHS, *extra_paths) if strategy == "bulk" else ("id",)
+        before = self.request_count
+        bookings, skipped = _split_missing_ids(self.list_window(start, end, statuses, paths=paths))
+        return FetchResult(bookings, skipped, not skipped, self.request_count - before, strategy)
+
+    def complete_bookings(
+        self,
+        listing: FetchResult,
+        start: dt.date | dt.datetime,
+        end: dt.date | dt.datetime,
+        statuses: str | Sequence[str] | None,
+    ) -> FetchResult:
+        """Step 2 of a fetch: per-booking details (that strategy only) and the operators.
+
+        ``booking["Operator"]`` becomes a display string. The operator query is
+        skipped when the window holds no bookings.
+        """
+        before = self.request_count
+        bookings, skipped = listing.bookings, dict(listing.skipped)
+        if listing.strategy == "per_booking":
+            bookings, not_found = self.get_details([b["id"] for b in bookings])
+            skipped.update(not_found)
+        else:
+            bookings = [dict(b) for b in bookings]  # the listing stays as fetched
+        ops = self.operators(start, end, statuses) if bookings else {}
+        for booking in bookings:
+            _attach_operator(booking, ops)
+        result = FetchResult(
+            bookings=bookings,
+            skipped=skipped,
+            complete=listing.complete and not skipped,
+            requests=listing.requests + self.request_count - before,
+            strategy=listing.strategy,
+        )
+        self.log.info(
+            f"Calpendo {result.strategy} fetch: {len(bookings)} bookings, {len(skipped)} skipped, "
+            f"{result.requests} requests"
+        )
+        return result
+
     def fetch_window(
         self,
         start: dt.date | dt.datetime,
@@ -557,39 +612,9 @@ class CalpendoClient:
         strategy: str = "bulk",
         extra_paths: Sequence[str] = (),
     ) -> FetchResult:
-        """All bookings of the window with ``booking["Operator"]`` merged in (display string).
-
-        ``bulk``: one query returning every field, plus the operator query.
-        ``per_booking``: a query for ids, one detail request per booking, plus the operator query.
-        The operator query is skipped when the window holds no bookings.
-        """
-        if strategy not in STRATEGIES:
-            raise ValueError(f"unknown fetch strategy {strategy!r}; expected one of {STRATEGIES}")
-        before = self.request_count
-        if strategy == "bulk":
-            paths = (*BOOKING_PATHS, *extra_paths)
-            listed = self.list_window(start, end, statuses, paths=paths)
-            bookings, skipped = _split_missing_ids(listed)
-        else:
-            listed = self.list_window(start, end, statuses, paths=("id",))
-            with_ids, skipped = _split_missing_ids(listed)
-            bookings, not_found = self.get_details([b["id"] for b in with_ids])
-            skipped.update(not_found)
-        ops = self.operators(start, end, statuses) if bookings else {}
-        for booking in bookings:
-            _attach_operator(booking, ops)
-        result = FetchResult(
-            bookings=bookings,
-            skipped=skipped,
-            complete=not skipped,
-            requests=self.request_count - before,
-            strategy=strategy,
-        )
-        self.log.info(
-            f"Calpendo {strategy} fetch: {len(bookings)} bookings, {len(skipped)} skipped, "
-            f"{result.requests} requests"
-        )
-        return result
+        """All bookings of the window, both steps in one call."""
+        listing = self.list_bookings(start, end, statuses, strategy, extra_paths)
+        return self.complete_bookings(listing, start, end, statuses)
 
     def fingerprint(
         self,
