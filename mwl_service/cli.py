@@ -1,0 +1,289 @@
+"""`mwl-service`: run the DICOM Modality Worklist / MPPS server."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+
+from mwl_service import schema
+from mwl_service.server import (
+    DEFAULT_ACSE_TIMEOUT,
+    DEFAULT_AE_TITLE,
+    DEFAULT_DIMSE_TIMEOUT,
+    DEFAULT_HOST,
+    DEFAULT_MAX_ASSOCIATIONS,
+    DEFAULT_NETWORK_TIMEOUT,
+    DEFAULT_PORT,
+    ServerConfig,
+    start_server,
+    validate_ae_title,
+)
+
+LOG = logging.getLogger("mwl_service.cli")
+
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+
+DESCRIPTION = """\
+DICOM Modality Worklist (C-FIND) and Modality Performed Procedure Step
+(N-CREATE/N-SET) server over the Calpendo worklist database. Also answers
+Verification (C-ECHO). Accepts Explicit VR Little Endian (preferred) and
+Implicit VR Little Endian. It only reads worklist rows and records MPPS
+progress; it never calls Calpendo.
+"""
+
+EPILOG = f"""\
+environment:
+  WORKLIST_DB_URL   database URL used when --db-url is not given
+                    (fallback: sqlite:///{schema.DEFAULT_DB_PATH}, relative to the
+                    working directory)
+
+security:
+  Associations whose called AE title is not --ae-title are rejected. With
+  --allowed-aet, calling AE titles not on the list are rejected too. With
+  --tls-cert/--tls-key the port speaks TLS (1.2 or newer) only; adding --tls-ca
+  requires every client to present a certificate signed by that CA.
+
+logging:
+  INFO logs associations (calling AE title, address), the keys each query
+  uses (values only for modality, station, dates, step status) and result
+  counts; patient names and IDs are not logged. DEBUG adds pynetdicom's
+  protocol trace including full query and response datasets.
+
+SIGTERM or SIGINT stops the server gracefully (open associations are
+aborted) and the process exits with status 0.
+"""
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1: {text!r}")
+    return value
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"port must be 0-65535: {text!r}")
+    return value
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be more than 0 seconds: {text!r}")
+    return value
+
+
+def _ae_title(text: str) -> str:
+    try:
+        return validate_ae_title(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mwl-service",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--db-url",
+        default=None,
+        metavar="URL",
+        help="SQLAlchemy URL of the worklist database, e.g. sqlite:///var/worklist.db or "
+        "postgresql+psycopg://user@host/db (default: $WORKLIST_DB_URL, else "
+        f"sqlite:///{schema.DEFAULT_DB_PATH}); missing tables are created",
+    )
+    parser.add_argument(
+        "--ae-title",
+        type=_ae_title,
+        default=DEFAULT_AE_TITLE,
+        metavar="AET",
+        help="this server's AE title, max 16 characters; associations calling "
+        f"another title are rejected (default: {DEFAULT_AE_TITLE})",
+    )
+    parser.add_argument(
+        "--host",
+        default=DEFAULT_HOST,
+        help=f"address to listen on (default: {DEFAULT_HOST}; use 0.0.0.0 for all IPv4 "
+        "interfaces)",
+    )
+    parser.add_argument(
+        "--port",
+        type=_port,
+        default=DEFAULT_PORT,
+        help=f"TCP port to listen on (default: {DEFAULT_PORT})",
+    )
+    parser.add_argument(
+        "--allowed-aet",
+        action="append",
+        default=[],
+        metavar="AET[,AET...]",
+        help="calling AE title allowed to associate; repeat the option or separate "
+        "titles with commas. Without it any calling AE title is accepted",
+    )
+    parser.add_argument(
+        "--max-associations",
+        type=_positive_int,
+        default=DEFAULT_MAX_ASSOCIATIONS,
+        metavar="N",
+        help="maximum simultaneous associations; more are rejected as 'local limit "
+        f"exceeded' (default: {DEFAULT_MAX_ASSOCIATIONS})",
+    )
+    parser.add_argument(
+        "--network-timeout",
+        type=_seconds,
+        default=DEFAULT_NETWORK_TIMEOUT,
+        metavar="SECONDS",
+        help="close an association idle for this long (default: "
+        f"{DEFAULT_NETWORK_TIMEOUT:g})",
+    )
+    parser.add_argument(
+        "--acse-timeout",
+        type=_seconds,
+        default=DEFAULT_ACSE_TIMEOUT,
+        metavar="SECONDS",
+        help="time allowed for association negotiation and the TLS handshake "
+        f"(default: {DEFAULT_ACSE_TIMEOUT:g})",
+    )
+    parser.add_argument(
+        "--dimse-timeout",
+        type=_seconds,
+        default=DEFAULT_DIMSE_TIMEOUT,
+        metavar="SECONDS",
+        help=f"time allowed for DIMSE messages (default: {DEFAULT_DIMSE_TIMEOUT:g})",
+    )
+    parser.add_argument(
+        "--max-results",
+        type=_positive_int,
+        default=None,
+        metavar="N",
+        help="answer at most N worklist items per C-FIND (default: no limit)",
+    )
+    parser.add_argument(
+        "--tls-cert",
+        default=None,
+        metavar="PEM",
+        help="server certificate (PEM, may include the chain); enables TLS",
+    )
+    parser.add_argument(
+        "--tls-key",
+        default=None,
+        metavar="PEM",
+        help="private key of --tls-cert (PEM, unencrypted; omit if the cert file holds it)",
+    )
+    parser.add_argument(
+        "--tls-ca",
+        default=None,
+        metavar="PEM",
+        help="CA certificate(s) (PEM); when given, clients must present a certificate "
+        "signed by one of them",
+    )
+    parser.add_argument(
+        "--log-level",
+        type=str.upper,
+        choices=LOG_LEVELS,
+        default="INFO",
+        help="logging level (default: INFO); DEBUG includes DICOM datasets, i.e. "
+        "patient data",
+    )
+    return parser
+
+
+def parse_allowed_aets(values: Sequence[str]) -> tuple[str, ...]:
+    titles: list[str] = []
+    for value in values:
+        for part in value.split(","):
+            if part.strip():
+                title = validate_ae_title(part, "allowed calling AE title")
+                if title not in titles:
+                    titles.append(title)
+    return tuple(titles)
+
+
+def config_from_args(args: argparse.Namespace) -> ServerConfig:
+    return ServerConfig(
+        db_url=schema.get_db_url(args.db_url),
+        ae_title=args.ae_title,
+        host=args.host,
+        port=args.port,
+        allowed_aets=parse_allowed_aets(args.allowed_aet),
+        max_associations=args.max_associations,
+        network_timeout=args.network_timeout,
+        acse_timeout=args.acse_timeout,
+        dimse_timeout=args.dimse_timeout,
+        max_results=args.max_results,
+        tls_cert=args.tls_cert,
+        tls_key=args.tls_key,
+        tls_ca=args.tls_ca,
+    )
+
+
+def configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    logging.getLogger().setLevel(getattr(logging, level))
+    # pynetdicom logs whole datasets and every PDU at DEBUG/INFO: only when asked.
+    logging.getLogger("pynetdicom").setLevel(
+        logging.DEBUG if level == "DEBUG" else logging.WARNING
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        config = config_from_args(args)
+    except ValueError as exc:
+        parser.error(str(exc))
+    if (args.tls_key or args.tls_ca) and not args.tls_cert:
+        parser.error("--tls-key and --tls-ca need --tls-cert")
+    configure_logging(args.log_level)
+
+    stop = threading.Event()
+
+    def request_stop(signum: int, _frame: object) -> None:
+        LOG.info("Received %s, shutting down", signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
+
+    try:
+        server = start_server(config)
+    except Exception as exc:  # noqa: BLE001 - bad port, certificate, database URL ...
+        LOG.error("Cannot start the MWL service: %s: %s", type(exc).__name__, exc)
+        return 1
+
+    try:
+        while not stop.wait(0.5):
+            pass
+    finally:
+        server.ae.shutdown()  # aborts open associations, stops the server
+        if server.engine is not None:
+            server.engine.dispose()
+    LOG.info("MWL service stopped")
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,478 @@
+"""The DICOM server: Verification, Modality Worklist C-FIND and MPPS N-CREATE/N-SET.
+
+The handlers here only wire pynetdicom to the worklist database:
+* C-FIND asks :func:`mwl_service.matching.find_worklist` (a pure query-to-results
+  function) and streams its answers, one pooled connection per query;
+* N-CREATE / N-SET call :mod:`mwl_service.mpps`.
+
+Logging: associations (calling AE title, peer address), queries (which keys were
+used, values only for non-identifying keys such as modality, station and dates) and
+result counts go to the ``mwl_service`` loggers at INFO. Patient data is never logged
+at INFO; pynetdicom's identifier dumps and per-PDU/DIMSE logging are switched off
+unless the ``pynetdicom`` logger is enabled for DEBUG when :func:`build_ae` runs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import logging
+import socket
+import ssl
+import threading
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Iterator
+
+from pydicom.dataset import Dataset
+from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
+from pynetdicom import AE, _config, evt
+from pynetdicom.sop_class import (  # type: ignore[attr-defined]
+    ModalityPerformedProcedureStep,
+    ModalityWorklistInformationFind,
+    Verification,
+)
+from pynetdicom.transport import ThreadedAssociationServer
+from pynetdicom.utils import make_target
+from sqlalchemy.engine import Engine
+
+from mwl_service import mpps, schema
+
+LOG = logging.getLogger("mwl_service.server")
+
+DEFAULT_AE_TITLE = "CALPENDO_MWL"
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 11112
+DEFAULT_MAX_ASSOCIATIONS = 10
+DEFAULT_NETWORK_TIMEOUT = 60.0
+DEFAULT_ACSE_TIMEOUT = 30.0
+DEFAULT_DIMSE_TIMEOUT = 30.0
+# Largest P-DATA PDU we accept. Requests to a worklist SCP are small, so this only
+# bounds memory per PDU; answers are sized by the peer's own maximum.
+MAXIMUM_PDU_SIZE = 1024 * 1024
+
+# How often the accept loop checks for shutdown (seconds): bounds shutdown latency.
+SERVE_POLL_INTERVAL = 0.2
+
+# Explicit VR Little Endian first: pynetdicom picks the first of *our* syntaxes that
+# the requestor proposed.
+TRANSFER_SYNTAXES = [ExplicitVRLittleEndian, ImplicitVRLittleEndian]
+
+# C-FIND statuses (PS3.4 K.4.1.1.4)
+FIND_PENDING = 0xFF00
+FIND_CANCEL = 0xFE00
+FIND_UNABLE_TO_PROCESS = 0xC000
+
+# Query keys whose values identify no patient: safe to show at INFO.
+_LOGGABLE_VALUES = frozenset(
+    {
+        "Modality",
+        "ScheduledStationAETitle",
+        "ScheduledStationName",
+        "ScheduledProcedureStepLocation",
+        "ScheduledProcedureStepStartDate",
+        "ScheduledProcedureStepStartTime",
+        "ScheduledProcedureStepStatus",
+        "SpecificCharacterSet",
+    }
+)
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """Everything the DICOM service needs to run; the CLI builds one from its options."""
+
+    db_url: str | None = None  # None: WORKLIST_DB_URL, else the default SQLite file
+    ae_title: str = DEFAULT_AE_TITLE
+    host: str = DEFAULT_HOST
+    port: int = DEFAULT_PORT
+    allowed_aets: tuple[str, ...] = ()  # empty: any calling AE title
+    max_associations: int = DEFAULT_MAX_ASSOCIATIONS
+    network_timeout: float | None = DEFAULT_NETWORK_TIMEOUT
+    acse_timeout: float | None = DEFAULT_ACSE_TIMEOUT
+    dimse_timeout: float | None = DEFAULT_DIMSE_TIMEOUT
+    max_results: int | None = None  # cap on C-FIND answers per query
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    tls_ca: str | None = None  # given: clients must present a certificate it signed
+
+    @property
+    def tls(self) -> bool:
+        return bool(self.tls_cert)
+
+
+def validate_ae_title(value: str, what: str = "AE title") -> str:
+    """An AE title per PS3.5 (AE VR): 1-16 chars, no backslash or control chars."""
+    title = value.strip()
+    if not title or len(title) > 16:
+        raise ValueError(f"{what} must be 1 to 16 characters: {value!r}")
+    if "\\" in title or any(ord(c) < 0x20 or ord(c) > 0x7E for c in title):
+        raise ValueError(f"{what} may only contain printable ASCII without '\\': {value!r}")
+    return title
+
+
+def make_ssl_context(config: ServerConfig) -> ssl.SSLContext | None:
+    """Server-side TLS context, or None without --tls-cert.
+
+    With a CA file, client certificates are required and verified against it.
+    """
+    if not config.tls_cert:
+        if config.tls_key or config.tls_ca:
+            raise ValueError("--tls-key/--tls-ca need --tls-cert")
+        return None
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(certfile=config.tls_cert, keyfile=config.tls_key or None)
+    if config.tls_ca:
+        context.verify_mode = ssl.CERT_REQUIRED
+        context.load_verify_locations(cafile=config.tls_ca)
+    return context
+
+
+# ----------------------------------------------------------------- logging helpers
+
+
+def _configure_pynetdicom_logging() -> None:
+    """pynetdicom dumps identifiers (patient data) and every PDU unless told not to."""
+    debug = logging.getLogger("pynetdicom").isEnabledFor(logging.DEBUG)
+    _config.LOG_REQUEST_IDENTIFIERS = debug
+    _config.LOG_RESPONSE_IDENTIFIERS = debug
+    # The "standard" handlers format every PDU/DIMSE message even when nobody reads
+    # the log; read at association creation, so set before serving.
+    _config.LOG_HANDLER_LEVEL = "standard" if debug else "none"
+
+
+def _peer(assoc: Any) -> str:
+    """`#n CALLING@host:port` for log lines."""
+    requestor = assoc.requestor
+    number = getattr(assoc, "_mwl_number", "?")
+    try:
+        address = f"{requestor.address}:{requestor.port}"
+    except Exception:  # noqa: BLE001 - logging must never fail a request
+        address = "?"
+    calling = (requestor.ae_title or "").strip() or "?"
+    return f"#{number} {calling}@{address}"
+
+
+def describe_query(identifier: Dataset) -> str:
+    """Which keys a C-FIND uses, without patient values (safe for INFO logs)."""
+    matching: list[str] = []
+    returned = 0
+
+    def visit(ds: Dataset, prefix: str) -> None:
+        nonlocal returned
+        for elem in ds:
+            keyword = elem.keyword or str(elem.tag)
+            if keyword == "SpecificCharacterSet":
+                if elem.value:
+                    matching.append(f"{keyword}={elem.value}")
+                continue
+            returned += 1
+            if elem.VR == "SQ":
+                for item in elem.value or []:
+                    visit(item, f"{prefix}{keyword}>")
+                continue
+            if elem.value in (None, "", b""):
+                continue
+            if keyword in _LOGGABLE_VALUES:
+                matching.append(f"{prefix}{keyword}={elem.value}")
+            else:
+                matching.append(f"{prefix}{keyword}")
+
+    visit(identifier, "")
+    keys = ", ".join(matching) if matching else "none (universal)"
+    return f"matching keys: {keys}; {returned} requested keys"
+
+
+# ----------------------------------------------------------------- handlers
+
+
+def _status(code: int, comment: str = "") -> Dataset:
+    ds = Dataset()
+    ds.Status = code
+    if comment:
+        ds.ErrorComment = comment[:64]
+    return ds
+
+
+def handle_echo(event: Any) -> int:
+    LOG.debug("C-ECHO from %s", _peer(event.assoc))
+    return 0x0000
+
+
+def handle_find(event: Any, engine: Engine, config: ServerConfig) -> Iterator[tuple[Any, Any]]:
+    """EVT_C_FIND: stream the matcher's answers; honour C-CANCEL between answers."""
+    peer = _peer(event.assoc)
+    started = time.perf_counter()
+    count = 0
+    outcome = "success"
+    try:
+        identifier = event.identifier
+        summary = describe_query(identifier)
+    except Exception as exc:  # noqa: BLE001
+        LOG.warning("C-FIND from %s: undecodable identifier (%s)", peer, type(exc).__name__)
+        yield _status(FIND_UNABLE_TO_PROCESS, "Identifier could not be decoded"), None
+        return
+    LOG.info("C-FIND from %s: %s", peer, summary)
+    if LOG.isEnabledFor(logging.DEBUG):
+        LOG.debug("C-FIND identifier from %s:\n%s", peer, identifier)
+
+    try:
+        from mwl_service.matching import QueryError, find_worklist
+    except ImportError as exc:
+        LOG.error("C-FIND from %s: matcher unavailable (%s)", peer, exc)
+        yield _status(FIND_UNABLE_TO_PROCESS, "Worklist matcher unavailable"), None
+        return
+
+    try:
+        with engine.connect() as conn:
+            for result in find_worklist(conn, identifier, limit=config.max_results):
+                if event.is_cancelled:
+                    outcome = "cancelled"
+                    yield FIND_CANCEL, None
+                    return
+                count += 1
+                yield FIND_PENDING, result
+        if event.is_cancelled:
+            # The cancel arrived while the last answer went out; say so.
+            outcome = "cancelled"
+            yield FIND_CANCEL, None
+            return
+    except QueryError as exc:
+        status = int(getattr(exc, "status", FIND_UNABLE_TO_PROCESS))
+        outcome = f"refused 0x{status:04X}"
+        LOG.warning("C-FIND from %s refused: status 0x%04X", peer, status)
+        LOG.debug("C-FIND from %s refused: %s", peer, exc)
+        yield _status(status, str(exc)), None
+        return
+    except Exception as exc:  # noqa: BLE001 - answer the peer, keep the server up
+        outcome = "failed 0xC000"
+        # Exception text may quote SQL parameters (patient values): type only at ERROR.
+        LOG.error("C-FIND from %s failed: %s", peer, type(exc).__name__)
+        LOG.debug("C-FIND failure details", exc_info=True)
+        yield _status(FIND_UNABLE_TO_PROCESS, "Unable to process the query"), None
+        return
+    finally:
+        LOG.info(
+            "C-FIND from %s: %d result(s), %s, %.1f ms",
+            peer,
+            count,
+            outcome,
+            (time.perf_counter() - started) * 1000,
+        )
+
+
+def handle_n_create(event: Any, engine: Engine) -> tuple[Dataset, Dataset | None]:
+    peer = _peer(event.assoc)
+    uid = event.request.AffectedSOPInstanceUID
+    try:
+        outcome = mpps.create_mpps(
+            engine,
+            str(uid) if uid else None,
+            event.attribute_list,
+            calling_ae_title=(event.assoc.requestor.ae_title or "").strip(),
+        )
+    except Exception as exc:  # noqa: BLE001
+        LOG.error("MPPS N-CREATE %s from %s failed: %s", uid, peer, type(exc).__name__)
+        LOG.debug("MPPS N-CREATE failure details", exc_info=True)
+        return _status(mpps.PROCESSING_FAILURE, "Unable to store the MPPS instance"), None
+    _log_mpps("N-CREATE", peer, uid, outcome)
+    return outcome.status_dataset(), None
+
+
+def handle_n_set(event: Any, engine: Engine) -> tuple[Dataset, Dataset | None]:
+    peer = _peer(event.assoc)
+    uid = event.request.RequestedSOPInstanceUID
+    try:
+        outcome = mpps.set_mpps(
+            engine,
+            str(uid) if uid else None,
+            event.modification_list,
+            calling_ae_title=(event.assoc.requestor.ae_title or "").strip(),
+        )
+    except Exception as exc:  # noqa: BLE001
+        LOG.error("MPPS N-SET %s from %s failed: %s", uid, peer, type(exc).__name__)
+        LOG.debug("MPPS N-SET failure details", exc_info=True)
+        return _status(mpps.PROCESSING_FAILURE, "Unable to update the MPPS instance"), None
+    _log_mpps("N-SET", peer, uid, outcome)
+    return outcome.status_dataset(), None
+
+
+def _log_mpps(op: str, peer: str, uid: Any, outcome: mpps.MppsOutcome) -> None:
+    if outcome.ok:
+        rows = outcome.worklist_item_ids or "none (unscheduled)"
+        LOG.info("MPPS %s %s from %s: %s, worklist rows %s", op, uid, peer, outcome.mpps_status, rows)
+    else:
+        LOG.warning(
+            "MPPS %s %s from %s: status 0x%04X (%s)",
+            op,
+            uid,
+            peer,
+            outcome.status,
+            outcome.error_comment,
+        )
+
+
+def _on_conn_open(event: Any, counter: Iterator[int]) -> None:
+    event.assoc._mwl_number = next(counter)
+
+
+def _on_established(event: Any) -> None:
+    assoc = event.assoc
+    contexts = sorted({cx.abstract_syntax.name for cx in assoc.accepted_contexts})
+    LOG.info("Association %s accepted (%s)", _peer(assoc), ", ".join(contexts))
+
+
+def _on_rejected(event: Any, config: ServerConfig) -> None:
+    assoc = event.assoc
+    primitive = assoc.requestor.primitive
+    calling = (getattr(primitive, "calling_ae_title", "") or "").strip()
+    called = (getattr(primitive, "called_ae_title", "") or "").strip()
+    if config.allowed_aets and calling not in config.allowed_aets:
+        reason = "calling AE title not on the allow-list"
+    elif called != config.ae_title:
+        reason = f"called AE title {called!r} is not {config.ae_title!r}"
+    else:
+        reason = f"more than {config.max_associations} associations"
+    LOG.warning("Association %s rejected: %s", _peer(assoc), reason)
+
+
+def _on_released(event: Any) -> None:
+    LOG.info("Association %s released", _peer(event.assoc))
+
+
+def _on_aborted(event: Any) -> None:
+    LOG.info("Association %s aborted", _peer(event.assoc))
+
+
+# ----------------------------------------------------------------- AE and server
+
+
+def build_ae(config: ServerConfig) -> AE:
+    """The configured application entity (contexts, AE checks, limits, timeouts)."""
+    _configure_pynetdicom_logging()
+    ae = AE(ae_title=validate_ae_title(config.ae_title))
+    for abstract in (Verification, ModalityWorklistInformationFind, ModalityPerformedProcedureStep):
+        ae.add_supported_context(abstract, TRANSFER_SYNTAXES)
+    ae.require_called_aet = True
+    ae.require_calling_aet = [
+        validate_ae_title(t, "allowed calling AE title") for t in config.allowed_aets
+    ]
+    ae.maximum_associations = int(config.max_associations)
+    ae.network_timeout = config.network_timeout
+    ae.acse_timeout = config.acse_timeout
+    ae.dimse_timeout = config.dimse_timeout
+    ae.maximum_pdu_size = MAXIMUM_PDU_SIZE
+    return ae
+
+
+class MwlAssociationServer(ThreadedAssociationServer):
+    """pynetdicom's threaded server, plus: the TLS handshake runs in the connection's
+    own thread with a deadline (pynetdicom's does it in the accept loop, where one
+    silent client would stall every other connection), and stopping the server also
+    releases the database engine."""
+
+    engine: Engine | None = None
+    config: ServerConfig | None = None
+    handshake_timeout: float = DEFAULT_ACSE_TIMEOUT
+
+    def get_request(self) -> tuple[socket.socket, Any]:
+        client_socket, address = self.socket.accept()  # type: ignore[union-attr]
+        if self.ssl_context:
+            client_socket = self.ssl_context.wrap_socket(
+                client_socket, server_side=True, do_handshake_on_connect=False
+            )
+        return client_socket, address
+
+    def finish_request(self, request: Any, client_address: Any) -> None:
+        if isinstance(request, ssl.SSLSocket):
+            previous = request.gettimeout()
+            try:
+                request.settimeout(self.handshake_timeout)
+                request.do_handshake()
+                request.settimeout(previous)
+            except (OSError, ValueError) as exc:
+                LOG.warning(
+                    "TLS handshake with %s:%s failed: %s",
+                    client_address[0],
+                    client_address[1],
+                    getattr(exc, "reason", None) or type(exc).__name__,
+                )
+                with contextlib.suppress(OSError):
+                    request.close()
+                return
+        super().finish_request(request, client_address)
+
+    def shutdown(self) -> None:
+        try:
+            super().shutdown()
+        finally:
+            if self.engine is not None:
+                self.engine.dispose()
+
+    @property
+    def port(self) -> int:
+        return int(self.server_address[1])
+
+
+def start_server(
+    config: ServerConfig, *, engine: Engine | None = None, ae: AE | None = None
+) -> MwlAssociationServer:
+    """Start serving in background threads; returns the running server.
+
+    Stop it with ``server.shutdown()`` (or ``server.ae.shutdown()``, which also
+    aborts open associations); either releases the engine.
+    """
+    ssl_context = make_ssl_context(config)
+    ae = ae or build_ae(config)
+    engine = engine or schema.make_engine(config.db_url)
+    counter = itertools.count(1)
+    handlers = [
+        (evt.EVT_CONN_OPEN, _on_conn_open, [counter]),
+        (evt.EVT_ESTABLISHED, _on_established),
+        (evt.EVT_REJECTED, _on_rejected, [config]),
+        (evt.EVT_RELEASED, _on_released),
+        (evt.EVT_ABORTED, _on_aborted),
+        (evt.EVT_C_ECHO, handle_echo),
+        (evt.EVT_C_FIND, handle_find, [engine, config]),
+        (evt.EVT_N_CREATE, handle_n_create, [engine]),
+        (evt.EVT_N_SET, handle_n_set, [engine]),
+    ]
+    try:
+        server = ae.make_server(
+            (config.host, int(config.port)),
+            ae_title=config.ae_title,
+            ssl_context=ssl_context,
+            evt_handlers=handlers,
+            server_class=MwlAssociationServer,
+        )
+    except Exception:
+        engine.dispose()
+        raise
+    server.engine = engine
+    server.config = config
+    if config.acse_timeout:
+        server.handshake_timeout = float(config.acse_timeout)
+
+    stamp = datetime.now().strftime("%Y%m%d%H%M%S")
+    thread = threading.Thread(
+        target=make_target(lambda: server.serve_forever(poll_interval=SERVE_POLL_INTERVAL)),
+        name=f"AcceptorServer@{stamp}",
+        daemon=True,
+    )
+    thread.start()
+    ae._servers.append(server)  # as AE.start_server does, so ae.shutdown() stops it
+
+    LOG.info(
+        "MWL service %s listening on %s:%d (TLS %s; calling AE titles %s; "
+        "max %d associations; database %s)",
+        config.ae_title,
+        config.host,
+        server.port,
+        ("on, client certificates required" if config.tls_ca else "on") if config.tls else "off",
+        ", ".join(config.allowed_aets) if config.allowed_aets else "any",
+        config.max_associations,
+        engine.url.render_as_string(hide_password=True),
+    )
+    return server
