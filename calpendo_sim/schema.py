@@ -154,10 +154,11 @@ class TypeRegistry:
                 target = dict(self._extra.get(type_name, {}))
             visible = {**self._base, **target}
             for name, spec in extra.items():
-                if name in visible and visible[name] != spec:
+                if name not in visible:
+                    target[name] = spec
+                elif visible[name] != spec:
                     raise ValueError(f"property {name!r} of {type_name} is a "
                                      f"{visible[name].kind}, not a {spec.kind}")
-                target.setdefault(name, spec)
             # Copy-on-write so concurrent readers always see a complete dict.
             if type_name == BASE_TYPE:
                 self._base = target

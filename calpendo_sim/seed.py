@@ -15,6 +15,7 @@ import random
 from zoneinfo import ZoneInfo
 
 from .catalogue import OPERATORS, PROJECTS, RESEARCHERS, RESOURCES, Directory
+from .schema import TypeRegistry
 from .store import Booking
 
 FIRST_ID = 1001
@@ -162,8 +163,6 @@ def generate_bookings(n: int, seed: int = 42, today: dt.date | None = None, days
     """
     today = today or dt.datetime.now(ZoneInfo(timezone)).date()
     records = generate_records(n, seed, today, days, past_days, Directory())
-    return [_full_biskit(Booking.build(props)) for props in records]
-
-
-def _full_biskit(booking: Booking) -> dict:
-    return booking.as_biskit(booking.rendered)
+    registry = TypeRegistry()
+    return [booking.as_biskit(registry.fields(booking.biskit_type))
+            for booking in map(Booking.build, records)]

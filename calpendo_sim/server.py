@@ -15,6 +15,7 @@ import datetime as dt
 import hmac
 import logging
 import socket
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -24,12 +25,12 @@ from urllib.parse import parse_qs, urlsplit
 from zoneinfo import ZoneInfo
 
 from .catalogue import Directory, default_type
-from .errors import ApiError, BadRequest, NotFound
+from .errors import ApiError, NotFound
 from .query import compile_predicate, parse_expression, parse_paths, split_segments
 from .render import DEFAULT_PATHS, Selection, detail, query_body
 from .schema import TypeRegistry
 from .seed import generate_records
-from .store import BookingStore
+from .store import Booking, BookingStore
 
 LOG = logging.getLogger("calpendo_sim")
 REALM = "Calpendo"
@@ -102,6 +103,13 @@ class _Server(ThreadingHTTPServer):
             self._open.discard(request)
         super().shutdown_request(request)
 
+    def handle_error(self, request, client_address):  # type: ignore[override]
+        # A client that hangs up mid-answer (or a connection cut by stop()) is not a
+        # server fault; anything else keeps the default traceback.
+        if isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError)):
+            return
+        super().handle_error(request, client_address)
+
     def close_connections(self) -> None:
         """Stop serving pooled connections too: a stopped server must look down."""
         with self._open_lock:
@@ -137,7 +145,14 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 class CalpendoSimulator:
-    """A Calpendo web API on loopback, seeded with bookings and changeable while it runs."""
+    """A Calpendo web API on loopback, seeded with bookings and changeable while it runs.
+
+    ``bookings``/``seed``/``today``/``days``/``past_days`` drive the generated seed data
+    (see ``seed.generate_records``); ``today`` defaults to the current date in ``timezone``.
+    ``latency`` (seconds) delays every request and ``flat_keys`` switches answers to flat
+    dotted keys; both may be changed while serving. ``log_requests`` writes an access log
+    line per request to stderr (the CLI's default).
+    """
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0, bookings: int = 60,
                  seed: int = 42, username: str = "calpendo", password: str = "calpendo",
@@ -275,11 +290,14 @@ class CalpendoSimulator:
 
     def get_booking(self, booking_id: int) -> dict:
         """The booking as its own type serves it: ``{"id", "biskitType", "properties"}``."""
-        booking = self.store.get(booking_id)
-        return booking.as_biskit(booking.rendered)
+        return self._full(self.store.get(booking_id))
 
     def bookings(self) -> list[dict]:
-        return [booking.as_biskit(booking.rendered) for booking in self.store.snapshot()]
+        """Every booking, by id, in the get_booking shape."""
+        return [self._full(booking) for booking in self.store.snapshot()]
+
+    def _full(self, booking: Booking) -> dict:
+        return booking.as_biskit(self.registry.fields(booking.biskit_type))
 
     # ----------------------------------------------------------------- HTTP
 

@@ -1,8 +1,9 @@
 """The simulator's booking store: typed records, thread-safe mutations, cheap snapshots.
 
-Each booking is kept twice: ``props`` with Python values (datetimes, ints) that queries
-compare against, and ``rendered``, the JSON-ready form with Calpendo's timestamp strings.
-Both are built once per change, so a query over thousands of bookings does no formatting.
+Each booking is kept three ways: ``props`` with Python values (datetimes, ints) that
+queries compare against, ``rendered``, the JSON-ready form with Calpendo's timestamp
+strings, and ``texts``, the JSON text of every property path. All are built once per
+change, so a query over thousands of bookings does no formatting or encoding.
 Records are never mutated; a change replaces the record, so a reader's snapshot stays
 consistent without holding the lock while it filters and serialises.
 """
@@ -14,8 +15,8 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
-from .render import json_texts
 from .catalogue import RESEARCHERS, Directory, default_type
+from .render import json_texts
 from .schema import (ENVELOPE, STATUSES, TypeRegistry, format_datetime, format_range,
                      infer_field)
 
