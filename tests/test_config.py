@@ -1,0 +1,440 @@
+"""Data-source configuration: loading, validation messages, window and schedule helpers."""
+
+from __future__ import annotations
+
+import copy
+import datetime as dt
+import json
+import re
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from calpendo_assets.config import (
+    DEFAULT_FIELD_MAPPING,
+    DEFAULT_TITLE_PATTERN,
+    ConfigError,
+    DataSource,
+    FieldExtraction,
+    Window,
+    booking_window,
+    credentials,
+    enabled_sources,
+    in_operation_interval,
+    load_config,
+    parse_config,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+EDMONTON = ZoneInfo("America/Edmonton")
+ENV = {}  # no CALPENDO_* variables unless a test sets them
+
+
+def base_source(**overrides) -> dict:
+    source = {
+        "name": "mri3t",
+        "type": "calpendo",
+        "enabled": True,
+        "sync_interval": 300,
+        "operation_interval": {"start_time": [6, 0], "end_time": [22, 0]},
+        "config": {"base_url": "http://127.0.0.1:8089", "resources": ["3T MRI"]},
+    }
+    source.update(overrides)
+    return source
+
+
+def parse(*sources, env=ENV) -> list[DataSource]:
+    return parse_config({"data_sources": list(sources)}, env=env)
+
+
+def error_of(*sources, env=ENV) -> str:
+    with pytest.raises(ConfigError) as info:
+        parse(*sources, env=env)
+    return str(info.value)
+
+
+def with_config(**config) -> dict:
+    source = base_source()
+    source["config"] = {**source["config"], **config}
+    return source
+
+
+# ---------------------------------------------------------------- happy path
+
+
+def test_defaults_apply():
+    (src,) = parse(base_source())
+    assert src.name == "mri3t"
+    assert src.enabled is True
+    assert src.sync_interval == 300
+    assert (src.operation_start, src.operation_end) == ((6, 0), (22, 0))
+    assert src.base_url == "http://127.0.0.1:8089"
+    assert src.resources == ("3T MRI",)
+    assert src.status_filter == ("APPROVED",)
+    assert (src.past_days, src.future_days) == (1, 7)
+    assert src.timezone == "America/Edmonton"
+    assert src.tz == EDMONTON
+    assert src.default_modality == "MR"
+    assert src.fetch_strategy == "bulk"
+    assert (src.timeout, src.retries, src.backoff_factor, src.max_workers) == (30, 3, 0.5, 5)
+    assert (src.max_cancel_fraction, src.min_cancel_guard_rows) == (0.5, 5)
+    # default field mapping
+    assert ("project.name", "study_description") in src.direct_mappings
+    assert ("project.name", "requested_procedure_description") in src.direct_mappings
+    assert ("resource.name", "scheduled_station_name") in src.direct_mappings
+    assert ("Operator", "performing_physician_name") in src.direct_mappings
+    (path, extractions) = src.extractions[0]
+    assert path == "title"
+    assert [(x.field, x.group) for x in extractions] == [
+        ("patient_id", "patient_id"),
+        ("patient_name", "patient_name"),
+    ]
+    assert src.calpendo_paths() == ("project.name", "resource.name", "Operator", "title")
+
+
+def test_status_filter_accepts_one_string_any_case():
+    (src,) = parse(with_config(status_filter="approved"))
+    assert src.status_filter == ("APPROVED",)
+    (src,) = parse(with_config(status_filter=["approved", "Tentative", "APPROVED"]))
+    assert src.status_filter == ("APPROVED", "TENTATIVE")
+
+
+def test_base_url_falls_back_to_env_and_config_wins():
+    source = base_source()
+    del source["config"]["base_url"]
+    (src,) = parse(source, env={"CALPENDO_API_URL": "https://calpendo.example.org/"})
+    assert src.base_url == "https://calpendo.example.org"
+    (src,) = parse(base_source(), env={"CALPENDO_API_URL": "https://elsewhere.example.org"})
+    assert src.base_url == "http://127.0.0.1:8089"
+    msg = error_of(source)
+    assert msg == (
+        "data source 'mri3t': config.base_url: missing (set it in the config or in CALPENDO_API_URL)"
+    )
+
+
+def test_custom_field_mapping_and_extractions():
+    mapping = {
+        "title": {
+            "_extract": {
+                "patient_id": {"pattern": r"^(?P<pid>\w+)", "group": "pid"},
+                "patient_name": {"pattern": r"^\w+_(.*)$", "group": 1},
+            }
+        },
+        "project.formattedName": "study_description",
+        "booker.name": ["referring_physician_name"],
+    }
+    (src,) = parse(base_source(field_mapping=mapping))
+    assert src.direct_mappings == (
+        ("project.formattedName", "study_description"),
+        ("booker.name", "referring_physician_name"),
+    )
+    (path, (pid, name)) = src.extractions[0]
+    assert isinstance(pid, FieldExtraction)
+    assert pid.pattern.pattern == r"^(?P<pid>\w+)" and pid.group == "pid"
+    assert name.group == 1
+    assert src.calpendo_paths() == ("project.formattedName", "booker.name", "title")
+
+
+def test_resource_mappings_validated_as_dicom_values():
+    (src,) = parse(
+        with_config(
+            resource_modality_mapping={"3T MRI": "MR", "EEG": "EEG"},
+            resource_ae_title_mapping={"3T MRI": "MRI3T"},
+        )
+    )
+    assert src.resource_modality_mapping == {"3T MRI": "MR", "EEG": "EEG"}
+    assert src.resource_ae_title_mapping == {"3T MRI": "MRI3T"}
+
+
+def test_disabled_sources_are_loaded_and_validated_but_not_enabled():
+    sources = parse(base_source(), base_source(name="eeg", enabled=False))
+    assert [s.name for s in sources] == ["mri3t", "eeg"]
+    assert [s.name for s in enabled_sources(sources)] == ["mri3t"]
+    msg = error_of(base_source(), base_source(name="eeg", enabled=False, type="ical"))
+    assert "data source 'eeg': type: unknown type 'ical'" in msg
+
+
+# ---------------------------------------------------------------- error messages
+
+
+@pytest.mark.parametrize(
+    "source, expected",
+    [
+        # missing keys
+        ({k: v for k, v in base_source().items() if k != "type"}, "data source 'mri3t': type: missing"),
+        ({k: v for k, v in base_source().items() if k != "config"}, "data source 'mri3t': config: missing"),
+        ({k: v for k, v in base_source().items() if k != "name"}, "data source #1: name: missing"),
+        (
+            base_source(operation_interval={"start_time": [6, 0]}),
+            "data source 'mri3t': operation_interval.end_time: missing",
+        ),
+        # wrong types (bool is not an int)
+        (base_source(sync_interval="300"), "data source 'mri3t': sync_interval: must be an integer, got string '300'"),
+        (base_source(sync_interval=True), "data source 'mri3t': sync_interval: must be an integer, got boolean True"),
+        (base_source(enabled="yes"), "data source 'mri3t': enabled: must be true or false, got string 'yes'"),
+        (with_config(past_days=True), "data source 'mri3t': config.past_days: must be an integer, got boolean True"),
+        (with_config(future_days=1.5), "data source 'mri3t': config.future_days: must be an integer"),
+        (with_config(timeout="30"), "data source 'mri3t': config.timeout: must be a number"),
+        (with_config(timeout=False), "data source 'mri3t': config.timeout: must be a number, got boolean"),
+        (with_config(resources={"a": 1}), "data source 'mri3t': config.resources: must be a string or a list"),
+        (with_config(resources=["3T", 7]), "data source 'mri3t': config.resources[1]: must be a string, got integer 7"),
+        (base_source(config=[]), "data source 'mri3t': config: must be an object, got list"),
+        (with_config(max_workers=0), "data source 'mri3t': config.max_workers: must be >= 1, got 0"),
+        (with_config(max_cancel_fraction=1.5), "data source 'mri3t': config.max_cancel_fraction: must be <= 1"),
+        (with_config(retries=-1), "data source 'mri3t': config.retries: must be >= 0"),
+        # values
+        (with_config(timezone="Mars/Base"), "data source 'mri3t': config.timezone: unknown time zone 'Mars/Base'"),
+        (with_config(timezone="../etc/passwd"), "data source 'mri3t': config.timezone: unknown time zone"),
+        (base_source(type="ical"), "data source 'mri3t': type: unknown type 'ical' (known: calpendo)"),
+        (with_config(fetch_strategy="parallel"), "data source 'mri3t': config.fetch_strategy: unknown strategy 'parallel'"),
+        (with_config(base_url="ftp://x"), "data source 'mri3t': config.base_url: must be an http:// or https:// URL"),
+        (
+            with_config(base_url="http://user:pw@host"),
+            "data source 'mri3t': config.base_url: must not contain credentials",
+        ),
+        (with_config(status_filter=[]), "data source 'mri3t': config.status_filter: must name at least one status"),
+        (
+            with_config(resource_modality_mapping={"3T MRI": "mr"}),
+            "data source 'mri3t': config.resource_modality_mapping.3T MRI: 'mr' is not a valid CS value",
+        ),
+        (
+            with_config(resource_ae_title_mapping={"3T MRI": "A_VERY_LONG_AE_TITLE"}),
+            "data source 'mri3t': config.resource_ae_title_mapping.3T MRI: 'A_VERY_LONG_AE_TITLE' is not a valid AE value",
+        ),
+        (
+            with_config(resource_modality_mapping={"3T": "MR", "3t": "OT"}),
+            "data source 'mri3t': config.resource_modality_mapping.3t: duplicates '3T'",
+        ),
+        (with_config(default_modality="M R!"), "data source 'mri3t': config.default_modality: not a valid modality"),
+        # schedule
+        (base_source(sync_interval=59), "data source 'mri3t': sync_interval: must be >= 60 seconds, got 59"),
+        (
+            base_source(operation_interval={"start_time": [25, 0], "end_time": [6, 0]}),
+            "data source 'mri3t': operation_interval.start_time[0]: hour must be 0-23, got 25",
+        ),
+        (
+            base_source(operation_interval={"start_time": [6, 60], "end_time": [6, 0]}),
+            "data source 'mri3t': operation_interval.start_time[1]: minute must be 0-59, got 60",
+        ),
+        (
+            base_source(operation_interval={"start_time": "06:00", "end_time": [6, 0]}),
+            "data source 'mri3t': operation_interval.start_time: must be [hour, minute], got '06:00'",
+        ),
+        # names usable as Dagster asset key prefixes
+        (base_source(name="3T-mri"), "data source #1: name: '3T-mri' cannot prefix Dagster asset keys"),
+        (base_source(name="my source"), "data source #1: name: 'my source' cannot prefix Dagster asset keys"),
+        (base_source(name=""), "data source #1: name: must not be empty"),
+        # unknown keys are errors, never ignored
+        (base_source(sync_intervall=300), "data source 'mri3t': sync_intervall: unknown key"),
+        (with_config(timzone="UTC"), "data source 'mri3t': config.timzone: unknown key"),
+        (
+            base_source(operation_interval={"start_time": [6, 0], "end_time": [7, 0], "days": [1]}),
+            "data source 'mri3t': operation_interval.days: unknown key",
+        ),
+    ],
+)
+def test_validation_names_source_and_key(source, expected):
+    assert error_of(source).startswith(expected)
+
+
+@pytest.mark.parametrize(
+    "mapping, expected",
+    [
+        ({"title": "patient_idd"}, "field_mapping.title: unknown worklist field 'patient_idd'"),
+        ({"title": ["patient_id", "nope"]}, "field_mapping.title[1]: unknown worklist field 'nope'"),
+        (
+            {"title": {"_extract": {"patient_nam": {"pattern": "(x)", "group": 1}}}},
+            "field_mapping.title._extract.patient_nam: unknown worklist field 'patient_nam'",
+        ),
+        (
+            {"title": {"_extract": {"patient_id": {"pattern": "([A-Z", "group": 1}}}},
+            "field_mapping.title._extract.patient_id.pattern: invalid regular expression",
+        ),
+        (
+            {"title": {"_extract": {"patient_id": {"pattern": "([A-Z]+)", "group": 2}}}},
+            "field_mapping.title._extract.patient_id.group: group 2 not in pattern (it has 1 groups)",
+        ),
+        (
+            {"title": {"_extract": {"patient_id": {"pattern": "(?P<pid>[A-Z]+)", "group": "id"}}}},
+            "field_mapping.title._extract.patient_id.group: no group named 'id' in pattern (named groups: pid)",
+        ),
+        (
+            {"title": {"_extract": {"patient_id": {"pattern": "([A-Z]+)", "group": True}}}},
+            "field_mapping.title._extract.patient_id.group: must be a group number or name, got boolean",
+        ),
+        (
+            {"title": {"_extract": {"patient_id": {"group": 1}}}},
+            "field_mapping.title._extract.patient_id.pattern: missing",
+        ),
+        (
+            {"title": {"_extract": {"patient_id": {"pattern": "(x)", "grop": 1}}}},
+            "field_mapping.title._extract.patient_id.grop: unknown key",
+        ),
+        ({"title": {"extract": {}}}, "field_mapping.title.extract: unknown key"),
+        (
+            {"title": "patient_id", "booker.name": "patient_id"},
+            "field_mapping.booker.name: worklist field 'patient_id' is already mapped by field_mapping.title",
+        ),
+        ({"title!": "patient_id"}, "field_mapping.title!: not a Calpendo dotted path"),
+        ({"project.name": "study_description"}, "field_mapping: nothing is mapped to patient_id"),
+        ([], "field_mapping: must be an object, got list"),
+    ],
+)
+def test_field_mapping_errors(mapping, expected):
+    msg = error_of(base_source(field_mapping=mapping))
+    assert msg.startswith(f"data source 'mri3t': {expected}")
+
+
+def test_duplicate_source_names():
+    msg = error_of(base_source(), base_source())
+    assert msg == "data source 'mri3t': name: duplicate data source name"
+
+
+def test_document_level_errors():
+    with pytest.raises(ConfigError, match="config: data_sources: missing"):
+        parse_config({}, env=ENV)
+    with pytest.raises(ConfigError, match="config: data_sources: must be a list"):
+        parse_config({"data_sources": {}}, env=ENV)
+    with pytest.raises(ConfigError, match="config: datasources: unknown key"):
+        parse_config({"data_sources": [], "datasources": []}, env=ENV)
+    with pytest.raises(ConfigError, match=r"data source #2: must be an object"):
+        parse_config({"data_sources": [base_source(), "eeg"]}, env=ENV)
+
+
+# ---------------------------------------------------------------- files and environment
+
+
+def test_load_config_from_env_path(tmp_path):
+    path = tmp_path / "sources.json"
+    path.write_text(json.dumps({"data_sources": [base_source()]}))
+    sources = load_config(env={"CALPENDO_MWL_CONFIG": str(path)})
+    assert [s.name for s in sources] == ["mri3t"]
+    # an explicit path wins over the environment
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps({"data_sources": [base_source(name="eeg")]}))
+    assert [s.name for s in load_config(str(other), env={"CALPENDO_MWL_CONFIG": str(path)})] == ["eeg"]
+
+
+def test_load_config_errors_name_the_file(tmp_path):
+    missing = tmp_path / "nope.json"
+    with pytest.raises(ConfigError, match=r"config file '.*nope.json' not found \(set CALPENDO_MWL_CONFIG"):
+        load_config(str(missing), env=ENV)
+    broken = tmp_path / "broken.json"
+    broken.write_text('{"data_sources": [')
+    with pytest.raises(ConfigError, match=r"broken.json': invalid JSON at line 1"):
+        load_config(str(broken), env=ENV)
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"data_sources": [with_config(timezone="Mars/Base")]}))
+    with pytest.raises(ConfigError) as info:
+        load_config(str(bad), env=ENV)
+    assert "data source 'mri3t': config.timezone: unknown time zone 'Mars/Base'" in str(info.value)
+
+
+def test_default_path_is_config_calpendo_json(monkeypatch):
+    monkeypatch.chdir(ROOT)
+    sources = load_config(env=ENV)
+    assert sources[0].name == "mri"
+
+
+def test_shipped_config_targets_the_simulator():
+    sources = load_config(str(ROOT / "config" / "calpendo.json"), env=ENV)
+    enabled = enabled_sources(sources)
+    assert [s.name for s in enabled] == ["mri"]
+    mri = enabled[0]
+    assert mri.base_url == "http://127.0.0.1:8089"
+    assert mri.resources == ("3T MRI", "EEG Lab", "Mock Scanner")
+    assert mri.resource_modality_mapping["EEG Lab"] == "EEG"
+    # the shipped file spells out the documented default field mapping
+    raw = json.loads((ROOT / "config" / "calpendo.json").read_text())
+    assert raw["data_sources"][0]["field_mapping"] == json.loads(json.dumps(DEFAULT_FIELD_MAPPING))
+    assert re.compile(DEFAULT_TITLE_PATTERN)
+
+
+def test_credentials_from_env_only_and_never_echo_the_password():
+    (src,) = parse(base_source())
+    env = {"CALPENDO_USERNAME": "alice", "CALPENDO_PASSWORD": "s3cret-pw"}
+    assert credentials(src, env) == ("alice", "s3cret-pw")
+    with pytest.raises(ConfigError) as info:
+        credentials(src, {"CALPENDO_PASSWORD": "s3cret-pw"})
+    assert str(info.value) == (
+        "data source 'mri3t': credentials: environment variable CALPENDO_USERNAME is not set"
+    )
+    assert "s3cret" not in str(info.value)
+    with pytest.raises(ConfigError, match="CALPENDO_PASSWORD is not set"):
+        credentials(src, {"CALPENDO_USERNAME": "alice", "CALPENDO_PASSWORD": ""})
+
+
+def test_source_is_frozen_and_defaults_not_shared():
+    a, b = parse(base_source(), base_source(name="eeg"))
+    with pytest.raises(Exception):
+        a.name = "x"  # type: ignore[misc]
+    mapping = copy.deepcopy(DEFAULT_FIELD_MAPPING)
+    assert mapping == DEFAULT_FIELD_MAPPING  # parse did not mutate the default
+
+
+# ---------------------------------------------------------------- window and schedule
+
+
+def test_booking_window_is_local_midnights():
+    (src,) = parse(base_source())
+    now = dt.datetime(2026, 2, 12, 23, 30, tzinfo=EDMONTON)  # 06:30 UTC on the 13th
+    w = booking_window(src, now)
+    assert isinstance(w, Window)
+    assert w.start == dt.datetime(2026, 2, 11, tzinfo=EDMONTON)
+    assert w.end == dt.datetime(2026, 2, 20, tzinfo=EDMONTON)
+    assert w.start.utcoffset() == dt.timedelta(hours=-7)
+    assert w.timezone == "America/Edmonton"
+    # the same instant given in UTC gives the same window (site-local "today")
+    assert booking_window(src, now.astimezone(dt.timezone.utc)) == w
+
+
+def test_booking_window_across_spring_forward():
+    (src,) = parse(base_source())
+    w = booking_window(src, dt.datetime(2026, 3, 7, 12, 0, tzinfo=EDMONTON))
+    assert (w.start.hour, w.end.hour) == (0, 0)
+    assert w.start.astimezone(dt.timezone.utc) == dt.datetime(2026, 3, 6, 7, tzinfo=dt.timezone.utc)
+    assert w.end.astimezone(dt.timezone.utc) == dt.datetime(2026, 3, 15, 6, tzinfo=dt.timezone.utc)
+    utc = dt.timezone.utc
+    assert w.end.astimezone(utc) - w.start.astimezone(utc) == dt.timedelta(days=9, hours=-1)
+
+
+def test_booking_window_across_fall_back():
+    (src,) = parse(with_config(past_days=0, future_days=1))
+    w = booking_window(src, dt.datetime(2026, 10, 31, 20, 0, tzinfo=EDMONTON))
+    assert w.start.astimezone(dt.timezone.utc) == dt.datetime(2026, 10, 31, 6, tzinfo=dt.timezone.utc)
+    assert w.end.astimezone(dt.timezone.utc) == dt.datetime(2026, 11, 2, 7, tzinfo=dt.timezone.utc)
+    utc = dt.timezone.utc
+    assert w.end.astimezone(utc) - w.start.astimezone(utc) == dt.timedelta(hours=49)
+    assert w.contains(dt.datetime(2026, 11, 1, 8, 30, tzinfo=dt.timezone.utc))
+    assert not w.contains(w.end)
+
+
+def test_booking_window_naive_now_is_site_local():
+    (src,) = parse(with_config(past_days=0, future_days=0))
+    w = booking_window(src, dt.datetime(2026, 2, 12, 23, 30))
+    assert w.start == dt.datetime(2026, 2, 12, tzinfo=EDMONTON)
+    assert w.end == dt.datetime(2026, 2, 13, tzinfo=EDMONTON)
+
+
+@pytest.mark.parametrize(
+    "interval, time, inside",
+    [
+        ({"start_time": [6, 0], "end_time": [22, 0]}, dt.time(6, 0), True),
+        ({"start_time": [6, 0], "end_time": [22, 0]}, dt.time(21, 59, 59), True),
+        ({"start_time": [6, 0], "end_time": [22, 0]}, dt.time(22, 0), False),
+        ({"start_time": [6, 0], "end_time": [22, 0]}, dt.time(5, 59), False),
+        ({"start_time": [22, 0], "end_time": [6, 0]}, dt.time(23, 0), True),  # overnight
+        ({"start_time": [22, 0], "end_time": [6, 0]}, dt.time(2, 0), True),
+        ({"start_time": [22, 0], "end_time": [6, 0]}, dt.time(6, 0), False),
+        ({"start_time": [22, 0], "end_time": [6, 0]}, dt.time(12, 0), False),
+        ({"start_time": [0, 0], "end_time": [0, 0]}, dt.time(3, 0), True),  # always
+        (None, dt.time(3, 0), True),  # absent: always
+    ],
+)
+def test_operation_interval(interval, time, inside):
+    source = base_source(operation_interval=interval)
+    if interval is None:
+        del source["operation_interval"]
+    (src,) = parse(source)
+    assert in_operation_interval(src, time) is inside
