@@ -518,6 +518,19 @@ def test_latency_applies_per_request_and_requests_run_in_parallel(calpendo_sim):
     assert total < 1.0, f"10 parallel requests with 0.2 s latency took {total:.2f} s"
 
 
+def test_keep_alive_requests_do_not_stall(calpendo_sim):
+    """Sequential requests on one pooled connection: no ~40 ms Nagle/delayed-ACK stall each."""
+    session = requests.Session()
+    session.auth = AUTH
+    ids = [b["id"] for b in calpendo_sim.bookings()][:30]
+    start = time.perf_counter()
+    for bid in ids:
+        assert session.get(f"{calpendo_sim.url}/webdav/b/Calpendo.Booking/{bid}",
+                           timeout=10).status_code == 200
+    elapsed = time.perf_counter() - start
+    assert elapsed < 0.6, f"30 keep-alive requests took {elapsed:.2f} s"
+
+
 def test_stop_closes_pooled_connections(calpendo_sim_factory):
     sim = calpendo_sim_factory(bookings=3)
     session = requests.Session()
