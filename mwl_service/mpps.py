@@ -40,7 +40,7 @@ import logging
 from dataclasses import dataclass, field
 
 from pydicom.dataset import Dataset
-from pydicom.uid import UID
+from pydicom.uid import RE_VALID_UID
 from sqlalchemy import select
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
@@ -230,7 +230,7 @@ def _check_uid(uid: str | None) -> MppsOutcome | None:
             MISSING_ATTRIBUTE,
             "Affected SOP Instance UID required (PS3.4 F.7.2.1.2)",
         )
-    if len(uid) > 64 or not UID(uid).is_valid:
+    if len(uid) > 64 or not RE_VALID_UID.match(uid):
         return _fail(INVALID_SOP_INSTANCE, "SOP Instance UID is not a valid UID", uid)
     return None
 

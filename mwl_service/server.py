@@ -26,7 +26,7 @@ from datetime import datetime
 from typing import Any, Iterator
 
 from pydicom.dataset import Dataset
-from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
+from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom import AE, _config, evt
 from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     ModalityPerformedProcedureStep,
@@ -225,9 +225,14 @@ def handle_find(event: Any, engine: Engine, config: ServerConfig) -> Iterator[tu
         yield _status(FIND_UNABLE_TO_PROCESS, "Worklist matcher unavailable"), None
         return
 
+    # Answers are pre-encoded by the matcher in the negotiated transfer syntax.
+    implicit_vr = UID(event.context.transfer_syntax).is_implicit_VR
     try:
         with engine.connect() as conn:
-            for result in find_worklist(conn, identifier, limit=config.max_results):
+            results = find_worklist(
+                conn, identifier, limit=config.max_results, implicit_vr=implicit_vr
+            )
+            for result in results:
                 if event.is_cancelled:
                     outcome = "cancelled"
                     yield FIND_CANCEL, None
