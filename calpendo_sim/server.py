@@ -367,7 +367,8 @@ class CalpendoSimulator:
         type_name, raw_id = segments
         fields = self.registry.fields(type_name)
         try:
-            booking = self.store.get(int(raw_id)) if raw_id.isdigit() else None
+            # ASCII digits only: int() would also accept "١٢" or " 12".
+            booking = self.store.get(int(raw_id)) if raw_id.isascii() and raw_id.isdigit() else None
         except KeyError:
             booking = None
         if booking is None or not self.registry.includes(type_name, booking.biskit_type):
