@@ -1,0 +1,96 @@
+"""Per data source: the `NAME_sync` job, its schedule and its change-detecting sensor."""
+
+import datetime as dt
+
+import dagster as dg
+
+from calpendo_assets import sync
+from calpendo_assets.assets import asset_key
+from calpendo_assets.config import ConfigError, DataSource, booking_window, in_operation_interval
+
+ASSET_NAMES = (
+    "raw_bookings",
+    "booking_details",
+    "worklist_rows",
+    "cancellation_reconciliation",
+    "worklist",
+)
+SENSOR_INTERVAL_SECONDS = 60
+
+
+def cron_for_interval(seconds: int) -> str:
+    """Cron for 'every `seconds`', at minute granularity.
+
+    Minute intervals that do not divide 60 restart at each full hour (cron's */n);
+    intervals of an hour or more run on the hour every whole number of hours.
+    """
+    minutes = max(1, round(seconds / 60))
+    if minutes < 60:
+        return "* * * * *" if minutes == 1 else f"*/{minutes} * * * *"
+    hours = max(1, round(minutes / 60))
+    return "0 * * * *" if hours == 1 else f"0 */{min(hours, 23)} * * *"
+
+
+def build_job(source: DataSource) -> dg.UnresolvedAssetJobDefinition:
+    return dg.define_asset_job(
+        name=f"{source.name}_sync",
+        selection=dg.AssetSelection.assets(*(asset_key(source, n) for n in ASSET_NAMES)),
+        executor_def=dg.in_process_executor,
+        tags={"calpendo_mwl/source": source.name},
+        description=f"Sync Calpendo bookings of '{source.name}' into the worklist.",
+    )
+
+
+def _default_status(source: DataSource):
+    return dg.DefaultScheduleStatus.RUNNING if source.enabled else dg.DefaultScheduleStatus.STOPPED
+
+
+def build_schedule(source: DataSource, job) -> dg.ScheduleDefinition:
+    @dg.schedule(
+        name=f"{source.name}_schedule",
+        job=job,
+        cron_schedule=cron_for_interval(source.sync_interval),
+        execution_timezone=source.timezone,
+        default_status=_default_status(source),
+        description=f"Every {source.sync_interval}s within the operation interval ({source.timezone}).",
+    )
+    def _schedule(context: dg.ScheduleEvaluationContext):
+        local = context.scheduled_execution_time.astimezone(source.tz)
+        if not in_operation_interval(source, local.time()):
+            return dg.SkipReason(f"{local:%H:%M} is outside the operation interval")
+        return dg.RunRequest()
+
+    return _schedule
+
+
+def build_sensor(source: DataSource, job) -> dg.SensorDefinition:
+    sensor_status = (
+        dg.DefaultSensorStatus.RUNNING if source.enabled else dg.DefaultSensorStatus.STOPPED
+    )
+
+    @dg.sensor(
+        name=f"{source.name}_sensor",
+        job=job,
+        minimum_interval_seconds=SENSOR_INTERVAL_SECONDS,
+        default_status=sensor_status,
+        description="Polls the booking window cheaply; runs a sync only when it changed.",
+    )
+    def _sensor(context: dg.SensorEvaluationContext):
+        now = dt.datetime.now(dt.timezone.utc)
+        if not in_operation_interval(source, now.astimezone(source.tz).time()):
+            return dg.SkipReason("outside the operation interval")
+        try:
+            client = sync.make_client(source, logger=context.log)
+        except ConfigError as exc:
+            return dg.SkipReason(str(exc))
+        window = booking_window(source, now)
+        with client:
+            fingerprint = client.fingerprint(window.start, window.end, source.status_filter)
+        previous = context.cursor or ""
+        if fingerprint == previous:
+            return dg.SkipReason("booking window unchanged")
+        context.update_cursor(fingerprint)
+        # Keyed on the transition, so the same change never launches two runs.
+        return dg.RunRequest(run_key=f"{previous[:12] or 'start'}-{fingerprint[:12]}")
+
+    return _sensor

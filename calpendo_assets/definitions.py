@@ -1,0 +1,32 @@
+"""Dagster code location: one set of assets, checks, job, schedule and sensor per
+enabled data source in the CALPENDO_MWL_CONFIG file."""
+
+import dagster as dg
+
+from calpendo_assets.assets import build_source_assets
+from calpendo_assets.automation import build_job, build_schedule, build_sensor
+from calpendo_assets.checks import build_source_checks
+from calpendo_assets.config import DataSource, enabled_sources, load_config
+from calpendo_assets.resources import WorklistDatabase
+
+
+def build_definitions(sources: list[DataSource], **asset_options) -> dg.Definitions:
+    assets, checks, jobs, schedules, sensors = [], [], [], [], []
+    for source in sources:
+        assets += build_source_assets(source, **asset_options)
+        checks += build_source_checks(source)
+        job = build_job(source)
+        jobs.append(job)
+        schedules.append(build_schedule(source, job))
+        sensors.append(build_sensor(source, job))
+    return dg.Definitions(
+        assets=assets,
+        asset_checks=checks,
+        jobs=jobs,
+        schedules=schedules,
+        sensors=sensors,
+        resources={"worklist_db": WorklistDatabase()},
+    )
+
+
+defs = build_definitions(enabled_sources(load_config()))
