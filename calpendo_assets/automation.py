@@ -31,7 +31,7 @@ def cron_for_interval(seconds: int) -> str:
     return "0 * * * *" if hours == 1 else f"0 */{min(hours, 23)} * * *"
 
 
-def build_job(source: DataSource) -> dg.UnresolvedAssetJobDefinition:
+def build_job(source: DataSource):
     return dg.define_asset_job(
         name=f"{source.name}_sync",
         selection=dg.AssetSelection.assets(*(asset_key(source, n) for n in ASSET_NAMES)),

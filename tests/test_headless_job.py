@@ -1,0 +1,70 @@
+"""`dagster job execute -m calpendo_assets.definitions -j NAME_sync`, as an operator runs it.
+
+Uses the shipped config/calpendo.json (only its base_url is pointed at this test's
+simulator) and a real SQLite file, in a separate process.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from mwl_service.schema import SCHEDULED, WorklistItem, make_engine
+from tests.fixtures.sim import SIM_PASSWORD, SIM_USER
+
+ROOT = Path(__file__).resolve().parent.parent
+DAGSTER = str(Path(sys.executable).parent / "dagster")
+
+
+def shipped_config_for(url: str, tmp_path: Path) -> tuple[Path, list[str]]:
+    cfg = json.loads((ROOT / "config" / "calpendo.json").read_text())
+    enabled = [s for s in cfg["data_sources"] if s.get("enabled", True)]
+    for source in enabled:
+        source["config"]["base_url"] = url
+    path = tmp_path / "calpendo.json"
+    path.write_text(json.dumps(cfg))
+    return path, [s["name"] for s in enabled]
+
+
+def test_headless_sync_fills_the_worklist(calpendo_sim, tmp_path, sqlite_url):
+    config_path, names = shipped_config_for(calpendo_sim.url, tmp_path)
+    env = {
+        **os.environ,
+        "CALPENDO_MWL_CONFIG": str(config_path),
+        "WORKLIST_DB_URL": sqlite_url,
+        "CALPENDO_USERNAME": SIM_USER,
+        "CALPENDO_PASSWORD": SIM_PASSWORD,
+        "DAGSTER_HOME": str(tmp_path / "dagster_home"),
+    }
+    (tmp_path / "dagster_home").mkdir()
+    proc = subprocess.run(
+        [DAGSTER, "job", "execute", "-m", "calpendo_assets.definitions", "-j", f"{names[0]}_sync"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=240,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "RUN_SUCCESS" in proc.stdout + proc.stderr
+
+    engine = make_engine(sqlite_url)
+    with Session(engine) as s:
+        published = {r.booking_id: r for r in s.scalars(select(WorklistItem))}
+    engine.dispose()
+    approved_scans = {
+        str(b["id"])
+        for b in calpendo_sim.bookings()
+        if b["properties"]["status"] == "APPROVED"
+    }
+    assert published, "the sync published nothing"
+    assert set(published) <= approved_scans
+    assert all(r.step_status == SCHEDULED and r.source == names[0] for r in published.values())
+    # The seed's first bookings today are well-formed titles: they must be there.
+    ids = {r.patient_id for r in published.values()}
+    assert {"SUB0001", "SUB0002", "SUB0003"} <= ids
+    names_by_id = {r.patient_id: r.patient_name for r in published.values()}
+    assert names_by_id["SUB0003"] == "Müller^Jürgen"
+    assert names_by_id["SUB0002"] == "Doe^Jane"
