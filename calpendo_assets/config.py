@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import math
 import os
 import re
 from collections.abc import Mapping
@@ -179,14 +180,22 @@ class _Ctx:
         self.label = label
 
     def error(self, path: str, message: str) -> ConfigError:
-        return ConfigError(f"{self.label}: {path}: {message}" if path else f"{self.label}: {message}")
+        return ConfigError(
+            f"{self.label}: {path}: {message}" if path else f"{self.label}: {message}"
+        )
 
 
 def _type_name(value: Any) -> str:
     if value is None:
         return "null"
-    return {bool: "boolean", int: "integer", float: "number", str: "string", list: "list",
-            dict: "object"}.get(type(value), type(value).__name__)
+    return {
+        bool: "boolean",
+        int: "integer",
+        float: "number",
+        str: "string",
+        list: "list",
+        dict: "object",
+    }.get(type(value), type(value).__name__)
 
 
 def _is_int(value: Any) -> bool:
@@ -194,7 +203,9 @@ def _is_int(value: Any) -> bool:
 
 
 def _is_number(value: Any) -> bool:
-    return (isinstance(value, (int, float)) and not isinstance(value, bool)) and value == value
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    return math.isfinite(value)
 
 
 def _int(ctx: _Ctx, path: str, value: Any, minimum: int | None = None) -> int:
@@ -205,8 +216,14 @@ def _int(ctx: _Ctx, path: str, value: Any, minimum: int | None = None) -> int:
     return value
 
 
-def _number(ctx: _Ctx, path: str, value: Any, minimum: float | None = None,
-            maximum: float | None = None, strict_min: bool = False) -> float:
+def _number(
+    ctx: _Ctx,
+    path: str,
+    value: Any,
+    minimum: float | None = None,
+    maximum: float | None = None,
+    strict_min: bool = False,
+) -> float:
     if not _is_number(value):
         raise ctx.error(path, f"must be a number, got {_type_name(value)} {value!r}")
     if minimum is not None and (value < minimum or (strict_min and value == minimum)):
@@ -281,7 +298,9 @@ def _resource_mapping(ctx: _Ctx, path: str, value: Any, vr: str) -> dict[str, st
             raise ctx.error(where, f"{target!r} is not a valid {vr} value: {problem}")
         folded = key.strip().casefold()
         if folded in seen:
-            raise ctx.error(where, f"duplicates {seen[folded]!r} (resource names are case-insensitive)")
+            raise ctx.error(
+                where, f"duplicates {seen[folded]!r} (resource names are case-insensitive)"
+            )
         seen[folded] = key
         out[key.strip()] = target
     return out
@@ -310,7 +329,9 @@ def _extraction(ctx: _Ctx, path: str, field: str, spec: Any) -> FieldExtraction:
     if isinstance(group, str):
         if group not in pattern.groupindex:
             named = ", ".join(pattern.groupindex) or "none"
-            raise ctx.error(f"{path}.group", f"no group named {group!r} in pattern (named groups: {named})")
+            raise ctx.error(
+                f"{path}.group", f"no group named {group!r} in pattern (named groups: {named})"
+            )
     elif _is_int(group):
         if not 0 <= group <= pattern.groups:
             raise ctx.error(
@@ -329,7 +350,9 @@ def _field_mapping(ctx: _Ctx, value: Any):
 
     def claim(field: str, where: str) -> None:
         if field in targeted:
-            raise ctx.error(where, f"worklist field {field!r} is already mapped by {targeted[field]}")
+            raise ctx.error(
+                where, f"worklist field {field!r} is already mapped by {targeted[field]}"
+            )
         targeted[field] = where
 
     for source_path, target in mapping.items():
@@ -408,7 +431,9 @@ def _source(index: int, raw: Any, env: Mapping[str, str]) -> DataSource:
     enabled = _bool(ctx, "enabled", raw.get("enabled", True))
     sync_interval = _int(ctx, "sync_interval", raw.get("sync_interval", DEFAULT_SYNC_INTERVAL))
     if sync_interval < MIN_SYNC_INTERVAL:
-        raise ctx.error("sync_interval", f"must be >= {MIN_SYNC_INTERVAL} seconds, got {sync_interval}")
+        raise ctx.error(
+            "sync_interval", f"must be >= {MIN_SYNC_INTERVAL} seconds, got {sync_interval}"
+        )
 
     op_start, op_end = (0, 0), (0, 0)
     if raw.get("operation_interval") is not None:
@@ -425,7 +450,9 @@ def _source(index: int, raw: Any, env: Mapping[str, str]) -> DataSource:
     c = {**_CONFIG_DEFAULTS, **cfg}
     base_url = _base_url(ctx, c["base_url"], env)
     resources = _str_list(ctx, "config.resources", c["resources"])
-    status_filter = tuple(dict.fromkeys(s.upper() for s in _str_list(ctx, "config.status_filter", c["status_filter"])))
+    status_filter = tuple(
+        dict.fromkeys(s.upper() for s in _str_list(ctx, "config.status_filter", c["status_filter"]))
+    )
     if not status_filter:
         raise ctx.error("config.status_filter", "must name at least one status")
     past_days = _int(ctx, "config.past_days", c["past_days"], 0)
@@ -435,8 +462,12 @@ def _source(index: int, raw: Any, env: Mapping[str, str]) -> DataSource:
         ZoneInfo(timezone)
     except (ZoneInfoNotFoundError, ValueError):
         raise ctx.error("config.timezone", f"unknown time zone {timezone!r}") from None
-    modality_map = _resource_mapping(ctx, "config.resource_modality_mapping", c["resource_modality_mapping"], "CS")
-    ae_map = _resource_mapping(ctx, "config.resource_ae_title_mapping", c["resource_ae_title_mapping"], "AE")
+    modality_map = _resource_mapping(
+        ctx, "config.resource_modality_mapping", c["resource_modality_mapping"], "CS"
+    )
+    ae_map = _resource_mapping(
+        ctx, "config.resource_ae_title_mapping", c["resource_ae_title_mapping"], "AE"
+    )
     default_modality = _str(ctx, "config.default_modality", c["default_modality"])
     problem = vr_problem("CS", default_modality)
     if problem:
@@ -444,7 +475,8 @@ def _source(index: int, raw: Any, env: Mapping[str, str]) -> DataSource:
     strategy = _str(ctx, "config.fetch_strategy", c["fetch_strategy"])
     if strategy not in FETCH_STRATEGIES:
         raise ctx.error(
-            "config.fetch_strategy", f"unknown strategy {strategy!r} (known: {', '.join(FETCH_STRATEGIES)})"
+            "config.fetch_strategy",
+            f"unknown strategy {strategy!r} (known: {', '.join(FETCH_STRATEGIES)})",
         )
     timeout = _number(ctx, "config.timeout", c["timeout"], 0, strict_min=True)
     retries = _int(ctx, "config.retries", c["retries"], 0)
@@ -574,7 +606,7 @@ class Window:
 def _local_midnight(day: dt.date, tz: ZoneInfo) -> dt.datetime:
     # Round-trip through UTC so a (rare) nonexistent midnight is normalised.
     naive = dt.datetime.combine(day, dt.time(0))
-    return naive.replace(tzinfo=tz).astimezone(dt.timezone.utc).astimezone(tz)
+    return naive.replace(tzinfo=tz).astimezone(dt.UTC).astimezone(tz)
 
 
 def booking_window(source: DataSource, now: dt.datetime) -> Window:

@@ -52,9 +52,7 @@ ROW_COLUMNS: tuple[str, ...] = SYNC_COLUMNS + ("skip_reason",)
 # What the content hash covers: all content, not the hash itself nor bookkeeping.
 HASH_COLUMNS: tuple[str, ...] = tuple(c for c in SYNC_COLUMNS if c != "content_hash")
 _COLUMN_LENGTH = {
-    c.name: c.type.length
-    for c in WorklistItem.__table__.columns
-    if getattr(c.type, "length", None)
+    c.name: c.type.length for c in WorklistItem.__table__.columns if getattr(c.type, "length", None)
 }
 
 PN_FIELDS = frozenset(f for f, vr in ROW_FIELD_VRS.items() if vr == "PN")
@@ -88,17 +86,23 @@ def _localize(naive: dt.datetime, tz: ZoneInfo, what: str = "") -> dt.datetime:
     aware = naive.replace(tzinfo=tz, fold=0)
     if aware.utcoffset() == naive.replace(tzinfo=tz, fold=1).utcoffset():
         return aware  # the common case: neither in a gap nor in an overlap
-    normal = aware.astimezone(dt.timezone.utc).astimezone(tz)
+    normal = aware.astimezone(dt.UTC).astimezone(tz)
     if normal.replace(tzinfo=None) != naive:
         log.warning(
             "%s%s does not exist in %s (DST gap); using %s",
-            what, naive.isoformat(sep=" "), tz.key, normal.isoformat(sep=" "),
+            what,
+            naive.isoformat(sep=" "),
+            tz.key,
+            normal.isoformat(sep=" "),
         )
         return normal
     if naive.replace(tzinfo=tz, fold=1).utcoffset() != aware.utcoffset():
         log.warning(
             "%s%s is ambiguous in %s (DST overlap); using the first occurrence %s",
-            what, naive.isoformat(sep=" "), tz.key, normal.isoformat(sep=" "),
+            what,
+            naive.isoformat(sep=" "),
+            tz.key,
+            normal.isoformat(sep=" "),
         )
     return normal
 
@@ -119,11 +123,11 @@ def parse_calpendo_datetime(value: Any, tz: ZoneInfo) -> dt.datetime:
     elif isinstance(value, (int, float)):
         if isinstance(value, float) and not math.isfinite(value):
             raise ValueError(f"not a date-time: {value!r}")
-        return dt.datetime.fromtimestamp(value / 1000, dt.timezone.utc).astimezone(tz)
+        return dt.datetime.fromtimestamp(value / 1000, dt.UTC).astimezone(tz)
     elif isinstance(value, str):
         text = value.strip()
         if re.fullmatch(r"-?\d{10,}", text):
-            return dt.datetime.fromtimestamp(int(text) / 1000, dt.timezone.utc).astimezone(tz)
+            return dt.datetime.fromtimestamp(int(text) / 1000, dt.UTC).astimezone(tz)
         try:
             parsed = dt.datetime.fromisoformat(text)
         except ValueError:
@@ -316,7 +320,9 @@ def extract_fields(
             if m is None:
                 unmatched.append(ex.field)
             elif ex.field == "patient_id":
-                warnings.append(f"booking {booking_id}: patient_id: pattern group {ex.group!r} is empty")
+                warnings.append(
+                    f"booking {booking_id}: patient_id: pattern group {ex.group!r} is empty"
+                )
         else:
             values[ex.field] = value.strip()
     if unmatched:
@@ -333,12 +339,12 @@ def canonical_value(value: Any) -> Any:
     if value is None:
         return None
     if isinstance(value, dt.datetime):
-        if value != value:  # NaT
+        if value is pd.NaT:
             return None
         if value.tzinfo is None:
             raise ValueError("content_hash needs aware datetimes")
-        if value.tzinfo is not dt.timezone.utc:
-            value = value.astimezone(dt.timezone.utc)
+        if value.tzinfo is not dt.UTC:
+            value = value.astimezone(dt.UTC)
         return value.replace(tzinfo=None).isoformat() + "Z"
     if isinstance(value, bool):
         return value
@@ -421,8 +427,10 @@ def frame_records(frame: pd.DataFrame) -> list[dict]:
         elif name == "duration_minutes":
             values = [None if pd.isna(v) else int(v) for v in series.tolist()]
         else:
-            values = ["" if v is None or (isinstance(v, float) and math.isnan(v)) else v
-                      for v in series.tolist()]
+            values = [
+                "" if v is None or (isinstance(v, float) and math.isnan(v)) else v
+                for v in series.tolist()
+            ]
         columns[name] = values
     keys = list(columns)
     return [dict(zip(keys, row)) for row in zip(*columns.values())]
@@ -490,14 +498,18 @@ def _normalise_uncached(field_name: str, raw: str, booking_id: str, warnings: li
         value = value.upper() if field_name == "modality" else value
         problem = vr_problem(vr, value)
         if problem:
-            warnings.append(f"booking {booking_id}: mapped {field_name} {problem}; using the resource mapping")
+            warnings.append(
+                f"booking {booking_id}: mapped {field_name} {problem}; using the resource mapping"
+            )
             return ""
         return value
     limit = MAX_LENGTH.get(vr or "", None) or _COLUMN_LENGTH.get(field_name)
     if limit and len(value) > limit:
         if field_name in ID_FIELDS:
             if field_name != "patient_id":
-                warnings.append(f"booking {booking_id}: {field_name} longer than {limit} characters; left empty")
+                warnings.append(
+                    f"booking {booking_id}: {field_name} longer than {limit} characters; left empty"
+                )
                 return ""
             return value  # patient_id: reported as a skip reason by the caller
         value = value[:limit].rstrip()
@@ -535,7 +547,9 @@ def bookings_to_rows(
             continue
         booking_id = str(raw_id).strip()
         if booking_id in seen:
-            warnings.append(f"booking {booking_id}: returned twice by Calpendo; the first copy is used")
+            warnings.append(
+                f"booking {booking_id}: returned twice by Calpendo; the first copy is used"
+            )
             continue
         seen.add(booking_id)
 
@@ -544,7 +558,9 @@ def bookings_to_rows(
         if cached is None:
             cached = (
                 match_resource(resource_name, source.resources),
-                map_by_resource(resource_name, source.resource_modality_mapping, source.default_modality),
+                map_by_resource(
+                    resource_name, source.resource_modality_mapping, source.default_modality
+                ),
                 map_by_resource(
                     resource_name, source.resource_ae_title_mapping, default_ae_title(resource_name)
                 ),
@@ -574,7 +590,9 @@ def bookings_to_rows(
         row_warnings: list[str] = []
 
         for path, target in source.direct_mappings:
-            row[target] = _normalise_field(target, _as_text(get_path(booking, path)), booking_id, row_warnings)
+            row[target] = _normalise_field(
+                target, _as_text(get_path(booking, path)), booking_id, row_warnings
+            )
         for path, items in source.extractions:
             values, extract_warnings = extract_fields(get_path(booking, path), items, booking_id)
             row_warnings += extract_warnings
@@ -602,7 +620,7 @@ def bookings_to_rows(
             row["scheduled_start_date"] = row["scheduled_start_time"] = ""
         else:
             local = start.astimezone(tz)
-            row["scheduled_start_utc"] = start.astimezone(dt.timezone.utc)
+            row["scheduled_start_utc"] = start.astimezone(dt.UTC)
             row["scheduled_start_date"] = f"{local.year:04d}{local.month:02d}{local.day:02d}"
             row["scheduled_start_time"] = f"{local.hour:02d}{local.minute:02d}{local.second:02d}"
         row["site_timezone"] = source.timezone
@@ -639,4 +657,6 @@ def bookings_to_rows(
         exclude(EXCLUDED_NOT_FETCHED)
         warnings.append(f"booking {booking_id}: details not fetched: {why}")
 
-    return TransformResult(frame=_to_frame(rows), excluded=excluded, warnings=warnings, present_ids=present)
+    return TransformResult(
+        frame=_to_frame(rows), excluded=excluded, warnings=warnings, present_ids=present
+    )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import datetime as dt
 import json
 import re
@@ -130,6 +131,7 @@ def test_custom_field_mapping_and_extractions():
         ("booker.name", "referring_physician_name"),
     )
     (path, (pid, name)) = src.extractions[0]
+    assert path == "title"
     assert isinstance(pid, FieldExtraction)
     assert pid.pattern.pattern == r"^(?P<pid>\w+)" and pid.group == "pid"
     assert name.group == 1
@@ -162,38 +164,92 @@ def test_disabled_sources_are_loaded_and_validated_but_not_enabled():
     "source, expected",
     [
         # missing keys
-        ({k: v for k, v in base_source().items() if k != "type"}, "data source 'mri3t': type: missing"),
-        ({k: v for k, v in base_source().items() if k != "config"}, "data source 'mri3t': config: missing"),
+        (
+            {k: v for k, v in base_source().items() if k != "type"},
+            "data source 'mri3t': type: missing",
+        ),
+        (
+            {k: v for k, v in base_source().items() if k != "config"},
+            "data source 'mri3t': config: missing",
+        ),
         ({k: v for k, v in base_source().items() if k != "name"}, "data source #1: name: missing"),
         (
             base_source(operation_interval={"start_time": [6, 0]}),
             "data source 'mri3t': operation_interval.end_time: missing",
         ),
         # wrong types (bool is not an int)
-        (base_source(sync_interval="300"), "data source 'mri3t': sync_interval: must be an integer, got string '300'"),
-        (base_source(sync_interval=True), "data source 'mri3t': sync_interval: must be an integer, got boolean True"),
-        (base_source(enabled="yes"), "data source 'mri3t': enabled: must be true or false, got string 'yes'"),
-        (with_config(past_days=True), "data source 'mri3t': config.past_days: must be an integer, got boolean True"),
-        (with_config(future_days=1.5), "data source 'mri3t': config.future_days: must be an integer"),
+        (
+            base_source(sync_interval="300"),
+            "data source 'mri3t': sync_interval: must be an integer, got string '300'",
+        ),
+        (
+            base_source(sync_interval=True),
+            "data source 'mri3t': sync_interval: must be an integer, got boolean True",
+        ),
+        (
+            base_source(enabled="yes"),
+            "data source 'mri3t': enabled: must be true or false, got string 'yes'",
+        ),
+        (
+            with_config(past_days=True),
+            "data source 'mri3t': config.past_days: must be an integer, got boolean True",
+        ),
+        (
+            with_config(future_days=1.5),
+            "data source 'mri3t': config.future_days: must be an integer",
+        ),
         (with_config(timeout="30"), "data source 'mri3t': config.timeout: must be a number"),
-        (with_config(timeout=False), "data source 'mri3t': config.timeout: must be a number, got boolean"),
-        (with_config(resources={"a": 1}), "data source 'mri3t': config.resources: must be a string or a list"),
-        (with_config(resources=["3T", 7]), "data source 'mri3t': config.resources[1]: must be a string, got integer 7"),
+        (
+            with_config(timeout=False),
+            "data source 'mri3t': config.timeout: must be a number, got boolean",
+        ),
+        (
+            with_config(resources={"a": 1}),
+            "data source 'mri3t': config.resources: must be a string or a list",
+        ),
+        (
+            with_config(resources=["3T", 7]),
+            "data source 'mri3t': config.resources[1]: must be a string, got integer 7",
+        ),
         (base_source(config=[]), "data source 'mri3t': config: must be an object, got list"),
-        (with_config(max_workers=0), "data source 'mri3t': config.max_workers: must be >= 1, got 0"),
-        (with_config(max_cancel_fraction=1.5), "data source 'mri3t': config.max_cancel_fraction: must be <= 1"),
+        (
+            with_config(max_workers=0),
+            "data source 'mri3t': config.max_workers: must be >= 1, got 0",
+        ),
+        (
+            with_config(max_cancel_fraction=1.5),
+            "data source 'mri3t': config.max_cancel_fraction: must be <= 1",
+        ),
         (with_config(retries=-1), "data source 'mri3t': config.retries: must be >= 0"),
         # values
-        (with_config(timezone="Mars/Base"), "data source 'mri3t': config.timezone: unknown time zone 'Mars/Base'"),
-        (with_config(timezone="../etc/passwd"), "data source 'mri3t': config.timezone: unknown time zone"),
-        (base_source(type="ical"), "data source 'mri3t': type: unknown type 'ical' (known: calpendo)"),
-        (with_config(fetch_strategy="parallel"), "data source 'mri3t': config.fetch_strategy: unknown strategy 'parallel'"),
-        (with_config(base_url="ftp://x"), "data source 'mri3t': config.base_url: must be an http:// or https:// URL"),
+        (
+            with_config(timezone="Mars/Base"),
+            "data source 'mri3t': config.timezone: unknown time zone 'Mars/Base'",
+        ),
+        (
+            with_config(timezone="../etc/passwd"),
+            "data source 'mri3t': config.timezone: unknown time zone",
+        ),
+        (
+            base_source(type="ical"),
+            "data source 'mri3t': type: unknown type 'ical' (known: calpendo)",
+        ),
+        (
+            with_config(fetch_strategy="parallel"),
+            "data source 'mri3t': config.fetch_strategy: unknown strategy 'parallel'",
+        ),
+        (
+            with_config(base_url="ftp://x"),
+            "data source 'mri3t': config.base_url: must be an http:// or https:// URL",
+        ),
         (
             with_config(base_url="http://user:pw@host"),
             "data source 'mri3t': config.base_url: must not contain credentials",
         ),
-        (with_config(status_filter=[]), "data source 'mri3t': config.status_filter: must name at least one status"),
+        (
+            with_config(status_filter=[]),
+            "data source 'mri3t': config.status_filter: must name at least one status",
+        ),
         (
             with_config(resource_modality_mapping={"3T MRI": "mr"}),
             "data source 'mri3t': config.resource_modality_mapping.3T MRI: 'mr' is not a valid CS value",
@@ -206,9 +262,15 @@ def test_disabled_sources_are_loaded_and_validated_but_not_enabled():
             with_config(resource_modality_mapping={"3T": "MR", "3t": "OT"}),
             "data source 'mri3t': config.resource_modality_mapping.3t: duplicates '3T'",
         ),
-        (with_config(default_modality="M R!"), "data source 'mri3t': config.default_modality: not a valid modality"),
+        (
+            with_config(default_modality="M R!"),
+            "data source 'mri3t': config.default_modality: not a valid modality",
+        ),
         # schedule
-        (base_source(sync_interval=59), "data source 'mri3t': sync_interval: must be >= 60 seconds, got 59"),
+        (
+            base_source(sync_interval=59),
+            "data source 'mri3t': sync_interval: must be >= 60 seconds, got 59",
+        ),
         (
             base_source(operation_interval={"start_time": [25, 0], "end_time": [6, 0]}),
             "data source 'mri3t': operation_interval.start_time[0]: hour must be 0-23, got 25",
@@ -222,8 +284,14 @@ def test_disabled_sources_are_loaded_and_validated_but_not_enabled():
             "data source 'mri3t': operation_interval.start_time: must be [hour, minute], got '06:00'",
         ),
         # names usable as Dagster asset key prefixes
-        (base_source(name="3T-mri"), "data source #1: name: '3T-mri' cannot prefix Dagster asset keys"),
-        (base_source(name="my source"), "data source #1: name: 'my source' cannot prefix Dagster asset keys"),
+        (
+            base_source(name="3T-mri"),
+            "data source #1: name: '3T-mri' cannot prefix Dagster asset keys",
+        ),
+        (
+            base_source(name="my source"),
+            "data source #1: name: 'my source' cannot prefix Dagster asset keys",
+        ),
         (base_source(name=""), "data source #1: name: must not be empty"),
         # unknown keys are errors, never ignored
         (base_source(sync_intervall=300), "data source 'mri3t': sync_intervall: unknown key"),
@@ -242,7 +310,10 @@ def test_validation_names_source_and_key(source, expected):
     "mapping, expected",
     [
         ({"title": "patient_idd"}, "field_mapping.title: unknown worklist field 'patient_idd'"),
-        ({"title": ["patient_id", "nope"]}, "field_mapping.title[1]: unknown worklist field 'nope'"),
+        (
+            {"title": ["patient_id", "nope"]},
+            "field_mapping.title[1]: unknown worklist field 'nope'",
+        ),
         (
             {"title": {"_extract": {"patient_nam": {"pattern": "(x)", "group": 1}}}},
             "field_mapping.title._extract.patient_nam: unknown worklist field 'patient_nam'",
@@ -313,12 +384,16 @@ def test_load_config_from_env_path(tmp_path):
     # an explicit path wins over the environment
     other = tmp_path / "other.json"
     other.write_text(json.dumps({"data_sources": [base_source(name="eeg")]}))
-    assert [s.name for s in load_config(str(other), env={"CALPENDO_MWL_CONFIG": str(path)})] == ["eeg"]
+    assert [s.name for s in load_config(str(other), env={"CALPENDO_MWL_CONFIG": str(path)})] == [
+        "eeg"
+    ]
 
 
 def test_load_config_errors_name_the_file(tmp_path):
     missing = tmp_path / "nope.json"
-    with pytest.raises(ConfigError, match=r"config file '.*nope.json' not found \(set CALPENDO_MWL_CONFIG"):
+    with pytest.raises(
+        ConfigError, match=r"config file '.*nope.json' not found \(set CALPENDO_MWL_CONFIG"
+    ):
         load_config(str(missing), env=ENV)
     broken = tmp_path / "broken.json"
     broken.write_text('{"data_sources": [')
@@ -365,12 +440,12 @@ def test_credentials_from_env_only_and_never_echo_the_password():
         credentials(src, {"CALPENDO_USERNAME": "alice", "CALPENDO_PASSWORD": ""})
 
 
-def test_source_is_frozen_and_defaults_not_shared():
-    a, b = parse(base_source(), base_source(name="eeg"))
-    with pytest.raises(Exception):
-        a.name = "x"  # type: ignore[misc]
-    mapping = copy.deepcopy(DEFAULT_FIELD_MAPPING)
-    assert mapping == DEFAULT_FIELD_MAPPING  # parse did not mutate the default
+def test_source_is_frozen_and_the_default_mapping_not_mutated():
+    pristine = copy.deepcopy(DEFAULT_FIELD_MAPPING)
+    (src,) = parse(base_source())
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        src.name = "x"  # type: ignore[misc]
+    assert DEFAULT_FIELD_MAPPING == pristine
 
 
 # ---------------------------------------------------------------- window and schedule
@@ -386,27 +461,27 @@ def test_booking_window_is_local_midnights():
     assert w.start.utcoffset() == dt.timedelta(hours=-7)
     assert w.timezone == "America/Edmonton"
     # the same instant given in UTC gives the same window (site-local "today")
-    assert booking_window(src, now.astimezone(dt.timezone.utc)) == w
+    assert booking_window(src, now.astimezone(dt.UTC)) == w
 
 
 def test_booking_window_across_spring_forward():
     (src,) = parse(base_source())
     w = booking_window(src, dt.datetime(2026, 3, 7, 12, 0, tzinfo=EDMONTON))
     assert (w.start.hour, w.end.hour) == (0, 0)
-    assert w.start.astimezone(dt.timezone.utc) == dt.datetime(2026, 3, 6, 7, tzinfo=dt.timezone.utc)
-    assert w.end.astimezone(dt.timezone.utc) == dt.datetime(2026, 3, 15, 6, tzinfo=dt.timezone.utc)
-    utc = dt.timezone.utc
+    assert w.start.astimezone(dt.UTC) == dt.datetime(2026, 3, 6, 7, tzinfo=dt.UTC)
+    assert w.end.astimezone(dt.UTC) == dt.datetime(2026, 3, 15, 6, tzinfo=dt.UTC)
+    utc = dt.UTC
     assert w.end.astimezone(utc) - w.start.astimezone(utc) == dt.timedelta(days=9, hours=-1)
 
 
 def test_booking_window_across_fall_back():
     (src,) = parse(with_config(past_days=0, future_days=1))
     w = booking_window(src, dt.datetime(2026, 10, 31, 20, 0, tzinfo=EDMONTON))
-    assert w.start.astimezone(dt.timezone.utc) == dt.datetime(2026, 10, 31, 6, tzinfo=dt.timezone.utc)
-    assert w.end.astimezone(dt.timezone.utc) == dt.datetime(2026, 11, 2, 7, tzinfo=dt.timezone.utc)
-    utc = dt.timezone.utc
+    assert w.start.astimezone(dt.UTC) == dt.datetime(2026, 10, 31, 6, tzinfo=dt.UTC)
+    assert w.end.astimezone(dt.UTC) == dt.datetime(2026, 11, 2, 7, tzinfo=dt.UTC)
+    utc = dt.UTC
     assert w.end.astimezone(utc) - w.start.astimezone(utc) == dt.timedelta(hours=49)
-    assert w.contains(dt.datetime(2026, 11, 1, 8, 30, tzinfo=dt.timezone.utc))
+    assert w.contains(dt.datetime(2026, 11, 1, 8, 30, tzinfo=dt.UTC))
     assert not w.contains(w.end)
 
 

@@ -44,7 +44,7 @@ from mwl_service.schema import (
 from mwl_service.vr import row_problems
 
 EDMONTON = ZoneInfo("America/Edmonton")
-UTC = dt.timezone.utc
+UTC = dt.UTC
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -101,10 +101,14 @@ def test_parse_calpendo_datetime(value, utc):
     parsed = parse_calpendo_datetime(value, EDMONTON)
     assert parsed.tzinfo is not None
     assert parsed == utc
-    assert parsed.tzinfo == EDMONTON or parsed.utcoffset() == parsed.astimezone(EDMONTON).utcoffset()
+    assert (
+        parsed.tzinfo == EDMONTON or parsed.utcoffset() == parsed.astimezone(EDMONTON).utcoffset()
+    )
 
 
-@pytest.mark.parametrize("value", ["", "tomorrow", "2025-13-01 10:00", None, True, [], float("nan")])
+@pytest.mark.parametrize(
+    "value", ["", "tomorrow", "2025-13-01 10:00", None, True, [], float("nan")]
+)
 def test_parse_calpendo_datetime_rejects_garbage(value):
     with pytest.raises(ValueError):
         parse_calpendo_datetime(value, EDMONTON)
@@ -252,13 +256,18 @@ def test_extract_fields_non_match_leaves_fields_empty_with_a_warning():
     ]
     values, warnings = extract_fields("Jane Doe phantom QA", extractions, 42)
     assert values == {"patient_id": "", "other_patient_ids": ""}  # never the whole title
-    assert warnings == ["booking 42: pattern did not match, left empty: patient_id, other_patient_ids"]
+    assert warnings == [
+        "booking 42: pattern did not match, left empty: patient_id, other_patient_ids"
+    ]
     assert "Jane" not in warnings[0]  # titles hold names: not echoed into logs
 
 
 def test_extract_fields_optional_group_that_did_not_participate():
     pattern = re.compile(r"^(?P<pid>SUB\d+)(?: - (?P<name>.+))?$")
-    extractions = [FieldExtraction("patient_id", pattern, "pid"), FieldExtraction("patient_name", pattern, "name")]
+    extractions = [
+        FieldExtraction("patient_id", pattern, "pid"),
+        FieldExtraction("patient_name", pattern, "name"),
+    ]
     values, warnings = extract_fields("SUB0001", extractions, 1)
     assert values == {"patient_id": "SUB0001", "patient_name": ""}
     assert warnings == []
@@ -285,7 +294,9 @@ def test_default_title_mapping(title, pid, name):
     assert row["skip_reason"] == ""
 
 
-@pytest.mark.parametrize("title", ["", "TBD", "phantom QA", "call Bob re: consent", "Jane Doe", None])
+@pytest.mark.parametrize(
+    "title", ["", "TBD", "phantom QA", "call Bob re: consent", "Jane Doe", None]
+)
 def test_malformed_titles_are_not_published_and_never_become_ids(title):
     result = bookings_to_rows([booking(bid=77, title=title)], make_source())
     (row,) = frame_records(result.frame)
@@ -332,7 +343,10 @@ def test_dicom_pn_caps_component_group_length():
 
 def test_row_for_a_typical_booking():
     source = make_source(
-        config={"resource_modality_mapping": {"3T": "MR"}, "resource_ae_title_mapping": {"3T MRI": "MRI3T"}}
+        config={
+            "resource_modality_mapping": {"3T": "MR"},
+            "resource_ae_title_mapping": {"3T MRI": "MRI3T"},
+        }
     )
     result = bookings_to_rows([booking()], source)
     assert list(result.frame.columns) == list(ROW_COLUMNS)
@@ -388,7 +402,9 @@ def test_frame_dtypes_and_empty_frame():
     result = bookings_to_rows([], make_source())
     assert list(result.frame.columns) == list(ROW_COLUMNS)
     assert len(result.frame) == 0
-    full = bookings_to_rows([booking(), booking(8, dateRange=None, formattedName=None)], make_source())
+    full = bookings_to_rows(
+        [booking(), booking(8, dateRange=None, formattedName=None)], make_source()
+    )
     assert str(full.frame["scheduled_start_utc"].dtype) == "datetime64[us, UTC]"
     assert str(full.frame["duration_minutes"].dtype) == "Int64"
     assert full.frame["scheduled_start_utc"].isna().tolist() == [False, True]
@@ -435,7 +451,11 @@ def test_modality_and_ae_from_resource_mappings():
     ]
     rows = {r["booking_id"]: r for r in frame_records(bookings_to_rows(bookings, source).frame)}
     assert [rows[b]["modality"] for b in "123"] == ["MR", "EEG", "OT"]
-    assert [rows[b]["scheduled_station_ae_title"] for b in "123"] == ["3T_MRI", "EEGLAB", "MOCK_SCANNER"]
+    assert [rows[b]["scheduled_station_ae_title"] for b in "123"] == [
+        "3T_MRI",
+        "EEGLAB",
+        "MOCK_SCANNER",
+    ]
     assert rows["3"]["scheduled_station_name"] == "Mock Scanner"
 
 
@@ -473,7 +493,11 @@ def test_unpublishable_rows_stay_in_the_frame_with_a_reason():
     assert rows["2"]["skip_reason"] == "no start time; no patient ID"
     assert rows["3"]["skip_reason"] == "patient ID not valid for DICOM"
     assert result.present_ids == {"1", "2", "3"}
-    assert result.excluded == {"no start time": 2, "no patient ID": 1, "patient ID not valid for DICOM": 1}
+    assert result.excluded == {
+        "no start time": 2,
+        "no patient ID": 1,
+        "patient ID not valid for DICOM": 1,
+    }
     assert "booking 1: not published: no start time" in result.warnings
 
 
@@ -493,7 +517,10 @@ def test_duplicate_booking_ids_keep_the_first():
 
 def test_duration_from_finish_when_missing():
     row = one_row(
-        booking(durationInMinutes=None, dateRange={"start": "2025-02-12 10:00:00.0", "finish": "2025-02-12 10:45:00.0"})
+        booking(
+            durationInMinutes=None,
+            dateRange={"start": "2025-02-12 10:00:00.0", "finish": "2025-02-12 10:45:00.0"},
+        )
     )
     assert row["duration_minutes"] == 45
 
@@ -506,15 +533,26 @@ def test_content_hash_is_stable_and_content_sensitive():
     assert content_hash(row) == row["content_hash"]
     assert content_hash(dict(row)) == content_hash(row)
     # bookkeeping does not count
-    assert content_hash({**row, "skip_reason": "x", "content_hash": "y", "updated_at": 1}) == row["content_hash"]
+    assert (
+        content_hash({**row, "skip_reason": "x", "content_hash": "y", "updated_at": 1})
+        == row["content_hash"]
+    )
     # content does
     assert content_hash({**row, "patient_name": "Doe^John"}) != row["content_hash"]
     assert content_hash({**row, "step_status": DISCONTINUED}) != row["content_hash"]
     later = row["scheduled_start_utc"] + dt.timedelta(minutes=30)
     assert content_hash({**row, "scheduled_start_utc": later}) != row["content_hash"]
     # the same instant in another zone, as a pandas Timestamp, or numpy ints: same hash
-    assert content_hash({**row, "scheduled_start_utc": row["scheduled_start_utc"].astimezone(EDMONTON)}) == row["content_hash"]
-    assert content_hash({**row, "scheduled_start_utc": pd.Timestamp(row["scheduled_start_utc"])}) == row["content_hash"]
+    assert (
+        content_hash(
+            {**row, "scheduled_start_utc": row["scheduled_start_utc"].astimezone(EDMONTON)}
+        )
+        == row["content_hash"]
+    )
+    assert (
+        content_hash({**row, "scheduled_start_utc": pd.Timestamp(row["scheduled_start_utc"])})
+        == row["content_hash"]
+    )
     import numpy as np
 
     assert content_hash({**row, "duration_minutes": np.int64(60)}) == row["content_hash"]
@@ -544,7 +582,10 @@ def test_content_hash_is_the_same_in_another_process():
 
 
 def test_vanished_reason_text():
-    assert VANISHED_REASON == "no longer in Calpendo: deleted, moved out of the window, or status changed"
+    assert (
+        VANISHED_REASON
+        == "no longer in Calpendo: deleted, moved out of the window, or status changed"
+    )
 
 
 # ---------------------------------------------------------------- speed
