@@ -151,23 +151,24 @@ def build_parser() -> argparse.ArgumentParser:
         type=_seconds,
         default=DEFAULT_NETWORK_TIMEOUT,
         metavar="SECONDS",
-        help="close an association idle for this long (default: "
-        f"{DEFAULT_NETWORK_TIMEOUT:g})",
+        help="abort an association on which the peer sends nothing for this long "
+        f"(default: {DEFAULT_NETWORK_TIMEOUT:g})",
     )
     parser.add_argument(
         "--acse-timeout",
         type=_seconds,
         default=DEFAULT_ACSE_TIMEOUT,
         metavar="SECONDS",
-        help="time allowed for association negotiation and the TLS handshake "
-        f"(default: {DEFAULT_ACSE_TIMEOUT:g})",
+        help="time allowed for the TLS handshake, the association request and its "
+        f"release (default: {DEFAULT_ACSE_TIMEOUT:g})",
     )
     parser.add_argument(
         "--dimse-timeout",
         type=_seconds,
         default=DEFAULT_DIMSE_TIMEOUT,
         metavar="SECONDS",
-        help=f"time allowed for DIMSE messages (default: {DEFAULT_DIMSE_TIMEOUT:g})",
+        help="time to wait for an expected DIMSE message (pynetdicom dimse_timeout; "
+        f"default: {DEFAULT_DIMSE_TIMEOUT:g})",
     )
     parser.add_argument(
         "--max-results",

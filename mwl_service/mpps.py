@@ -103,7 +103,9 @@ class MppsOutcome:
 
 
 def _fail(status: int, comment: str, uid: str = "", error_id: int | None = None) -> MppsOutcome:
-    return MppsOutcome(status=status, error_comment=comment, error_id=error_id, sop_instance_uid=uid)
+    return MppsOutcome(
+        status=status, error_comment=comment, error_id=error_id, sop_instance_uid=uid
+    )
 
 
 def _text(ds: Dataset, keyword: str) -> str:
@@ -301,7 +303,9 @@ def create_mpps(
             if rows:
                 for row in rows:
                     old = _move_row(row, schema.IN_PROGRESS)
-                    _history(session, schema.EVENT_MPPS_CREATE, row, old, schema.IN_PROGRESS, details)
+                    _history(
+                        session, schema.EVENT_MPPS_CREATE, row, old, schema.IN_PROGRESS, details
+                    )
             else:
                 _history(
                     session,

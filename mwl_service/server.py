@@ -38,6 +38,7 @@ from pynetdicom.utils import make_target
 from sqlalchemy.engine import Engine
 
 from mwl_service import mpps, schema
+from mwl_service.matching import QueryError, find_worklist
 
 LOG = logging.getLogger("mwl_service.server")
 
@@ -218,13 +219,6 @@ def handle_find(event: Any, engine: Engine, config: ServerConfig) -> Iterator[tu
     if LOG.isEnabledFor(logging.DEBUG):
         LOG.debug("C-FIND identifier from %s:\n%s", peer, identifier)
 
-    try:
-        from mwl_service.matching import QueryError, find_worklist
-    except ImportError as exc:
-        LOG.error("C-FIND from %s: matcher unavailable (%s)", peer, exc)
-        yield _status(FIND_UNABLE_TO_PROCESS, "Worklist matcher unavailable"), None
-        return
-
     # Answers are pre-encoded by the matcher in the negotiated transfer syntax.
     implicit_vr = UID(event.context.transfer_syntax).is_implicit_VR
     try:
@@ -307,7 +301,9 @@ def handle_n_set(event: Any, engine: Engine) -> tuple[Dataset, Dataset | None]:
 def _log_mpps(op: str, peer: str, uid: Any, outcome: mpps.MppsOutcome) -> None:
     if outcome.ok:
         rows = outcome.worklist_item_ids or "none (unscheduled)"
-        LOG.info("MPPS %s %s from %s: %s, worklist rows %s", op, uid, peer, outcome.mpps_status, rows)
+        LOG.info(
+            "MPPS %s %s from %s: %s, worklist rows %s", op, uid, peer, outcome.mpps_status, rows
+        )
     else:
         LOG.warning(
             "MPPS %s %s from %s: status 0x%04X (%s)",
