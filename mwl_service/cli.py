@@ -121,8 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--host",
         default=DEFAULT_HOST,
-        help=f"address to listen on (default: {DEFAULT_HOST}; use 0.0.0.0 for all IPv4 "
-        "interfaces)",
+        help=f"address to listen on (default: {DEFAULT_HOST}; use 0.0.0.0 for all IPv4 interfaces)",
     )
     parser.add_argument(
         "--port",
@@ -201,8 +200,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=str.upper,
         choices=LOG_LEVELS,
         default="INFO",
-        help="logging level (default: INFO); DEBUG includes DICOM datasets, i.e. "
-        "patient data",
+        help="logging level (default: INFO); DEBUG includes DICOM datasets, i.e. patient data",
     )
     return parser
 
@@ -244,9 +242,7 @@ def configure_logging(level: str) -> None:
     )
     logging.getLogger().setLevel(getattr(logging, level))
     # pynetdicom logs whole datasets and every PDU at DEBUG/INFO: only when asked.
-    logging.getLogger("pynetdicom").setLevel(
-        logging.DEBUG if level == "DEBUG" else logging.WARNING
-    )
+    logging.getLogger("pynetdicom").setLevel(logging.DEBUG if level == "DEBUG" else logging.WARNING)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -21,9 +21,10 @@ import socket
 import ssl
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Iterator
+from typing import Any
 
 from pydicom.dataset import Dataset
 from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
@@ -245,7 +246,7 @@ def handle_find(event: Any, engine: Engine, config: ServerConfig) -> Iterator[tu
         LOG.debug("C-FIND from %s refused: %s", peer, exc)
         yield _status(status, str(exc)), None
         return
-    except Exception as exc:  # noqa: BLE001 - answer the peer, keep the server up
+    except Exception as exc:  # answer the peer, keep the server up
         outcome = "failed 0xC000"
         # Exception text may quote SQL parameters (patient values): type only at ERROR.
         LOG.error("C-FIND from %s failed: %s", peer, type(exc).__name__)
@@ -272,7 +273,7 @@ def handle_n_create(event: Any, engine: Engine) -> tuple[Dataset, Dataset | None
             event.attribute_list,
             calling_ae_title=(event.assoc.requestor.ae_title or "").strip(),
         )
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         LOG.error("MPPS N-CREATE %s from %s failed: %s", uid, peer, type(exc).__name__)
         LOG.debug("MPPS N-CREATE failure details", exc_info=True)
         return _status(mpps.PROCESSING_FAILURE, "Unable to store the MPPS instance"), None
@@ -290,7 +291,7 @@ def handle_n_set(event: Any, engine: Engine) -> tuple[Dataset, Dataset | None]:
             event.modification_list,
             calling_ae_title=(event.assoc.requestor.ae_title or "").strip(),
         )
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         LOG.error("MPPS N-SET %s from %s failed: %s", uid, peer, type(exc).__name__)
         LOG.debug("MPPS N-SET failure details", exc_info=True)
         return _status(mpps.PROCESSING_FAILURE, "Unable to update the MPPS instance"), None

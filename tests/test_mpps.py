@@ -103,8 +103,10 @@ def test_create_then_complete_moves_the_worklist_row(db_url, engine, mwl_server)
     assert stored.PerformedSeriesSequence[0].ProtocolName == "t1_mprage"
     assert stored.PatientName == "Müller^Jürgen"  # kept from N-CREATE
 
-    events = [(h.event, h.old_step_status, h.new_step_status, h.worklist_item_id)
-              for h in _history(engine)]
+    events = [
+        (h.event, h.old_step_status, h.new_step_status, h.worklist_item_id)
+        for h in _history(engine)
+    ]
     assert events == [
         ("mpps_create", "SCHEDULED", "IN PROGRESS", row["id"]),
         ("mpps_set", "IN PROGRESS", "COMPLETED", row["id"]),
@@ -193,8 +195,9 @@ def test_unscheduled_procedure_is_recorded(db_url, engine, mwl_server):
 def test_matches_by_accession_number_when_study_uid_is_foreign(db_url, engine, mwl_server):
     row = insert_item(engine)
     server = mwl_server(db_url)
-    attrs = mpps_attributes(generate_uid(), row["accession_number"],
-                            row["scheduled_procedure_step_id"])
+    attrs = mpps_attributes(
+        generate_uid(), row["accession_number"], row["scheduled_procedure_step_id"]
+    )
     assert _create(server, attrs, generate_uid())[0].Status == 0
     assert _row(engine, row["id"]).step_status == "IN PROGRESS"
 
@@ -202,15 +205,16 @@ def test_matches_by_accession_number_when_study_uid_is_foreign(db_url, engine, m
 @pytest.mark.parametrize(
     ("mutate", "status", "comment"),
     [
-        (lambda ds: setattr(ds, "PerformedProcedureStepStatus", "COMPLETED"), 0x0106,
-         "IN PROGRESS"),
-        (lambda ds: setattr(ds, "PerformedProcedureStepStatus", "STARTED"), 0x0106,
-         "IN PROGRESS"),
+        (
+            lambda ds: setattr(ds, "PerformedProcedureStepStatus", "COMPLETED"),
+            0x0106,
+            "IN PROGRESS",
+        ),
+        (lambda ds: setattr(ds, "PerformedProcedureStepStatus", "STARTED"), 0x0106, "IN PROGRESS"),
         (lambda ds: delattr(ds, "PerformedProcedureStepStatus"), 0x0120, "Status missing"),
         (lambda ds: setattr(ds, "PerformedProcedureStepStatus", ""), 0x0121, "Status empty"),
         (lambda ds: delattr(ds, "ScheduledStepAttributesSequence"), 0x0120, "Sequence missing"),
-        (lambda ds: setattr(ds, "ScheduledStepAttributesSequence", []), 0x0121,
-         "Sequence empty"),
+        (lambda ds: setattr(ds, "ScheduledStepAttributesSequence", []), 0x0121, "Sequence empty"),
     ],
     ids=["completed", "unknown-status", "no-status", "empty-status", "no-ssa", "empty-ssa"],
 )
@@ -297,4 +301,3 @@ def test_invalid_sop_instance_uid_is_refused(engine):
     outcome = mpps.create_mpps(engine, "1." + "2" * 70, _attrs_for(row))
     assert outcome.status == 0x0117
     assert _row(engine, row["id"]).step_status == "SCHEDULED"
-

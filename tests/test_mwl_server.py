@@ -82,12 +82,17 @@ def rows(sqlite_url):
 
     tz = ZoneInfo("America/Edmonton")
     today = dt.datetime.now(tz).date()
-    at = lambda h, m=0: dt.datetime.combine(today, dt.time(h, m), tzinfo=tz)  # noqa: E731
+    at = lambda h, m=0: dt.datetime.combine(today, dt.time(h, m), tzinfo=tz)
     made = {
         "jane": insert_item(engine, patient_name="Doe^Jane", start=at(9)),
         "john": insert_item(engine, patient_name="Smith^John", start=at(11, 30)),
-        "eeg": insert_item(engine, patient_name="Eeg^Erin", start=at(10),
-                           scheduled_station_ae_title="EEG1", modality="EEG"),
+        "eeg": insert_item(
+            engine,
+            patient_name="Eeg^Erin",
+            start=at(10),
+            scheduled_station_ae_title="EEG1",
+            modality="EEG",
+        ),
     }
     made["today"] = today.strftime("%Y%m%d")
     yield made
@@ -110,9 +115,13 @@ def test_echo_with_dcmtk_and_pynetdicom(sqlite_url, mwl_server):
 def test_findscu_worklist_query(sqlite_url, mwl_server, rows):
     server = mwl_server(sqlite_url)
     results = run_findscu(
-        server.host, server.port, server.ae_title,
-        with_keys(sps("ScheduledStationAETitle", "MRI3T"),
-                  sps("ScheduledProcedureStepStartDate", rows["today"])),
+        server.host,
+        server.port,
+        server.ae_title,
+        with_keys(
+            sps("ScheduledStationAETitle", "MRI3T"),
+            sps("ScheduledProcedureStepStartDate", rows["today"]),
+        ),
     )
     by_id = {ds.PatientID: ds for ds in results}
     assert set(by_id) == {rows["jane"]["patient_id"], rows["john"]["patient_id"]}
@@ -127,34 +136,40 @@ def test_findscu_worklist_query(sqlite_url, mwl_server, rows):
     assert step.Modality == "MR"
     assert step.ScheduledProcedureStepID == rows["john"]["scheduled_procedure_step_id"]
 
-    results = run_findscu(server.host, server.port, server.ae_title,
-                          with_keys("PatientName=Smi*"))
+    results = run_findscu(server.host, server.port, server.ae_title, with_keys("PatientName=Smi*"))
     assert [ds.PatientID for ds in results] == [rows["john"]["patient_id"]]
 
-    results = run_findscu(server.host, server.port, server.ae_title,
-                          with_keys(sps("Modality", "EEG")))
+    results = run_findscu(
+        server.host, server.port, server.ae_title, with_keys(sps("Modality", "EEG"))
+    )
     assert [ds.PatientName for ds in results] == ["Eeg^Erin"]
 
 
 def test_transfer_syntaxes_explicit_preferred_implicit_accepted(sqlite_url, mwl_server, rows):
     server = mwl_server(sqlite_url)
     ae = AE(ae_title="PYNETDICOM")
-    ae.add_requested_context(ModalityWorklistInformationFind,
-                             [ImplicitVRLittleEndian, ExplicitVRLittleEndian])
+    ae.add_requested_context(
+        ModalityWorklistInformationFind, [ImplicitVRLittleEndian, ExplicitVRLittleEndian]
+    )
     assoc = ae.associate(server.host, server.port, ae_title=server.ae_title)
     try:
         assert assoc.is_established
-        assert [cx.transfer_syntax[0] for cx in assoc.accepted_contexts] == [
-            ExplicitVRLittleEndian]
+        assert [cx.transfer_syntax[0] for cx in assoc.accepted_contexts] == [ExplicitVRLittleEndian]
     finally:
         assoc.release()
         ae.shutdown()
 
     # DCMTK proposing Implicit VR Little Endian only
-    results = run_findscu(server.host, server.port, server.ae_title,
-                          with_keys(f"PatientID={rows['jane']['patient_id']}"), extra=["-xi"])
+    results = run_findscu(
+        server.host,
+        server.port,
+        server.ae_title,
+        with_keys(f"PatientID={rows['jane']['patient_id']}"),
+        extra=["-xi"],
+    )
     assert [(r.PatientName, r.AccessionNumber) for r in results] == [
-        ("Doe^Jane", rows["jane"]["accession_number"])]
+        ("Doe^Jane", rows["jane"]["accession_number"])
+    ]
     assert results[0].ScheduledProcedureStepSequence[0].ScheduledProcedureStepStartTime == "090000"
 
 
@@ -174,9 +189,15 @@ def test_pynetdicom_query_returns_the_requested_keys(sqlite_url, mwl_server, row
     assert len(results) == 1
     (ds,) = results
     assert {e.keyword for e in ds} - {"SpecificCharacterSet"} == {
-        "PatientID", "PatientName", "AccessionNumber", "ScheduledProcedureStepSequence"}
+        "PatientID",
+        "PatientName",
+        "AccessionNumber",
+        "ScheduledProcedureStepSequence",
+    }
     assert {e.keyword for e in ds.ScheduledProcedureStepSequence[0]} == {
-        "ScheduledProcedureStepStartTime", "ScheduledStationAETitle"}
+        "ScheduledProcedureStepStartTime",
+        "ScheduledStationAETitle",
+    }
     assert ds.PatientName == "Doe^Jane"
     assert ds.AccessionNumber == rows["jane"]["accession_number"]
     assert ds.ScheduledProcedureStepSequence[0].ScheduledProcedureStepStartTime == "090000"
@@ -190,15 +211,20 @@ def test_non_ascii_names_round_trip(sqlite_url, mwl_server):
     server = mwl_server(sqlite_url)
 
     # DCMTK: the response files carry ISO_IR 192 and decode to the same name
-    (ds,) = run_findscu(server.host, server.port, server.ae_title,
-                        with_keys(f"PatientID={mueller['patient_id']}"))
+    (ds,) = run_findscu(
+        server.host, server.port, server.ae_title, with_keys(f"PatientID={mueller['patient_id']}")
+    )
     assert ds.SpecificCharacterSet == "ISO_IR 192"
     assert ds.PatientName == "Müller^Jürgen"
     assert "Müller^Jürgen".encode() in ds["PatientName"].value.original_string
 
     # DCMTK, matching on the non-ASCII name itself
-    results = run_findscu(server.host, server.port, server.ae_title,
-                          with_keys("SpecificCharacterSet=ISO_IR 192", "PatientName=Müller*"))
+    results = run_findscu(
+        server.host,
+        server.port,
+        server.ae_title,
+        with_keys("SpecificCharacterSet=ISO_IR 192", "PatientName=Müller*"),
+    )
     assert [r.PatientID for r in results] == [mueller["patient_id"]]
 
     # pynetdicom
@@ -206,7 +232,8 @@ def test_non_ascii_names_round_trip(sqlite_url, mwl_server):
     results, final = pynetdicom_find(server.host, server.port, server.ae_title, query)
     assert final == 0x0000
     assert [(r.PatientID, str(r.PatientName)) for r in results] == [
-        (mueller["patient_id"], "Müller^Jürgen")]
+        (mueller["patient_id"], "Müller^Jürgen")
+    ]
 
     query = mwl_query(PatientID=yamada["patient_id"])
     (r,), final = pynetdicom_find(server.host, server.port, server.ae_title, query)
@@ -239,9 +266,13 @@ def test_c_cancel_stops_the_answers(sqlite_url, mwl_server):
         # a C-CANCEL for no running query is ignored, even when the next query
         # reuses its Message ID; the association is still usable
         assoc.send_c_cancel(9, query_model=ModalityWorklistInformationFind)
-        results = list(assoc.send_c_find(
-            mwl_query(PatientID=made[0]["patient_id"]), ModalityWorklistInformationFind,
-            msg_id=9))
+        results = list(
+            assoc.send_c_find(
+                mwl_query(PatientID=made[0]["patient_id"]),
+                ModalityWorklistInformationFind,
+                msg_id=9,
+            )
+        )
         assert [s.Status for s, _ in results] == [0xFF00, 0x0000]
         assert results[0][1].PatientID == made[0]["patient_id"]
 
@@ -270,7 +301,8 @@ def test_query_failures_get_failure_statuses(sqlite_url, mwl_server, rows, caplo
     try:
         with caplog.at_level(logging.INFO, logger="mwl_service"):
             results, final = pynetdicom_find(
-                server.host, server.port, server.ae_title, mwl_query(PatientName="Doe*"))
+                server.host, server.port, server.ae_title, mwl_query(PatientName="Doe*")
+            )
         assert (results, final) == ([], 0xC000)
         assert "C-FIND from" in caplog.text and "failed: OperationalError" in caplog.text
         assert "Doe" not in caplog.text
@@ -284,11 +316,13 @@ def test_query_failures_get_failure_statuses(sqlite_url, mwl_server, rows, caplo
 
 def test_logs_name_keys_and_counts_but_no_patient_data(sqlite_url, mwl_server, rows, caplog):
     server = mwl_server(sqlite_url)
-    query = mwl_query(sps={"Modality": "MR"}, PatientName="Smith^J*",
-                      PatientID=rows["john"]["patient_id"])
+    query = mwl_query(
+        sps={"Modality": "MR"}, PatientName="Smith^J*", PatientID=rows["john"]["patient_id"]
+    )
     with caplog.at_level(logging.INFO):
-        results, final = pynetdicom_find(server.host, server.port, server.ae_title, query,
-                                         calling_aet="MRI3T")
+        results, final = pynetdicom_find(
+            server.host, server.port, server.ae_title, query, calling_aet="MRI3T"
+        )
     assert (len(results), final) == (1, 0x0000)
     log = caplog.text
     assert "MRI3T@127.0.0.1:" in log  # association: calling AE title and address
@@ -324,8 +358,10 @@ def test_wrong_called_ae_title_is_rejected(sqlite_url, mwl_server):
 
 def test_max_associations(sqlite_url, mwl_server):
     server = mwl_server(sqlite_url, max_associations=2)
-    with associate(server.host, server.port, server.ae_title) as first, \
-            associate(server.host, server.port, server.ae_title) as second:
+    with (
+        associate(server.host, server.port, server.ae_title) as first,
+        associate(server.host, server.port, server.ae_title) as second,
+    ):
         assert first.is_established and second.is_established
         with associate(server.host, server.port, server.ae_title) as third:
             # rejected-transient, service-provider (presentation), local limit exceeded
@@ -361,12 +397,18 @@ def test_tls_with_client_certificates(sqlite_url, mwl_server, rows, tls_files):
         idle.close()
 
     # DCMTK over TLS with the client certificate
-    tls = ["+tls", str(tls_files.client_key), str(tls_files.client_cert),
-           "+cf", str(tls_files.ca_cert)]
+    tls = [
+        "+tls",
+        str(tls_files.client_key),
+        str(tls_files.client_cert),
+        "+cf",
+        str(tls_files.ca_cert),
+    ]
     proc = run_echoscu(host, port, aet, extra=tls)
     assert proc.returncode == 0, proc.stderr
-    results = run_findscu(host, port, aet, with_keys(f"PatientID={rows['john']['patient_id']}"),
-                          extra=tls)
+    results = run_findscu(
+        host, port, aet, with_keys(f"PatientID={rows['john']['patient_id']}"), extra=tls
+    )
     assert [r.PatientName for r in results] == ["Smith^John"]
 
     # refused: plain DICOM, TLS without a client certificate, a certificate of another CA
@@ -381,8 +423,9 @@ def test_tls_with_client_certificates(sqlite_url, mwl_server, rows, tls_files):
 
 
 def test_tls_without_client_certificates(sqlite_url, mwl_server, tls_files):
-    server = mwl_server(sqlite_url, tls_cert=str(tls_files.server_cert),
-                        tls_key=str(tls_files.server_key))
+    server = mwl_server(
+        sqlite_url, tls_cert=str(tls_files.server_cert), tls_key=str(tls_files.server_key)
+    )
     anonymous = (tls_files.client_context(with_cert=False), "localhost")
     assert pynetdicom_echo(server.host, server.port, server.ae_title, tls_args=anonymous) == 0
     assert pynetdicom_echo(server.host, server.port, server.ae_title) is None
@@ -399,8 +442,14 @@ def test_console_script_serves_and_stops_cleanly(sqlite_url, mwl_service_process
 
     service = mwl_service_process(
         sqlite_url,
-        "--allowed-aet", "PYNETDICOM,FINDSCU", "--allowed-aet", "ECHOSCU",
-        "--max-results", "2", "--max-associations", "4",
+        "--allowed-aet",
+        "PYNETDICOM,FINDSCU",
+        "--allowed-aet",
+        "ECHOSCU",
+        "--max-results",
+        "2",
+        "--max-associations",
+        "4",
     )
     host, port, aet = service.host, service.port, service.ae_title
 
@@ -410,10 +459,12 @@ def test_console_script_serves_and_stops_cleanly(sqlite_url, mwl_service_process
     assert pynetdicom_echo(host, port, aet, calling_aet="STRANGER") is None
     results, final = pynetdicom_find(host, port, aet, mwl_query(PatientName="Müller*"))
     assert [str(r.PatientName) for r in results] == ["Müller^Jürgen"]
+    assert final == 0x0000
 
     uid = generate_uid()
-    attrs = mpps_attributes(row["study_instance_uid"], row["accession_number"],
-                            row["scheduled_procedure_step_id"])
+    attrs = mpps_attributes(
+        row["study_instance_uid"], row["accession_number"], row["scheduled_procedure_step_id"]
+    )
     with associate(host, port, aet) as assoc:
         status, _ = assoc.send_n_create(attrs, ModalityPerformedProcedureStep, uid)
     assert status.Status == 0
@@ -439,19 +490,43 @@ def test_console_script_serves_and_stops_cleanly(sqlite_url, mwl_service_process
 
 
 def test_module_help_documents_every_option():
-    proc = subprocess.run([sys.executable, "-m", "mwl_service", "--help"],
-                          capture_output=True, text=True, timeout=30)
+    proc = subprocess.run(
+        [sys.executable, "-m", "mwl_service", "--help"],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert proc.returncode == 0
-    for option in ("--db-url", "--ae-title", "--host", "--port", "--allowed-aet",
-                   "--max-associations", "--network-timeout", "--acse-timeout",
-                   "--dimse-timeout", "--max-results", "--tls-cert", "--tls-key",
-                   "--tls-ca", "--log-level", "WORKLIST_DB_URL", "SIGTERM"):
+    for option in (
+        "--db-url",
+        "--ae-title",
+        "--host",
+        "--port",
+        "--allowed-aet",
+        "--max-associations",
+        "--network-timeout",
+        "--acse-timeout",
+        "--dimse-timeout",
+        "--max-results",
+        "--tls-cert",
+        "--tls-key",
+        "--tls-ca",
+        "--log-level",
+        "WORKLIST_DB_URL",
+        "SIGTERM",
+    ):
         assert option in proc.stdout
 
 
 def test_bad_arguments_and_busy_port_fail(sqlite_url, mwl_service_process):
-    proc = subprocess.run([sys.executable, "-m", "mwl_service", "--ae-title", "X" * 17],
-                          capture_output=True, text=True, timeout=30)
+    proc = subprocess.run(
+        [sys.executable, "-m", "mwl_service", "--ae-title", "X" * 17],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert proc.returncode == 2 and "1 to 16 characters" in proc.stderr
 
     with socket.socket() as busy:
