@@ -8,7 +8,6 @@ checked to behave the same on both back ends.
 from __future__ import annotations
 
 import datetime as dt
-import time
 import warnings
 from io import BytesIO
 from zoneinfo import ZoneInfo
@@ -742,7 +741,7 @@ def test_queries_use_indexes_on_sqlite(sqlite_url):
     engine.dispose()
 
 
-def test_ten_thousand_answers_convert_quickly():
+def test_ten_thousand_answers_convert():
     rows = [make_row(str(100000 + i), "20260310", "080000",
                      patient_name="Müller^Jürgen" if i % 7 == 0 else f"Name{i}^Given")
             for i in range(10000)]
@@ -756,8 +755,7 @@ def test_ten_thousand_answers_convert_quickly():
                          "ScheduledProcedureStepDescription", "ScheduledProcedureStepStatus")},
     ))
     tuples = [tuple(r.get(c) for c in q.columns) for r in rows]
-    started = time.perf_counter()
+    # Speed is measured by bench/mwl_bench.py, not here.
     answers = [row_to_dataset(t, q) for t in tuples]
-    elapsed = time.perf_counter() - started
     assert len(answers) == 10000 and str(answers[7].PatientName) == "Müller^Jürgen"
-    assert elapsed < 2.0, f"10000 answers took {elapsed:.2f} s"
+    assert str(answers[9999].PatientName) == "Name9999^Given"

