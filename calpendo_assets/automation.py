@@ -85,7 +85,11 @@ def build_sensor(source: DataSource, job) -> dg.SensorDefinition:
             return dg.SkipReason(str(exc))
         window = booking_window(source, now)
         with client:
-            fingerprint = client.fingerprint(window.start, window.end, source.status_filter)
+            fingerprint = client.fingerprint(
+                window.start.replace(tzinfo=None),
+                window.end.replace(tzinfo=None),
+                sync.fetch_statuses(source),
+            )
         previous = context.cursor or ""
         if fingerprint == previous:
             return dg.SkipReason("booking window unchanged")

@@ -22,6 +22,9 @@ from calpendo_assets.transform import TransformResult, bookings_to_rows
 
 log = logging.getLogger(__name__)
 
+# Calpendo's documented enum values for bookings that will not happen.
+ENDED_STATUSES = ("CANCELLED", "DENIED")
+
 
 @dataclass
 class FetchedWindow:
@@ -45,6 +48,14 @@ def make_client(source: DataSource, env: Mapping[str, str] = os.environ, logger=
     return CalpendoClient(source.base_url, user, password, settings, logger=logger)
 
 
+def fetch_statuses(source: DataSource) -> tuple[str, ...]:
+    """The status filter plus cancelled/denied, so those rows are discontinued with
+    Calpendo's own reason instead of a generic "vanished". No filter: everything."""
+    if not source.status_filter:
+        return ()
+    return tuple(dict.fromkeys([*source.status_filter, *ENDED_STATUSES]))
+
+
 def fetch_raw(
     client: CalpendoClient, source: DataSource, now: dt.datetime | None = None
 ) -> FetchedWindow:
@@ -54,7 +65,7 @@ def fetch_raw(
     fetch = client.list_bookings(
         _site_local(window.start),
         _site_local(window.end),
-        source.status_filter,
+        fetch_statuses(source),
         strategy=source.fetch_strategy,
         extra_paths=_extra_paths(source),
     )
@@ -64,7 +75,10 @@ def fetch_raw(
 def enrich(client: CalpendoClient, source: DataSource, raw: FetchedWindow) -> FetchedWindow:
     """Per-booking detail fetches (that strategy only) plus the MRIScan operators."""
     fetch = client.complete_bookings(
-        raw.fetch, _site_local(raw.window.start), _site_local(raw.window.end), source.status_filter
+        raw.fetch,
+        _site_local(raw.window.start),
+        _site_local(raw.window.end),
+        fetch_statuses(source),
     )
     return FetchedWindow(raw.source, raw.window, fetch, raw.fetched_at)
 

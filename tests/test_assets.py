@@ -135,14 +135,15 @@ def test_first_sync_publishes_approved_bookings(calpendo_sim, source, engine, db
     assert row.modality == "MR"
     assert row.performing_physician_name  # operator from the MRIScan subtype query
     assert row.step_status == SCHEDULED
-    # Every published row is an APPROVED booking of a configured resource.
-    approved = {
-        str(b["id"])
-        for b in calpendo_sim.bookings()
-        if (b.get("properties", b).get("status") or "").upper() == "APPROVED"
-    }
-    assert set(published) <= approved
-    assert len(published) >= 5
+    # Work offered is APPROVED bookings only; cancelled/denied ones are on record,
+    # discontinued, with Calpendo's status.
+    status = {str(b["id"]): b["properties"]["status"] for b in calpendo_sim.bookings()}
+    scheduled = {b for b, r in published.items() if r.step_status == SCHEDULED}
+    assert len(scheduled) >= 5
+    assert all(status[b] == "APPROVED" for b in scheduled)
+    for b in published.keys() - scheduled:
+        assert published[b].step_status == DISCONTINUED
+        assert published[b].booking_status == status[b] in ("CANCELLED", "DENIED")
     # The UTC instant and the local wall clock agree.
     local = row.scheduled_start_utc.astimezone(__import__("zoneinfo").ZoneInfo(TZ))
     assert local.strftime("%Y%m%d%H%M%S") == row.scheduled_start_date + row.scheduled_start_time
@@ -189,6 +190,8 @@ def test_cancelled_and_deleted_bookings_are_discontinued(calpendo_sim, source, e
     published = rows(engine)
     assert published[cancelled].step_status == DISCONTINUED
     assert published[cancelled].discontinued_at is not None
+    assert "participant ill" in published[cancelled].discontinued_reason
+    assert published[cancelled].booking_status == "CANCELLED"
     assert published[deleted].step_status == DISCONTINUED
     assert published[deleted].discontinued_reason
     # Nothing is ever deleted.
