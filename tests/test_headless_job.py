@@ -6,7 +6,6 @@ simulator) and a real SQLite file, in a separate process.
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -16,32 +15,14 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from mwl_service.schema import SCHEDULED, WorklistItem, make_engine
-from tests.fixtures.sim import SIM_PASSWORD, SIM_USER
+from tests.fixtures.sim import ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
 DAGSTER = str(Path(sys.executable).parent / "dagster")
 
 
-def shipped_config_for(url: str, tmp_path: Path) -> tuple[Path, list[str]]:
-    cfg = json.loads((ROOT / "config" / "calpendo.json").read_text())
-    enabled = [s for s in cfg["data_sources"] if s.get("enabled", True)]
-    for source in enabled:
-        source["config"]["base_url"] = url
-    path = tmp_path / "calpendo.json"
-    path.write_text(json.dumps(cfg))
-    return path, [s["name"] for s in enabled]
-
-
-def test_headless_sync_fills_the_worklist(calpendo_sim, tmp_path, sqlite_url):
-    config_path, names = shipped_config_for(calpendo_sim.url, tmp_path)
-    env = {
-        **os.environ,
-        "CALPENDO_MWL_CONFIG": str(config_path),
-        "WORKLIST_DB_URL": sqlite_url,
-        "CALPENDO_USERNAME": SIM_USER,
-        "CALPENDO_PASSWORD": SIM_PASSWORD,
-        "DAGSTER_HOME": str(tmp_path / "dagster_home"),
-    }
+def test_headless_sync_fills_the_worklist(calpendo_sim, pipeline_env, tmp_path, sqlite_url):
+    names = pipeline_env["source_names"]
+    env = {**os.environ, "DAGSTER_HOME": str(tmp_path / "dagster_home")}
     (tmp_path / "dagster_home").mkdir()
     proc = subprocess.run(
         [DAGSTER, "job", "execute", "-m", "calpendo_assets.definitions", "-j", f"{names[0]}_sync"],
