@@ -1,0 +1,80 @@
+"""Schedules and sensors: cadence, operation interval, change detection."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+from zoneinfo import ZoneInfo
+
+import dagster as dg
+import pytest
+
+from calpendo_assets.automation import build_job, build_schedule, build_sensor, cron_for_interval
+from calpendo_assets.config import load_config
+
+
+@pytest.mark.parametrize(
+    ("seconds", "cron"),
+    [
+        (60, "* * * * *"),
+        (300, "*/5 * * * *"),
+        (420, "*/7 * * * *"),
+        (3600, "0 * * * *"),
+        (7200, "0 */2 * * *"),
+    ],
+)
+def test_cron_for_interval(seconds, cron):
+    assert cron_for_interval(seconds) == cron
+
+
+@pytest.fixture
+def source(pipeline_env):
+    return load_config(pipeline_env["CALPENDO_MWL_CONFIG"])[0]
+
+
+def test_schedule_runs_only_inside_operation_interval(source):
+    office = dataclasses.replace(source, operation_start=(7, 0), operation_end=(18, 30))
+    schedule = build_schedule(office, build_job(office))
+    assert schedule.name == f"{source.name}_schedule"
+    assert schedule.execution_timezone == source.timezone
+    tz = ZoneInfo(source.timezone)
+
+    def tick(hour, minute):
+        when = dt.datetime(2026, 3, 9, hour, minute, tzinfo=tz)
+        ctx = dg.build_schedule_context(scheduled_execution_time=when)
+        return schedule.evaluate_tick(ctx)
+
+    assert len(tick(7, 0).run_requests) == 1
+    assert len(tick(18, 25).run_requests) == 1
+    assert tick(18, 30).run_requests == [] and "outside" in tick(18, 30).skip_message
+    assert tick(6, 55).run_requests == []
+
+
+def test_sensor_requests_a_run_only_when_the_window_changed(calpendo_sim, source):
+    sensor = build_sensor(source, build_job(source))
+    assert sensor.name == f"{source.name}_sensor"
+
+    first = sensor.evaluate_tick(dg.build_sensor_context())
+    assert len(first.run_requests) == 1 and first.cursor
+    key = first.run_requests[0].run_key
+
+    again = sensor.evaluate_tick(dg.build_sensor_context(cursor=first.cursor))
+    assert again.run_requests == [] and "unchanged" in again.skip_message
+
+    booking = next(b for b in calpendo_sim.bookings() if b["properties"]["status"] == "APPROVED")
+    calpendo_sim.update_booking(booking["id"], title="SUB4321 - Changed Title")
+    changed = sensor.evaluate_tick(dg.build_sensor_context(cursor=first.cursor))
+    assert len(changed.run_requests) == 1
+    assert changed.cursor != first.cursor
+    assert changed.run_requests[0].run_key != key
+    # Same transition evaluated twice gives the same key: Dagster will not launch it twice.
+    repeat = sensor.evaluate_tick(dg.build_sensor_context(cursor=first.cursor))
+    assert repeat.run_requests[0].run_key == changed.run_requests[0].run_key
+
+
+def test_sensor_without_credentials_skips_with_the_reason(source, monkeypatch):
+    monkeypatch.delenv("CALPENDO_PASSWORD")
+    sensor = build_sensor(source, build_job(source))
+    result = sensor.evaluate_tick(dg.build_sensor_context())
+    assert result.run_requests == []
+    assert "CALPENDO_PASSWORD" in result.skip_message
