@@ -13,8 +13,11 @@ Public API::
     parse_query(identifier, *, limit=None) -> WorklistQuery
     build_select(query) -> sqlalchemy Select
     row_to_dataset(row, query, *, implicit_vr=False) -> Dataset
+    row_to_bytes(row, query, *, implicit_vr=False) -> bytes    (the same answer, encoded)
     find_worklist(conn_or_engine, identifier, *, limit=None, implicit_vr=False)
         -> Iterator[Dataset]
+    find_worklist_encoded(conn_or_engine, identifier, *, limit=None, implicit_vr=False)
+        -> Iterator[bytes]
 
 Matching (PS3.4 C.2.2.2), all of it in SQL:
 
@@ -71,7 +74,9 @@ encoded in the association's transfer syntax, so pydicom writes them without
 converting each element. ``implicit_vr`` selects that syntax (Explicit VR Little
 Endian by default, the one the server prefers); a dataset written with another
 syntax is still correct, pydicom then converts the elements first. Reading a value
-from a response (``ds.PatientName``) works as usual.
+from a response (``ds.PatientName``) works as usual. :func:`row_to_bytes` joins the
+same pre-encoded elements into the bytes pydicom would write for that dataset, with
+no ``Dataset`` at all: the server's C-FIND fast path sends those bytes as they are.
 """
 
 from __future__ import annotations
@@ -108,7 +113,9 @@ __all__ = [
     "WorklistQuery",
     "build_select",
     "find_worklist",
+    "find_worklist_encoded",
     "parse_query",
+    "row_to_bytes",
     "row_to_dataset",
 ]
 
@@ -790,12 +797,29 @@ class _Plan:
     """Per transfer syntax: the top-level steps and the SPS item's steps.
 
     A step is ``(tag, vr, kind, index, fallback, pad, text, header, long_length)``;
-    ``header`` is the element's encoded tag (+VR, +reserved bytes) used inside the
-    item, ``long_length`` whether its length field has 4 bytes.
+    ``header`` is the element's encoded tag (+VR, +reserved bytes), ``long_length``
+    whether its length field has 4 bytes. ``sps_at`` is the position of the
+    ScheduledProcedureStepSequence among the top steps (-1: not requested);
+    ``scs_at`` where SpecificCharacterSet goes among them (tag order) when an answer
+    needs it, and ``scs_element`` that element fully encoded.
     """
 
     top: tuple[tuple[Any, ...], ...]
     item: tuple[tuple[Any, ...], ...] | None  # None: no SPS item requested
+    sps_at: int
+    scs_at: int
+    scs_element: bytes
+
+
+def _element_header(tag: int, vr: str, implicit_vr: bool) -> tuple[bytes, bool]:
+    """The encoded tag (+VR, +reserved bytes) of an element, and whether its length
+    field has 4 bytes (Little Endian; PS3.5 7.1.2 and 7.1.3)."""
+    group, element = tag >> 16, tag & 0xFFFF
+    if implicit_vr:
+        return struct.pack("<HH", group, element), True
+    if vr in _LONG_VRS:
+        return struct.pack("<HH2sH", group, element, vr.encode(), 0), True
+    return struct.pack("<HH2s", group, element, vr.encode()), False
 
 
 def _steps(keys: Sequence[ReturnKey], index: dict[str, int], implicit_vr: bool) -> tuple:
@@ -812,13 +836,7 @@ def _steps(keys: Sequence[ReturnKey], index: dict[str, int], implicit_vr: bool) 
         else:
             kind, idx = _K_EMPTY, -1
         fallback = index.get(k.fallback, -1) if k.fallback else -1
-        group, element = k.tag >> 16, k.tag & 0xFFFF
-        if implicit_vr:
-            header, long_length = struct.pack("<HH", group, element), True
-        elif k.vr in _LONG_VRS:
-            header, long_length = struct.pack("<HH2sH", group, element, k.vr.encode(), 0), True
-        else:
-            header, long_length = struct.pack("<HH2s", group, element, k.vr.encode()), False
+        header, long_length = _element_header(k.tag, k.vr, implicit_vr)
         steps.append((
             BaseTag(k.tag), k.vr, kind, idx, fallback, b"\x00" if k.vr == "UI" else b" ",
             k.vr in _TEXT_VRS, header, long_length,
@@ -827,11 +845,19 @@ def _steps(keys: Sequence[ReturnKey], index: dict[str, int], implicit_vr: bool) 
 
 
 def _compile_plan(keys: Sequence[ReturnKey], index: dict[str, int], implicit_vr: bool) -> _Plan:
-    sps = next((k for k in keys if k.tag == _SPS_TAG), None)
+    top = _steps(keys, index, implicit_vr)
+    tags = [k.tag for k in keys]
+    sps_at = -1
     item = None
-    if sps is not None and sps.item_keys is not None:
-        item = _steps(sps.item_keys, index, implicit_vr)
-    return _Plan(_steps(keys, index, implicit_vr), item)
+    if _SPS_TAG in tags:
+        sps = keys[tags.index(_SPS_TAG)]
+        if sps.item_keys is not None:
+            sps_at = tags.index(_SPS_TAG)
+            item = _steps(sps.item_keys, index, implicit_vr)
+    header, long_length = _element_header(_SCS_TAG, "CS", implicit_vr)
+    scs_element = header + (_PACK_I if long_length else _PACK_H)(len(_SCS_BYTES)) + _SCS_BYTES
+    scs_at = sum(1 for t in tags if t < _SCS_TAG)
+    return _Plan(top, item, sps_at, scs_at, scs_element)
 
 
 @functools.lru_cache(maxsize=64)
@@ -884,16 +910,38 @@ def _encode_values(
     return out, non_ascii
 
 
-def _encode_item(steps: tuple, values: Sequence[Any], index: dict[str, int]) -> tuple[bytes, bool]:
-    """The SPS item (item tag, length, its elements) and whether any text is non-ASCII."""
-    encoded, non_ascii = _encode_values(steps, values, index)
+def _join(steps: tuple, encoded: Sequence[bytes]) -> bytes:
+    """The elements of ``steps`` with their encoded values: header, length, value."""
     parts = []
     for step, b in zip(steps, encoded):
         parts.append(step[7])  # header
         parts.append(_PACK_I(len(b)) if step[8] else _PACK_H(len(b)))
         parts.append(b)
-    body = b"".join(parts)
+    return b"".join(parts)
+
+
+def _encode_item(steps: tuple, values: Sequence[Any], index: dict[str, int]) -> tuple[bytes, bool]:
+    """The SPS item (item tag, length, its elements) and whether any text is non-ASCII."""
+    encoded, non_ascii = _encode_values(steps, values, index)
+    body = _join(steps, encoded)
     return _ITEM_TAG + _PACK_I(len(body)) + body, non_ascii
+
+
+def _encode_row(plan: _Plan, values: Sequence[Any], index: dict[str, int]) -> tuple[list[bytes], bool]:
+    """The encoded value of every top-level step, the SPS item encoded in place of the
+    sequence's value; and whether any text is non-ASCII. Shared by the dataset and the
+    bytes form of an answer, so both carry the same bytes."""
+    encoded, non_ascii = _encode_values(plan.top, values, index)
+    if plan.sps_at >= 0:
+        encoded[plan.sps_at], item_non_ascii = _encode_item(plan.item, values, index)
+        non_ascii = non_ascii or item_non_ascii
+    return encoded, non_ascii
+
+
+def _row_values(row: Any, query: WorklistQuery) -> Sequence[Any]:
+    if isinstance(row, WorklistItem):
+        return tuple(getattr(row, c) for c in query.columns)
+    return row
 
 
 # A Dataset built from a prepared attribute state: Dataset.__init__ routes each of its
@@ -928,19 +976,11 @@ def row_to_dataset(row: Any, query: WorklistQuery, *, implicit_vr: bool = False)
     ``WorklistItem``. ``implicit_vr`` names the transfer syntax the dataset will be
     written in (Little Endian), which makes writing it cheap; any syntax is correct.
     """
-    if isinstance(row, WorklistItem):
-        values: Sequence[Any] = tuple(getattr(row, c) for c in query.columns)
-    else:
-        values = row
     plan = query._plan(implicit_vr)
-    index = query._index
-    encoded, non_ascii = _encode_values(plan.top, values, index)
+    encoded, non_ascii = _encode_row(plan, _row_values(row, query), query._index)
     elements: dict[BaseTag, Any] = {}
     for step, b in zip(plan.top, encoded):
         tag = step[0]
-        if tag == _SPS_TAG and plan.item is not None:
-            b, item_non_ascii = _encode_item(plan.item, values, index)
-            non_ascii = non_ascii or item_non_ascii
         elements[tag] = _new_raw(
             RawDataElement, (tag, step[1], len(b), b, 0, implicit_vr, True, True, False)
         )
@@ -954,6 +994,25 @@ def row_to_dataset(row: Any, query: WorklistQuery, *, implicit_vr: bool = False)
         charset = default_encoding
     return _new_dataset(elements, implicit_vr, charset)
 
+
+def row_to_bytes(row: Any, query: WorklistQuery, *, implicit_vr: bool = False) -> bytes:
+    """The same answer as :func:`row_to_dataset`, already encoded: exactly the bytes
+    pydicom writes for that dataset in Implicit (``implicit_vr``) or Explicit VR
+    Little Endian, without building a ``Dataset``.
+
+    For the server's C-FIND fast path, which puts these bytes on the wire itself;
+    an empty result (the query requested no keys) is ``b""``.
+    """
+    plan = query._plan(implicit_vr)
+    encoded, non_ascii = _encode_row(plan, _row_values(row, query), query._index)
+    if not (non_ascii or query.specific_character_set_requested):
+        return _join(plan.top, encoded)
+    at = plan.scs_at
+    if at == 0:  # the usual case: no requested key sorts before (0008,0005)
+        return plan.scs_element + _join(plan.top, encoded)
+    return _join(plan.top[:at], encoded[:at]) + plan.scs_element + _join(
+        plan.top[at:], encoded[at:]
+    )
 
 
 # ---------------------------------------------------------------- find_worklist
@@ -972,26 +1031,53 @@ def find_worklist(
     Given an Engine, a connection is opened for the iteration and closed when it
     ends (or when the iterator is closed); a Connection is used as it is.
     """
+    return _find(conn_or_engine, identifier, limit, implicit_vr, row_to_dataset)
+
+
+def find_worklist_encoded(
+    conn_or_engine: Connection | Engine,
+    identifier: Dataset,
+    *,
+    limit: int | None = None,
+    implicit_vr: bool = False,
+) -> Iterator[bytes]:
+    """As :func:`find_worklist`, but yields each answer encoded (:func:`row_to_bytes`)
+    in Implicit (``implicit_vr``) or Explicit VR Little Endian."""
+    return _find(conn_or_engine, identifier, limit, implicit_vr, row_to_bytes)
+
+
+def _find(
+    conn_or_engine: Connection | Engine,
+    identifier: Dataset,
+    limit: int | None,
+    implicit_vr: bool,
+    convert: Any,
+) -> Iterator[Any]:
     query = parse_query(identifier, limit=limit)
     stmt = build_select(query).execution_options(stream_results=True, yield_per=500)
-    return _iterate(conn_or_engine, stmt, query, implicit_vr)
+    return _iterate(conn_or_engine, stmt, query, implicit_vr, convert)
 
 
 def _iterate(
-    conn_or_engine: Connection | Engine, stmt: Select[Any], query: WorklistQuery, implicit_vr: bool
-) -> Iterator[Dataset]:
+    conn_or_engine: Connection | Engine,
+    stmt: Select[Any],
+    query: WorklistQuery,
+    implicit_vr: bool,
+    convert: Any,
+) -> Iterator[Any]:
     if isinstance(conn_or_engine, Engine):
         with conn_or_engine.connect() as conn:
-            yield from _rows(conn, stmt, query, implicit_vr)
+            yield from _rows(conn, stmt, query, implicit_vr, convert)
     else:
-        yield from _rows(conn_or_engine, stmt, query, implicit_vr)
+        yield from _rows(conn_or_engine, stmt, query, implicit_vr, convert)
 
 
-def _rows(conn: Connection, stmt: Select[Any], query: WorklistQuery,
-          implicit_vr: bool) -> Iterator[Dataset]:
+def _rows(
+    conn: Connection, stmt: Select[Any], query: WorklistQuery, implicit_vr: bool, convert: Any
+) -> Iterator[Any]:
     result = conn.execute(stmt)
     try:
         for row in result:
-            yield row_to_dataset(row, query, implicit_vr=implicit_vr)
+            yield convert(row, query, implicit_vr=implicit_vr)
     finally:
         result.close()

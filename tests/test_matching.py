@@ -27,7 +27,9 @@ from mwl_service.matching import (
     WorklistQuery,
     build_select,
     find_worklist,
+    find_worklist_encoded,
     parse_query,
+    row_to_bytes,
     row_to_dataset,
 )
 from mwl_service.schema import WorklistItem
@@ -602,6 +604,92 @@ def test_answers_encode_like_pydicom(worklist, built_implicit, written_implicit)
     back = decode(BytesIO(got), written_implicit, True)
     assert str(back.PatientName) == "Müller^Jürgen"
     assert back.StudyInstanceUID == BY_ID["101"]["study_instance_uid"]  # odd length: NUL pad
+    # The bytes path (the server's fast path) writes exactly the same bytes.
+    (raw,) = find_worklist_encoded(worklist, ds, implicit_vr=written_implicit)
+    assert raw == got
+
+
+def odd_key_query() -> Dataset:
+    """Every key shape: a key sorting before SpecificCharacterSet, empty and unknown
+    keys, a private key (dropped), long-VR keys, sequences at both levels."""
+    ds = query(
+        {"PatientName": "", "PatientID": "", "AccessionNumber": "", "StudyInstanceUID": "",
+         "IssuerOfPatientID": "", "PatientWeight": None, "RequestedProcedureID": "",
+         "RequestedProcedureCodeSequence": [], "ReferencedStudySequence": []},
+        {"ScheduledStationAETitle": "", "ScheduledProcedureStepStartDate": "",
+         "ScheduledProcedureStepStartTime": "", "ScheduledProcedureStepEndDate": "",
+         "ScheduledProcedureStepEndTime": "", "ScheduledPerformingPhysicianName": "",
+         "ScheduledProcedureStepID": "", "ScheduledProtocolCodeSequence": [],
+         "CommentsOnTheScheduledProcedureStep": ""},  # LT
+    )
+    ds.add_new(0x00080001, "UL", None)  # (0008,0001) sorts before (0008,0005)
+    ds.add_new(0x00081030, "LO", "")
+    ds.add_new(0x00321066, "UT", "")  # ReasonForVisit: 4-byte length in explicit VR
+    ds.add_new(0x00091010, "LO", "private")
+    return ds
+
+
+@pytest.mark.parametrize("implicit", [False, True])
+@pytest.mark.parametrize(
+    "make",
+    [
+        odd_key_query,
+        lambda: query({"PatientName": "", "PatientID": ""}),  # ASCII rows: no charset
+        lambda: query({"PatientName": "", "PatientID": ""}, charset="ISO_IR 100"),
+        lambda: query({"PatientID": ""}, with_sps=False),
+        lambda: _zero_length_sps(query({"PatientName": ""}, with_sps=False)),
+        lambda: query({}, {"ScheduledProcedureStepStatus": "*"}),  # every row, item only
+    ],
+    ids=["odd-keys", "plain", "charset-requested", "no-sequence", "zero-length-sequence",
+         "item-only"],
+)
+def test_bytes_path_equals_what_pydicom_writes(worklist, make, implicit):
+    """row_to_bytes == pydicom's encoding of row_to_dataset, for every row and both
+    Little Endian syntaxes, also after the query went over the wire."""
+    for ds in (make(), on_the_wire(make(), implicit)):
+        q = parse_query(ds)
+        with worklist.connect() as conn:
+            rows = conn.execute(build_select(q)).fetchall()
+        assert rows
+        for row in rows:
+            expected = encode(row_to_dataset(row, q, implicit_vr=implicit), implicit, True)
+            assert row_to_bytes(row, q, implicit_vr=implicit) == expected
+            # and built for the other syntax, pydicom still converts to the same
+            other = row_to_dataset(row, q, implicit_vr=not implicit)
+            assert encode(other, implicit, True) == expected
+        streamed = list(find_worklist_encoded(worklist, ds, implicit_vr=implicit))
+        assert streamed == [
+            encode(a, implicit, True) for a in find_worklist(worklist, ds, implicit_vr=implicit)
+        ]
+
+
+def _zero_length_sps(ds: Dataset) -> Dataset:
+    ds.ScheduledProcedureStepSequence = []
+    return ds
+
+
+def test_bytes_path_charset_element_sorts_in_place(worklist):
+    """SpecificCharacterSet goes where pydicom puts it: after a key that sorts before
+    it, before the rest; present exactly when the dataset has it."""
+    ds = odd_key_query()
+    ds.PatientID = "P101"  # non-ASCII answer
+    q = parse_query(ds)
+    with worklist.connect() as conn:
+        (row,) = conn.execute(build_select(q)).fetchall()
+    raw = row_to_bytes(row, q, implicit_vr=False)
+    assert raw.startswith(b"\x08\x00\x01\x00UL\x00\x00\x08\x00\x05\x00CS\x0a\x00ISO_IR 192")
+    back = decode(BytesIO(raw), False, True)
+    tags = [int(elem.tag) for elem in back]
+    assert tags == sorted(tags)
+    assert str(back.PatientName) == "Müller^Jürgen"
+
+
+def test_empty_identifier_gives_empty_bytes(worklist):
+    """A query with no keys at all: an empty answer, as pydicom would write it."""
+    q = parse_query(Dataset())
+    with worklist.connect() as conn:
+        row = conn.execute(build_select(q)).first()
+    assert row_to_bytes(row, q) == b"" == encode(row_to_dataset(row, q), False, True)
 
 
 def test_answers_are_written_without_element_conversion(worklist):
@@ -641,6 +729,8 @@ def test_parse_query_and_build_select_are_pure(worklist):
         rows = conn.execute(stmt).fetchall()
     answers = [row_to_dataset(r, q) for r in rows]
     assert [a.PatientID for a in answers] == ["P103", "P101", "P102"]
+    encoded = [row_to_bytes(r, q) for r in rows]
+    assert encoded == [encode(a, False, True) for a in answers]
 
 
 def test_row_to_dataset_accepts_orm_objects(worklist):
@@ -650,6 +740,7 @@ def test_row_to_dataset_accepts_orm_objects(worklist):
     with Session(worklist) as session:
         item = session.scalars(select(WorklistItem).where(WorklistItem.booking_id == "104")).one()
         a = row_to_dataset(item, q)
+        assert row_to_bytes(item, q, implicit_vr=True) == encode(a, True, True)
     assert str(a.PatientName) == "smith^jane"
     assert a.RequestedProcedureID == "104"
     assert a.ScheduledProcedureStepSequence[0].Modality == "EEG"
