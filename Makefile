@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test install dcmtk bench clean help
+.PHONY: demo test install test-tools bench clean help
 
 help:
 	@echo "make demo   - start simulator, MWL service and Dagster; run a first sync"
@@ -25,22 +25,26 @@ $(STAMP): pyproject.toml | $(BIN)/python
 
 install: $(STAMP)
 
-# Real DICOM clients are part of the tests: install DCMTK when missing, or stop loudly.
-dcmtk:
-	@if ! command -v findscu >/dev/null || ! command -v wlmscpfs >/dev/null; then \
-	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dcmtk; \
-	  elif command -v sudo >/dev/null; then sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dcmtk; \
-	  else echo "error: DCMTK (findscu, wlmscpfs) is missing; install the Debian package 'dcmtk'"; exit 1; fi; \
-	fi
-	@command -v findscu >/dev/null || { echo "error: findscu still missing after installing dcmtk"; exit 1; }
+# Real DICOM clients (DCMTK) and openssl (TLS test certificates) are part of the
+# tests: install the Debian packages when missing, or stop loudly.
+# /usr/bin first: pynetdicom puts its own findscu/echoscu into the venv.
+TEST_TOOLS := /usr/bin/findscu /usr/bin/wlmscpfs /usr/bin/echoscu /usr/bin/openssl
+test-tools:
+	@missing=""; for t in $(TEST_TOOLS); do [ -x $$t ] || missing=1; done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; elif command -v sudo >/dev/null; then SUDO=sudo; \
+	  else echo "error: install the Debian packages 'dcmtk' and 'openssl' (needs root)"; exit 1; fi; \
+	  $$SUDO apt-get update -qq && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dcmtk openssl; \
+	fi; \
+	for t in $(TEST_TOOLS); do [ -x $$t ] || { echo "error: $$t still missing"; exit 1; }; done
 
-test: install dcmtk
+test: install test-tools
 	$(BIN)/python -m pytest
 
 demo: install
 	$(BIN)/python deploy/demo.py
 
-bench: install dcmtk
+bench: install test-tools
 	$(BIN)/python bench/sync_bench.py
 	$(BIN)/python bench/mwl_bench.py
 

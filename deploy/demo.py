@@ -105,7 +105,7 @@ def demo_env() -> dict:
 
 
 def _interrupt(*_):
-    # SIGTERM stops the demo the same way as Ctrl-C.
+    # SIGTERM and SIGINT both stop the demo the way Ctrl-C does.
     raise KeyboardInterrupt
 
 
@@ -121,7 +121,9 @@ def main(argv=None) -> int:
             raise SystemExit(f"error: port {port} on 127.0.0.1 is in use; stop what uses it first")
 
     procs = Processes()
+    # Explicit for SIGINT too: a shell may start us with SIGINT ignored.
     signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGINT, _interrupt)
     try:
         sim = procs.start("calpendo-sim", [str(BIN / "calpendo-sim"), "--host", "127.0.0.1",
                           "--port", str(sim_url.port), "--bookings", str(args.bookings)], env)
