@@ -4,11 +4,15 @@ cancellation_reconciliation -> worklist. Thin wrappers over calpendo_assets.sync
 No `from __future__ import annotations` here: Dagster inspects the real
 annotation objects of context parameters."""
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import dagster as dg
 import pandas as pd
 
 from calpendo_assets import sync
-from calpendo_assets.config import DataSource
+from calpendo_assets.calpendo_api import CalpendoAuthError
+from calpendo_assets.config import ConfigError, DataSource
 from calpendo_assets.reconcile import ReconciliationPlan, plan_against_db
 from calpendo_assets.resources import WorklistDatabase
 
@@ -30,6 +34,19 @@ PREVIEW_COLUMNS = [
 
 def asset_key(source: DataSource, name: str) -> dg.AssetKey:
     return dg.AssetKey([source.name, name])
+
+
+@contextmanager
+def _calpendo(source: DataSource, context) -> Iterator:
+    """A Calpendo client; refused or missing credentials fail the step at once.
+
+    Retrying those only delays the error: the step retry policy is for outages.
+    """
+    try:
+        with sync.make_client(source, logger=context.log) as client:
+            yield client
+    except (CalpendoAuthError, ConfigError) as exc:
+        raise dg.Failure(description=str(exc), allow_retries=False) from exc
 
 
 def _window_metadata(fetched: sync.FetchedWindow) -> dict:
@@ -56,7 +73,7 @@ def build_source_assets(
     @dg.asset(name="raw_bookings", retry_policy=retry_policy, **common)
     def raw_bookings(context: dg.AssetExecutionContext) -> dg.Output[sync.FetchedWindow]:
         """Bookings in the sync window, one query (bulk) or their ids (per booking)."""
-        with sync.make_client(source, logger=context.log) as client:
+        with _calpendo(source, context) as client:
             fetched = sync.fetch_raw(client, source)
         meta = {"bookings_fetched": len(fetched.fetch.bookings), **_window_metadata(fetched)}
         return dg.Output(fetched, metadata=meta)
@@ -66,7 +83,7 @@ def build_source_assets(
         context: dg.AssetExecutionContext, raw_bookings: sync.FetchedWindow
     ) -> dg.Output[sync.FetchedWindow]:
         """Bookings with every field, plus the operator from the MRIScan subtype."""
-        with sync.make_client(source, logger=context.log) as client:
+        with _calpendo(source, context) as client:
             details = sync.enrich(client, source, raw_bookings)
         with_operator = sum(1 for b in details.fetch.bookings if b.get("Operator"))
         meta = {

@@ -41,17 +41,13 @@ def build_job(source: DataSource):
     )
 
 
-def _default_status(source: DataSource):
-    return dg.DefaultScheduleStatus.RUNNING if source.enabled else dg.DefaultScheduleStatus.STOPPED
-
-
 def build_schedule(source: DataSource, job) -> dg.ScheduleDefinition:
     @dg.schedule(
         name=f"{source.name}_schedule",
         job=job,
         cron_schedule=cron_for_interval(source.sync_interval),
         execution_timezone=source.timezone,
-        default_status=_default_status(source),
+        default_status=dg.DefaultScheduleStatus.RUNNING,  # only enabled sources get one
         description=f"Every {source.sync_interval}s within the operation interval ({source.timezone}).",
     )
     def _schedule(context: dg.ScheduleEvaluationContext):
@@ -64,15 +60,11 @@ def build_schedule(source: DataSource, job) -> dg.ScheduleDefinition:
 
 
 def build_sensor(source: DataSource, job) -> dg.SensorDefinition:
-    sensor_status = (
-        dg.DefaultSensorStatus.RUNNING if source.enabled else dg.DefaultSensorStatus.STOPPED
-    )
-
     @dg.sensor(
         name=f"{source.name}_sensor",
         job=job,
         minimum_interval_seconds=SENSOR_INTERVAL_SECONDS,
-        default_status=sensor_status,
+        default_status=dg.DefaultSensorStatus.RUNNING,
         description="Polls the booking window cheaply; runs a sync only when it changed.",
     )
     def _sensor(context: dg.SensorEvaluationContext):

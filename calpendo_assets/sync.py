@@ -50,9 +50,7 @@ def make_client(source: DataSource, env: Mapping[str, str] = os.environ, logger=
 
 def fetch_statuses(source: DataSource) -> tuple[str, ...]:
     """The status filter plus cancelled/denied, so those rows are discontinued with
-    Calpendo's own reason instead of a generic "vanished". No filter: everything."""
-    if not source.status_filter:
-        return ()
+    Calpendo's own reason instead of a generic "vanished"."""
     return tuple(dict.fromkeys([*source.status_filter, *ENDED_STATUSES]))
 
 

@@ -601,8 +601,9 @@ def bookings_to_rows(
 
         if not row["patient_name"] and row["patient_id"]:
             # Patient's Name is type 1 in the worklist; research sites commonly use the
-            # participant ID as the name when the booking carries none.
-            row["patient_name"] = dicom_pn(row["patient_id"])
+            # participant ID as the name when the booking carries none. Kept verbatim as
+            # one family-name component: an ID is not "Given Family" ("EDM_SUB001").
+            row["patient_name"] = _cap_pn_group(re.sub(r"[\^=]", " ", row["patient_id"]))
         row["accession_number"] = accession_number(source.name, booking_id)
         row["study_instance_uid"] = study_instance_uid(source.name, booking_id)
         own_step_id = step_id(source.name, booking_id)

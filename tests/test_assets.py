@@ -258,3 +258,19 @@ def test_scanner_owned_status_survives_sync(calpendo_sim, source, engine, db_url
     calpendo_sim.cancel_booking(int(bid), reason="double booked")
     assert materialize(source, db_url).success
     assert rows(engine)[bid].step_status == IN_PROGRESS
+
+
+def test_refused_credentials_fail_at_once_without_step_retries(source, db_url, monkeypatch):
+    monkeypatch.setenv("CALPENDO_PASSWORD", "wrong-password")
+    assets = build_source_assets(source) + build_source_checks(source)  # default retry policy
+    result = dg.materialize(
+        assets, resources={"worklist_db": WorklistDatabase(url=db_url)}, raise_on_error=False
+    )
+    assert not result.success
+    events = result.all_events
+    assert not [e for e in events if e.event_type == dg.DagsterEventType.STEP_UP_FOR_RETRY]
+    failure = next(e for e in events if e.event_type == dg.DagsterEventType.STEP_FAILURE)
+    assert failure.step_key == "mri__raw_bookings"
+    message = str(failure.event_specific_data.error)
+    assert "refused the credentials" in message
+    assert "wrong-password" not in message

@@ -293,6 +293,15 @@ def test_default_title_mapping(title, pid, name):
     assert row["skip_reason"] == ""
 
 
+def test_participant_id_as_name_is_kept_verbatim():
+    """An ID standing in for the name is not re-read as "Given Family"."""
+    source = make_source(
+        field_mapping={"title": {"_extract": {"patient_id": {"pattern": r"^(\S+)", "group": 1}}}}
+    )
+    row = bookings_to_rows([booking(title="EDM_SUB001")], source).frame.iloc[0]
+    assert (row["patient_id"], row["patient_name"]) == ("EDM_SUB001", "EDM_SUB001")
+
+
 @pytest.mark.parametrize(
     "title", ["", "TBD", "phantom QA", "call Bob re: consent", "Jane Doe", None]
 )
