@@ -1,0 +1,50 @@
+"""The code location's stable interface (DESIGN.md): names users' scripts rely on."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import dagster as dg
+
+from calpendo_assets.config import load_config
+from calpendo_assets.definitions import build_definitions
+from tests.fixtures.sim import ROOT, shipped_config_for
+
+ASSETS = ["raw_bookings", "booking_details", "worklist_rows", "cancellation_reconciliation", "worklist"]
+
+
+def test_names_per_data_source(tmp_path):
+    path, names = shipped_config_for("http://127.0.0.1:9", tmp_path)
+    defs = build_definitions([s for s in load_config(str(path)) if s.enabled])
+    graph = defs.resolve_asset_graph()
+    for name in names:
+        keys = {dg.AssetKey([name, a]) for a in ASSETS}
+        assert keys <= set(graph.get_all_asset_keys())
+        # Lineage: each asset depends on the one before it.
+        for upstream, downstream in zip(ASSETS, ASSETS[1:]):
+            parents = graph.get(dg.AssetKey([name, downstream])).parent_keys
+            assert dg.AssetKey([name, upstream]) in parents
+        job = defs.resolve_job_def(f"{name}_sync")
+        assert set(job.asset_layer.selected_asset_keys) == keys
+        assert defs.resolve_schedule_def(f"{name}_schedule").job_name == f"{name}_sync"
+        assert defs.resolve_sensor_def(f"{name}_sensor").job_name == f"{name}_sync"
+        checks = {k.name for k in graph.asset_check_keys if k.asset_key.path[0] == name}
+        assert checks == {
+            "required_fields_present",
+            "dicom_values_valid",
+            "identifiers_unique",
+            "mass_cancellation_guard",
+        }
+
+
+def test_dg_check_defs_with_the_shipped_config():
+    dg_cli = str(Path(sys.executable).parent / "dg")
+    env = {k: v for k, v in os.environ.items() if k != "CALPENDO_MWL_CONFIG"}
+    proc = subprocess.run(
+        [dg_cli, "check", "defs"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=180
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "All definitions loaded successfully" in proc.stdout + proc.stderr
