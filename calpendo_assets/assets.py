@@ -137,7 +137,7 @@ def build_source_assets(
         reasons = [{"booking_id": c["booking_id"], "reason": c["reason"]} for c in plan.cancels]
         meta = {
             **plan.counts(),
-            "cancel_fraction": round(plan.cancel_fraction, 3),
+            "vanished_fraction": round(plan.vanished_fraction, 3),
             "cancellations": dg.MetadataValue.json(reasons[:50]),
         }
         return dg.Output(plan, metadata=meta)

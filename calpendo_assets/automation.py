@@ -22,13 +22,16 @@ def cron_for_interval(seconds: int) -> str:
     """Cron for 'every `seconds`', at minute granularity.
 
     Minute intervals that do not divide 60 restart at each full hour (cron's */n);
-    intervals of an hour or more run on the hour every whole number of hours.
+    intervals of an hour or more run on the hour every whole number of hours (again
+    restarting at midnight); a day or more runs once a day at midnight.
     """
     minutes = max(1, round(seconds / 60))
     if minutes < 60:
         return "* * * * *" if minutes == 1 else f"*/{minutes} * * * *"
     hours = max(1, round(minutes / 60))
-    return "0 * * * *" if hours == 1 else f"0 */{min(hours, 23)} * * *"
+    if hours >= 24:
+        return "0 0 * * *"  # at most daily: the window is whole days anyway
+    return "0 * * * *" if hours == 1 else f"0 */{hours} * * *"
 
 
 def build_job(source: DataSource):
@@ -82,11 +85,13 @@ def build_sensor(source: DataSource, job) -> dg.SensorDefinition:
                 window.end.replace(tzinfo=None),
                 sync.fetch_statuses(source),
             )
-        previous = context.cursor or ""
+        count, _, previous = (context.cursor or "0:").partition(":")
         if fingerprint == previous:
             return dg.SkipReason("booking window unchanged")
-        context.update_cursor(fingerprint)
-        # Keyed on the transition, so the same change never launches two runs.
-        return dg.RunRequest(run_key=f"{previous[:12] or 'start'}-{fingerprint[:12]}")
+        # The cursor counts changes, so A -> B -> A -> B gives four distinct keys, while
+        # re-evaluating one tick gives the same key (Dagster launches it once).
+        change = int(count) + 1
+        context.update_cursor(f"{change}:{fingerprint}")
+        return dg.RunRequest(run_key=f"{source.name}-change-{change}-{fingerprint[:12]}")
 
     return _sensor

@@ -101,10 +101,15 @@ class ReconciliationPlan:
     scanner_notes: list[dict] = field(default_factory=list)
 
     @property
-    def cancel_fraction(self) -> float:
-        if not self.cancels:
+    def vanished(self) -> int:
+        """Rows to cancel because their booking is gone (not cancelled in Calpendo)."""
+        return sum(1 for c in self.cancels if c["kind"] == CANCEL_MISSING)
+
+    @property
+    def vanished_fraction(self) -> float:
+        if not self.vanished:
             return 0.0
-        return len(self.cancels) / max(self.active_in_window, len(self.cancels))
+        return self.vanished / max(self.active_in_window, self.vanished)
 
     def counts(self) -> dict[str, Any]:
         plain_updates = sum(1 for u in self.updates if u["event"] == EVENT_UPDATE)
@@ -114,7 +119,7 @@ class ReconciliationPlan:
             "unchanged": self.unchanged,
             "cancels": len(self.cancels),
             "cancels_in_calpendo": sum(1 for c in self.cancels if c["kind"] == CANCEL_IN_CALPENDO),
-            "cancels_missing": sum(1 for c in self.cancels if c["kind"] == CANCEL_MISSING),
+            "cancels_missing": self.vanished,
             "restores": self.restores,
             "scanner_owned_kept": self.scanner_owned_kept,
             "skipped": self.skipped,
@@ -310,23 +315,24 @@ def mass_cancellation_problem(
 ) -> str | None:
     """Why publishing `plan` would be a suspicious mass cancellation, or None.
 
-    Trips when at least `min_rows` rows would be cancelled and they are more than
-    `max_fraction` of the rows this sync could cancel. Both explicit Calpendo
-    cancellations and vanished bookings count.
+    Trips when at least `min_rows` rows would be cancelled because their bookings
+    vanished, and they are more than `max_fraction` of the rows this sync could
+    cancel. Only vanished bookings count: that is what an outage, a wrong filter or
+    a broken query looks like. A booking cancelled in Calpendo is an explicit fact
+    and never blocks a publish.
     """
     if max_fraction is None:
         return None
-    n = len(plan.cancels)
-    if n == 0 or n < min_rows or plan.cancel_fraction <= max_fraction:
+    n = plan.vanished
+    if n == 0 or n < min_rows or plan.vanished_fraction <= max_fraction:
         return None
     active = max(plan.active_in_window, n)
-    missing = sum(1 for c in plan.cancels if c["kind"] == CANCEL_MISSING)
     return (
         f"mass-cancellation guard: source {plan.source!r} would cancel {n} of {active} active "
-        f"worklist rows ({plan.cancel_fraction:.0%}; {missing} vanished from Calpendo, "
-        f"{n - missing} cancelled there), above the limit of {max_fraction:.0%} "
-        f"(guard applies from {min_rows} rows). Nothing was published. If this is real, raise "
-        "config.max_cancel_fraction or config.min_cancel_guard_rows for this source."
+        f"worklist rows ({plan.vanished_fraction:.0%}) whose bookings vanished from Calpendo, "
+        f"above the limit of {max_fraction:.0%} (guard applies from {min_rows} rows). "
+        "Nothing was published. If this is real, raise config.max_cancel_fraction or "
+        "config.min_cancel_guard_rows for this source."
     )
 
 

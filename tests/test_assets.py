@@ -241,8 +241,14 @@ def test_mass_cancellation_guard_blocks_publish(calpendo_sim, source, engine, db
     assert len(scheduled) >= source.min_cancel_guard_rows
     for bid in scheduled:
         calpendo_sim.delete_booking(int(bid))
+    before_hist = history_count(engine)
     result = materialize(source, db_url)
     assert checks_passed(result)["mass_cancellation_guard"] is False
+    # The blocking check stopped it: `worklist` never ran (not even to fail).
+    assert result.asset_materializations_for_node("mri__worklist") == []
+    worklist_steps = {e.step_key for e in result.all_events if e.step_key == "mri__worklist"}
+    assert worklist_steps == set()
+    assert history_count(engine) == before_hist
     assert all(r.step_status == SCHEDULED for b, r in rows(engine).items() if b in scheduled)
 
 

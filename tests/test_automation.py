@@ -21,6 +21,8 @@ from calpendo_assets.config import load_config
         (420, "*/7 * * * *"),
         (3600, "0 * * * *"),
         (7200, "0 */2 * * *"),
+        (86400, "0 0 * * *"),
+        (7 * 86400, "0 0 * * *"),
     ],
 )
 def test_cron_for_interval(seconds, cron):
@@ -67,9 +69,17 @@ def test_sensor_requests_a_run_only_when_the_window_changed(calpendo_sim, source
     assert len(changed.run_requests) == 1
     assert changed.cursor != first.cursor
     assert changed.run_requests[0].run_key != key
-    # Same transition evaluated twice gives the same key: Dagster will not launch it twice.
+    # Same tick evaluated twice gives the same key: Dagster will not launch it twice.
     repeat = sensor.evaluate_tick(dg.build_sensor_context(cursor=first.cursor))
     assert repeat.run_requests[0].run_key == changed.run_requests[0].run_key
+
+    # Changing back and forth (A -> B -> A -> B) launches a run every time.
+    calpendo_sim.update_booking(booking["id"], title=booking["properties"]["title"])
+    back = sensor.evaluate_tick(dg.build_sensor_context(cursor=changed.cursor))
+    calpendo_sim.update_booking(booking["id"], title="SUB4321 - Changed Title")
+    forth = sensor.evaluate_tick(dg.build_sensor_context(cursor=back.cursor))
+    keys = [r.run_requests[0].run_key for r in (first, changed, back, forth)]
+    assert len(set(keys)) == 4
 
 
 def test_sensor_without_credentials_skips_with_the_reason(source, monkeypatch):

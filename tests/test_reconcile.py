@@ -381,12 +381,20 @@ def test_mass_cancellation_guard_blocks_publish_and_leaves_db_untouched(engine):
     assert sync(engine, [booking(i, hour=8 + i) for i in range(1, 8)]).cancelled == 3
 
 
-def test_guard_counts_calpendo_cancellations_too(engine):
+def test_guard_ignores_explicit_calpendo_cancellations(engine):
+    """A day cancelled in Calpendo is a fact, not an outage: it publishes."""
     sync(engine, [booking(i, hour=8 + i) for i in range(1, 7)])
     cancelled = [booking(i, hour=8 + i, status="CANCELLED") for i in range(1, 7)]
-    with pytest.raises(MassCancellationError):
-        sync(engine, cancelled)
-    assert sync(engine, cancelled, max_cancel_fraction=1.0).cancelled == 6
+    assert sync(engine, cancelled).cancelled == 6
+    assert {r["step_status"] for r in rows(engine).values()} == {DISCONTINUED}
+
+
+def test_guard_counts_only_the_vanished_share(engine):
+    sync(engine, [booking(i, hour=8 + i) for i in range(1, 11)])
+    # 3 cancelled in Calpendo + 6 vanished of 10: only the 6 count, and 6/10 > 50%.
+    remaining = [booking(i, hour=8 + i, status="CANCELLED") for i in (1, 2, 3)] + [booking(4, hour=12)]
+    with pytest.raises(MassCancellationError, match="would cancel 6 of 10"):
+        sync(engine, remaining)
 
 
 def test_publish_replans_inside_its_transaction(engine):
@@ -566,7 +574,7 @@ def test_plan_pure_counts():
         "fetch_complete": True,
     }
     assert plan.cancels[0]["booking_id"] == "4" and plan.cancels[0]["reason"] == VANISHED_REASON
-    assert plan.cancel_fraction == 0.25
+    assert plan.vanished == 1 and plan.vanished_fraction == 0.25
     assert plan.updates[0]["id"] == 2
 
 
