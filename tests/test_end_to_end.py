@@ -10,6 +10,9 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import re
+from zoneinfo import ZoneInfo
+
+import pytest
 
 from calpendo_assets.config import load_config
 from calpendo_assets.definitions import build_definitions
@@ -74,18 +77,36 @@ def test_todays_bookings_reach_the_scanner(calpendo_sim, pipeline_env, mwl_servi
     assert names["SUB0004"] == "山田^太郎"
 
 
-def test_local_times_survive_a_dst_change(calpendo_sim, pipeline_env, mwl_service_process):
-    """A booking on the day clocks go back is served at its wall-clock time."""
-    day = dt.date(calpendo_sim.today.year, 11, 1)
-    if day < calpendo_sim.today - dt.timedelta(days=1):
-        day = day.replace(year=day.year + 1)
-    # Outside the default window: make a source whose window covers that day.
+def next_transition(tz: ZoneInfo, after: dt.date, backwards: bool) -> dt.date:
+    """The next day on which the zone's clocks go back (or forward), from zoneinfo."""
+    day = after
+    for _ in range(400):
+        day += dt.timedelta(days=1)
+        before = dt.datetime.combine(day, dt.time(0, 0), tz).utcoffset()
+        later = dt.datetime.combine(day, dt.time(12, 0), tz).utcoffset()
+        if before != later and (later < before) == backwards:
+            return day
+    raise AssertionError(f"no DST change within a year in {tz}")
+
+
+@pytest.mark.parametrize(
+    ("backwards", "wall_clock", "served"),
+    [
+        (True, dt.time(1, 30), "013000"),  # ambiguous: served at the wall-clock time booked
+        (False, dt.time(2, 30), "033000"),  # does not exist: moved forward an hour
+    ],
+)
+def test_local_times_across_dst_changes(
+    calpendo_sim, pipeline_env, mwl_service_process, backwards, wall_clock, served
+):
     source = load_config(pipeline_env["CALPENDO_MWL_CONFIG"])[0]
+    day = next_transition(source.tz, calpendo_sim.today, backwards)
+    # Widen the window to reach that day.
     days_ahead = (day - calpendo_sim.today).days + 2
     source = dataclasses.replace(source, future_days=max(source.future_days, days_ahead))
     bid = calpendo_sim.add_booking(
-        title="SUB7777 - Fall Back", resource="3T MRI",
-        start=dt.datetime.combine(day, dt.time(1, 30)), minutes=30, status="APPROVED",
+        title="SUB7777 - Clock Change", resource="3T MRI",
+        start=dt.datetime.combine(day, wall_clock), minutes=30, status="APPROVED",
     )
     defs = build_definitions([source], retry_policy=None)
     assert defs.resolve_job_def(f"{source.name}_sync").execute_in_process().success
@@ -101,4 +122,4 @@ def test_local_times_survive_a_dst_change(calpendo_sim, pipeline_env, mwl_servic
     sps = answers[0].ScheduledProcedureStepSequence[0]
     assert str(answers[0].RequestedProcedureID) == str(bid)
     assert (sps.ScheduledProcedureStepStartDate, sps.ScheduledProcedureStepStartTime) == (
-        day.strftime("%Y%m%d"), "013000")
+        day.strftime("%Y%m%d"), served)
