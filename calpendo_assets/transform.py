@@ -76,45 +76,47 @@ VANISHED_REASON = "no longer in Calpendo: deleted, moved out of the window, or s
 # ---------------------------------------------------------------- time
 
 
-def _localize(naive: dt.datetime, tz: ZoneInfo, what: str = "") -> dt.datetime:
+def _localize(
+    naive: dt.datetime, tz: ZoneInfo, what: str = "", notes: list[str] | None = None
+) -> dt.datetime:
     """Site-local wall time -> aware datetime, DST-safe.
 
     Nonexistent (spring-forward gap): fold=0 reads it with the offset before the
     change, i.e. it is shifted forward by the gap (02:30 -> 03:30 MDT).
     Ambiguous (fall-back overlap): fold=0 is the first occurrence (daylight time).
+    The warning goes to `notes` when given (a sync's warnings, shown in the run
+    log), else to this module's logger.
     """
     aware = naive.replace(tzinfo=tz, fold=0)
     if aware.utcoffset() == naive.replace(tzinfo=tz, fold=1).utcoffset():
         return aware  # the common case: neither in a gap nor in an overlap
     normal = aware.astimezone(dt.UTC).astimezone(tz)
+    stamp, used = naive.isoformat(sep=" "), normal.isoformat(sep=" ")
     if normal.replace(tzinfo=None) != naive:
-        log.warning(
-            "%s%s does not exist in %s (DST gap); using %s",
-            what,
-            naive.isoformat(sep=" "),
-            tz.key,
-            normal.isoformat(sep=" "),
+        message = f"{what}{stamp} does not exist in {tz.key} (DST gap); using {used}"
+    else:
+        message = (
+            f"{what}{stamp} is ambiguous in {tz.key} (DST overlap); "
+            f"using the first occurrence {used}"
         )
-        return normal
-    if naive.replace(tzinfo=tz, fold=1).utcoffset() != aware.utcoffset():
-        log.warning(
-            "%s%s is ambiguous in %s (DST overlap); using the first occurrence %s",
-            what,
-            naive.isoformat(sep=" "),
-            tz.key,
-            normal.isoformat(sep=" "),
-        )
+    if notes is None:
+        log.warning(message)
+    else:
+        notes.append(message)
     return normal
 
 
-def parse_calpendo_datetime(value: Any, tz: ZoneInfo) -> dt.datetime:
+def parse_calpendo_datetime(
+    value: Any, tz: ZoneInfo, *, what: str = "", notes: list[str] | None = None
+) -> dt.datetime:
     """A Calpendo date-time as an aware datetime in `tz`.
 
     Accepts ``"2025-02-12 10:00:00.0"``, ISO 8601 with or without an offset
     (``"2025-02-12T10:00:00"``, ``"...Z"``, ``"...-07:00"``), Calpendo literals
     (``"20140526T1200"``), epoch milliseconds (int, or a string of digits) and
     datetime objects. Naive values are site-local wall time (DST gap/overlap handled,
-    with a warning). Raises ValueError for anything else.
+    with a warning into `notes`, or logged; `what` prefixes it). Raises ValueError for
+    anything else.
     """
     if isinstance(value, dt.datetime):
         parsed = value
@@ -135,7 +137,7 @@ def parse_calpendo_datetime(value: Any, tz: ZoneInfo) -> dt.datetime:
     else:
         raise ValueError(f"not a date-time: {value!r}")
     if parsed.tzinfo is None:
-        return _localize(parsed, tz)
+        return _localize(parsed, tz, what, notes)
     return parsed.astimezone(tz)
 
 
@@ -151,20 +153,25 @@ def _range_part(booking: Mapping, index: int) -> Any:
     return None
 
 
-def _booking_instant(booking: Mapping, tz: ZoneInfo, key: str, index: int) -> dt.datetime | None:
+def _booking_instant(
+    booking: Mapping, tz: ZoneInfo, key: str, index: int, notes: list[str] | None = None
+) -> dt.datetime | None:
+    what = f"booking {booking.get('id')}: {key} "
     for value in (get_path(booking, f"dateRange.{key}"), _range_part(booking, index)):
         if value is None or value == "":
             continue
         try:
-            return parse_calpendo_datetime(value, tz)
+            return parse_calpendo_datetime(value, tz, what=what, notes=notes)
         except (ValueError, OverflowError, OSError):
             continue
     return None
 
 
-def booking_start(booking: Mapping, tz: ZoneInfo) -> dt.datetime | None:
+def booking_start(
+    booking: Mapping, tz: ZoneInfo, notes: list[str] | None = None
+) -> dt.datetime | None:
     """``dateRange.start``, else the first part of ``formattedName`` "[start, finish]"."""
-    return _booking_instant(booking, tz, "start", 0)
+    return _booking_instant(booking, tz, "start", 0, notes)
 
 
 def booking_finish(booking: Mapping, tz: ZoneInfo) -> dt.datetime | None:
@@ -615,7 +622,7 @@ def bookings_to_rows(
         if not row["scheduled_station_ae_title"]:
             row["scheduled_station_ae_title"] = resource_ae
 
-        start = booking_start(booking, tz)
+        start = booking_start(booking, tz, row_warnings)
         if start is None:
             row["scheduled_start_utc"] = None
             row["scheduled_start_date"] = row["scheduled_start_time"] = ""

@@ -613,3 +613,15 @@ def test_5000_bookings_transform_well_under_a_second():
     # Speed is measured by bench/sync_bench.py, not here.
     result = bookings_to_rows(bookings, source)
     assert len(result.frame) == 5000 - 5000 // 3 - (1 if 5000 % 3 > 2 else 0)
+
+
+def test_dst_warnings_reach_the_sync_warnings_naming_the_booking(caplog):
+    gap = booking(41, dateRange={"start": "2026-03-08 02:30:00.0", "finish": "2026-03-08 03:30:00.0"})
+    overlap = booking(42, dateRange={"start": "2026-11-01 01:30:00.0", "finish": "2026-11-01 01:45:00.0"})
+    result = bookings_to_rows([gap, overlap], make_source())
+    notes = [w for w in result.warnings if "DST" in w]
+    assert any(w.startswith("booking 41: start ") and "DST gap" in w for w in notes)
+    assert any(w.startswith("booking 42: start ") and "DST overlap" in w for w in notes)
+    rows = result.frame.set_index("booking_id")
+    assert rows.loc["41", "scheduled_start_time"] == "033000"
+    assert rows.loc["42", "scheduled_start_time"] == "013000"
