@@ -20,6 +20,15 @@ from calpendo_assets.resources import WorklistDatabase
 # takes longer than a few seconds of backoff.
 HTTP_RETRY_POLICY = dg.RetryPolicy(max_retries=2, delay=15, backoff=dg.Backoff.EXPONENTIAL)
 
+# The asset names of every data source, upstream first.
+ASSET_NAMES = (
+    "raw_bookings",
+    "booking_details",
+    "worklist_rows",
+    "cancellation_reconciliation",
+    "worklist",
+)
+
 PREVIEW_COLUMNS = [
     "booking_id",
     "patient_id",

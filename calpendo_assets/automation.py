@@ -5,16 +5,9 @@ import datetime as dt
 import dagster as dg
 
 from calpendo_assets import sync
-from calpendo_assets.assets import asset_key
+from calpendo_assets.assets import ASSET_NAMES, asset_key
 from calpendo_assets.config import ConfigError, DataSource, booking_window, in_operation_interval
 
-ASSET_NAMES = (
-    "raw_bookings",
-    "booking_details",
-    "worklist_rows",
-    "cancellation_reconciliation",
-    "worklist",
-)
 SENSOR_INTERVAL_SECONDS = 60
 
 

@@ -45,6 +45,7 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from calpendo_assets.calpendo_api import STRATEGIES
 from mwl_service.schema import MAPPABLE_FIELDS
 from mwl_service.vr import vr_problem
 
@@ -55,7 +56,6 @@ USERNAME_ENV = "CALPENDO_USERNAME"
 PASSWORD_ENV = "CALPENDO_PASSWORD"
 
 SOURCE_TYPES = ("calpendo",)
-FETCH_STRATEGIES = ("bulk", "per_booking")
 MIN_SYNC_INTERVAL = 60
 NAME_PATTERN = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _PATH_PATTERN = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
@@ -202,7 +202,8 @@ def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _is_number(value: Any) -> bool:
+def is_number(value: Any) -> bool:
+    """A finite int or float; bool is not a number here (JSON true is no count)."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return False
     return math.isfinite(value)
@@ -224,7 +225,7 @@ def _number(
     maximum: float | None = None,
     strict_min: bool = False,
 ) -> float:
-    if not _is_number(value):
+    if not is_number(value):
         raise ctx.error(path, f"must be a number, got {_type_name(value)} {value!r}")
     if minimum is not None and (value < minimum or (strict_min and value == minimum)):
         raise ctx.error(path, f"must be {'>' if strict_min else '>='} {minimum}, got {value}")
@@ -473,10 +474,10 @@ def _source(index: int, raw: Any, env: Mapping[str, str]) -> DataSource:
     if problem:
         raise ctx.error("config.default_modality", f"not a valid modality (CS): {problem}")
     strategy = _str(ctx, "config.fetch_strategy", c["fetch_strategy"])
-    if strategy not in FETCH_STRATEGIES:
+    if strategy not in STRATEGIES:
         raise ctx.error(
             "config.fetch_strategy",
-            f"unknown strategy {strategy!r} (known: {', '.join(FETCH_STRATEGIES)})",
+            f"unknown strategy {strategy!r} (known: {', '.join(STRATEGIES)})",
         )
     timeout = _number(ctx, "config.timeout", c["timeout"], 0, strict_min=True)
     retries = _int(ctx, "config.retries", c["retries"], 0)

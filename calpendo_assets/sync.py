@@ -18,7 +18,7 @@ from sqlalchemy.engine import Engine
 from calpendo_assets.calpendo_api import OPERATOR_PATH, CalpendoClient, FetchResult, HttpSettings
 from calpendo_assets.config import DataSource, Window, booking_window, credentials
 from calpendo_assets.reconcile import PublishResult, publish
-from calpendo_assets.transform import TransformResult, bookings_to_rows
+from calpendo_assets.transform import TransformResult, bookings_to_rows, present_booking_ids
 
 log = logging.getLogger(__name__)
 
@@ -96,9 +96,7 @@ def transform(source: DataSource, details: FetchedWindow) -> TransformResult:
 
 
 def present_ids(frame: pd.DataFrame, details: FetchedWindow) -> set[str]:
-    """Bookings that still exist in scope: in the frame (even unpublishable) or 404-skipped."""
-    ids = set(frame["booking_id"].astype(str)) if len(frame) else set()
-    return ids | {str(k) for k in details.fetch.skipped}
+    return present_booking_ids(frame, details.fetch.skipped)
 
 
 def publish_rows(

@@ -28,7 +28,7 @@ from zoneinfo import ZoneInfo
 import pandas as pd
 
 from calpendo_assets.calpendo_api import get_path
-from calpendo_assets.config import DataSource, FieldExtraction
+from calpendo_assets.config import DataSource, FieldExtraction, is_number
 from mwl_service.schema import (
     DISCONTINUED,
     SCHEDULED,
@@ -445,7 +445,7 @@ def frame_records(frame: pd.DataFrame) -> list[dict]:
 
 def _duration(booking: Mapping, start: dt.datetime | None, tz: ZoneInfo) -> int | None:
     value = get_path(booking, "durationInMinutes")
-    if _is_number(value):
+    if is_number(value):
         return int(value)
     if isinstance(value, str) and value.strip().isdigit():
         return int(value.strip())
@@ -453,10 +453,6 @@ def _duration(booking: Mapping, start: dt.datetime | None, tz: ZoneInfo) -> int 
     if start is not None and finish is not None and finish > start:
         return int((finish - start).total_seconds() // 60)
     return None
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 _NORMALISED_CACHE: dict[tuple[str, str], str] = {}
@@ -538,7 +534,6 @@ def bookings_to_rows(
     status_filter = {s.upper() for s in source.status_filter}
     excluded: dict[str, int] = {}
     warnings: list[str] = []
-    present: set[str] = set()
     rows: list[dict] = []
     seen: set[str] = set()
     resource_cache: dict[str, tuple[bool, str, str]] = {}
@@ -589,7 +584,6 @@ def bookings_to_rows(
             why = _clean(_as_text(get_path(booking, "cancellationReason")))
             if why:
                 reason = f"{reason}: {why}"
-        present.add(booking_id)
 
         row = dict.fromkeys(ROW_COLUMNS, "")
         row["source"] = source.name
@@ -661,10 +655,20 @@ def bookings_to_rows(
         booking_id = str(booking_id)
         if booking_id in seen:
             continue
-        present.add(booking_id)
         exclude(EXCLUDED_NOT_FETCHED)
         warnings.append(f"booking {booking_id}: details not fetched: {why}")
 
+    frame = _to_frame(rows)
     return TransformResult(
-        frame=_to_frame(rows), excluded=excluded, warnings=warnings, present_ids=present
+        frame=frame,
+        excluded=excluded,
+        warnings=warnings,
+        present_ids=present_booking_ids(frame, skipped or {}),
     )
+
+
+def present_booking_ids(frame: pd.DataFrame, skipped: Mapping[str, str]) -> set[str]:
+    """Bookings that still exist in scope: every frame row (publishable or not) and
+    those the fetch saw but could not read. Reconciliation never cancels these."""
+    ids = set(frame["booking_id"].astype(str)) if len(frame) else set()
+    return ids | {str(k) for k in skipped}
