@@ -517,6 +517,7 @@ def test_fast_path_with_dcmtk_findscu(sqlite_url, mwl_server, many_rows, fast_se
     assert answers[LONG_ROW].RequestedProcedureDescription == LONG_VALUE
 
 
+@too_long_for_lo
 def test_findscu_cancel_with_the_fast_path(sqlite_url, mwl_server, many_rows, fast_sends):
     server = mwl_server(sqlite_url)
     keys = with_keys(sps("ScheduledStationAETitle", "FAST"))
@@ -544,6 +545,7 @@ def test_standard_path_when_pynetdicom_logs_identifiers(
     assert fast_sends["count"] == 0
 
 
+@too_long_for_lo
 def test_fast_path_respects_max_results(sqlite_url, mwl_server, many_rows, fast_sends):
     server = mwl_server(sqlite_url, max_results=10)
     results, final = pynetdicom_find(
