@@ -25,7 +25,12 @@ def build_definitions(sources: list[DataSource], **asset_options) -> dg.Definiti
         jobs=jobs,
         schedules=schedules,
         sensors=sensors,
-        resources={"worklist_db": WorklistDatabase()},
+        # Intermediate values hold participant names and titles: keep them in memory
+        # for the run only, never pickled under DAGSTER_HOME. The published worklist
+        # is the product; a sync is cheap to re-run whole. In-memory values need one
+        # process per run, so every job (UI-launched ones too) runs in-process.
+        resources={"worklist_db": WorklistDatabase(), "io_manager": dg.mem_io_manager},
+        executor=dg.in_process_executor,
     )
 
 

@@ -47,3 +47,11 @@ def test_headless_sync_fills_the_worklist(calpendo_sim, pipeline_env, tmp_path, 
     names_by_id = {r.patient_id: r.patient_name for r in published.values()}
     assert names_by_id["SUB0003"] == "Müller^Jürgen"
     assert names_by_id["SUB0002"] == "Doe^Jane"
+
+    # Intermediate values stay in memory: no participant name is left on disk
+    # under DAGSTER_HOME (run storage, logs or pickled asset values).
+    leaked = [
+        path for path in (tmp_path / "dagster_home").rglob("*")
+        if path.is_file() and "Müller".encode() in path.read_bytes()
+    ]
+    assert leaked == []
