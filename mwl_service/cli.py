@@ -268,7 +268,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         server = start_server(config)
     except Exception as exc:  # noqa: BLE001 - bad port, certificate, database URL ...
-        LOG.error("Cannot start the MWL service: %s: %s", type(exc).__name__, exc)
+        LOG.error(
+            "Cannot start the MWL service: %s: %s (database from %s)",
+            type(exc).__name__,
+            exc,
+            schema.db_url_origin(args.db_url),
+        )
         return 1
 
     try:

@@ -257,6 +257,24 @@ def get_db_url(url: str | None = None) -> str:
     return f"sqlite:///{DEFAULT_DB_PATH}"
 
 
+def db_url_origin(url: str | None = None) -> str:
+    """Which setting chose the database: for error messages that say where to look."""
+    if url:
+        return "--db-url"
+    if os.environ.get("WORKLIST_DB_URL", "").strip():
+        return "WORKLIST_DB_URL"
+    return f"the default ({DEFAULT_DB_PATH} under the current directory)"
+
+
+def describe_db(engine: Engine) -> str:
+    """The database for logs: a SQLite file as its absolute path, else the URL
+    without its password."""
+    url = engine.url
+    if url.get_backend_name() == "sqlite" and url.database and url.database != ":memory:":
+        return f"SQLite file {Path(url.database).resolve()}"
+    return url.render_as_string(hide_password=True)
+
+
 def _sqlite_pragmas(dbapi_connection, _record) -> None:
     cur = dbapi_connection.cursor()
     # WAL lets the MWL service read while a sync writes; the busy timeout makes a

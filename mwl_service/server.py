@@ -47,6 +47,7 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
 )
 from pynetdicom.transport import ThreadedAssociationServer
 from pynetdicom.utils import make_target
+from sqlalchemy import func, select
 from sqlalchemy.engine import Engine
 
 from mwl_service import mpps, schema
@@ -660,6 +661,20 @@ def start_server(
         ("on, client certificates required" if config.tls_ca else "on") if config.tls else "off",
         ", ".join(config.allowed_aets) if config.allowed_aets else "any",
         config.max_associations,
-        engine.url.render_as_string(hide_password=True),
+        schema.describe_db(engine),
     )
+    _warn_if_empty(engine)
     return server
+
+
+def _warn_if_empty(engine: Engine) -> None:
+    # A wrong working directory or URL silently creates a new, empty database:
+    # say so loudly instead of serving empty worklists.
+    with engine.connect() as conn:
+        rows = conn.scalar(select(func.count()).select_from(schema.WorklistItem))
+    if rows == 0:
+        LOG.warning(
+            "The worklist database %s has no rows yet. If a sync has run, --db-url or "
+            "WORKLIST_DB_URL does not point at the database the Dagster sync writes.",
+            schema.describe_db(engine),
+        )

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import os
 import queue
 import signal
 import socket
@@ -857,3 +858,24 @@ def test_bad_arguments_and_busy_port_fail(sqlite_url, mwl_service_process):
         service = mwl_service_process(sqlite_url, port=busy.getsockname()[1], wait=False)
         assert service.proc.wait(timeout=30) == 1
         assert "Cannot start the MWL service" in service.output()
+
+
+def test_empty_database_is_reported_with_its_absolute_path(tmp_path, mwl_service_process):
+    """Started from the wrong directory, the default relative SQLite path makes a new,
+    empty database: the log says so and names the absolute file."""
+    url = f"sqlite:///{tmp_path / 'elsewhere' / 'worklist.db'}"
+    service = mwl_service_process(url)
+    assert service.stop() == 0
+    out = service.output()
+    assert f"SQLite file {tmp_path / 'elsewhere' / 'worklist.db'}" in out
+    assert "has no rows yet" in out
+
+
+def test_unparsable_database_url_names_the_setting(tmp_path):
+    env = {**os.environ, "WORKLIST_DB_URL": "not a url"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "mwl_service", "--port", "0"],
+        check=False, capture_output=True, text=True, timeout=30, env=env,
+    )
+    assert proc.returncode == 1
+    assert "database from WORKLIST_DB_URL" in proc.stderr
