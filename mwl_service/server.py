@@ -450,38 +450,33 @@ def handle_find(event: Any, engine: Engine, config: ServerConfig) -> Iterator[tu
 
 
 def handle_n_create(event: Any, engine: Engine) -> tuple[Dataset, Dataset | None]:
-    peer = _peer(event.assoc)
     uid = event.request.AffectedSOPInstanceUID
-    try:
-        outcome = mpps.create_mpps(
-            engine,
-            str(uid) if uid else None,
-            event.attribute_list,
-            calling_ae_title=(event.assoc.requestor.ae_title or "").strip(),
-        )
-    except Exception as exc:
-        LOG.error("MPPS N-CREATE %s from %s failed: %s", uid, peer, type(exc).__name__)
-        LOG.debug("MPPS N-CREATE failure details", exc_info=True)
-        return _status(mpps.PROCESSING_FAILURE, "Unable to store the MPPS instance"), None
-    _log_mpps("N-CREATE", peer, uid, outcome)
-    return outcome.status_dataset(), None
+    return _handle_mpps("N-CREATE", mpps.create_mpps, event, uid, event.attribute_list, engine)
 
 
 def handle_n_set(event: Any, engine: Engine) -> tuple[Dataset, Dataset | None]:
-    peer = _peer(event.assoc)
     uid = event.request.RequestedSOPInstanceUID
+    return _handle_mpps("N-SET", mpps.set_mpps, event, uid, event.modification_list, engine)
+
+
+def _handle_mpps(
+    op: str, apply: Any, event: Any, uid: Any, attributes: Dataset, engine: Engine
+) -> tuple[Dataset, Dataset | None]:
+    """Run one MPPS operation; storage errors become 0x0110, never a false success."""
+    peer = _peer(event.assoc)
     try:
-        outcome = mpps.set_mpps(
+        outcome = apply(
             engine,
             str(uid) if uid else None,
-            event.modification_list,
+            attributes,
             calling_ae_title=(event.assoc.requestor.ae_title or "").strip(),
         )
     except Exception as exc:
-        LOG.error("MPPS N-SET %s from %s failed: %s", uid, peer, type(exc).__name__)
-        LOG.debug("MPPS N-SET failure details", exc_info=True)
-        return _status(mpps.PROCESSING_FAILURE, "Unable to update the MPPS instance"), None
-    _log_mpps("N-SET", peer, uid, outcome)
+        LOG.error("MPPS %s %s from %s failed: %s", op, uid, peer, type(exc).__name__)
+        LOG.debug("MPPS %s failure details", op, exc_info=True)
+        verb = "store" if op == "N-CREATE" else "update"
+        return _status(mpps.PROCESSING_FAILURE, f"Unable to {verb} the MPPS instance"), None
+    _log_mpps(op, peer, uid, outcome)
     return outcome.status_dataset(), None
 
 
