@@ -366,6 +366,13 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--sizes: each N must be a multiple of 100 (10 stations x 10 days)")
     if args.repeats < 1 or args.broad_repeats < 1:
         parser.error("--repeats/--broad-repeats must be at least 1")
+    # pynetdicom installs its own findscu/echoscu into the venv's bin: drop that folder
+    # from PATH so an activated venv cannot stand in for DCMTK (mwl-service is
+    # started by its full path).
+    os.environ["PATH"] = os.pathsep.join(
+        p for p in os.environ.get("PATH", "").split(os.pathsep)
+        if p and Path(p).resolve() != BIN.resolve()
+    )
     for tool in ("findscu", "echoscu", "wlmscpfs"):
         if shutil.which(tool) is None:
             parser.error(f"{tool} not found: install DCMTK (Debian package dcmtk)")
