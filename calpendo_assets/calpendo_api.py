@@ -604,18 +604,6 @@ class CalpendoClient:
         )
         return result
 
-    def fetch_window(
-        self,
-        start: dt.date | dt.datetime,
-        end: dt.date | dt.datetime,
-        statuses: str | Sequence[str] | None,
-        strategy: str = "bulk",
-        extra_paths: Sequence[str] = (),
-    ) -> FetchResult:
-        """All bookings of the window, both steps in one call."""
-        listing = self.list_bookings(start, end, statuses, strategy, extra_paths)
-        return self.complete_bookings(listing, start, end, statuses)
-
     def fingerprint(
         self,
         start: dt.date | dt.datetime,

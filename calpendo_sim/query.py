@@ -237,23 +237,14 @@ def _relations_for(spec: Field) -> tuple[str, ...]:
     return ("EQ", "NE")  # bool, enum
 
 
-def _all(operands: tuple[Predicate, ...], props: dict) -> Truth:
-    result: Truth = True
+def _fold(operands: tuple[Predicate, ...], props: dict, decisive: bool) -> Truth:
+    """SQL-style three-valued AND (decisive False) or OR (decisive True): one
+    decisive operand settles it; otherwise any unknown makes the result unknown."""
+    result: Truth = not decisive
     for operand in operands:
         value = operand(props)
-        if value is False:
-            return False
-        if value is None:
-            result = None
-    return result
-
-
-def _any(operands: tuple[Predicate, ...], props: dict) -> Truth:
-    result: Truth = False
-    for operand in operands:
-        value = operand(props)
-        if value is True:
-            return True
+        if value is decisive:
+            return decisive
         if value is None:
             result = None
     return result
@@ -273,10 +264,10 @@ def compile_predicate(node: Node, resolve: Resolver) -> Predicate:
         get, test = _getter(node.path), _test(resolve(node.path), node)
         return lambda props: test(get(props))
     operands = tuple(compile_predicate(child, resolve) for child in node.operands)
-    combine = _all if node.op in ("AND", "NAND") else _any
+    decisive = node.op in ("OR", "NOR")  # AND/NAND are settled by a False
     if node.op in ("NAND", "NOR"):
-        return lambda props: _negate(combine(operands, props))
-    return lambda props: combine(operands, props)
+        return lambda props: _negate(_fold(operands, props, decisive))
+    return lambda props: _fold(operands, props, decisive)
 
 
 def parse_paths(raw: str) -> list[str]:

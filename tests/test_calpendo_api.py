@@ -379,6 +379,12 @@ def _mock_window(rsps, bookings, paths, operators=None):
         rsps.get(OPERATOR_URL, json=biskits(*operators))
 
 
+def fetch(client, start, end, statuses, strategy="bulk", extra_paths=()):
+    """A whole fetch, the two steps in the order a sync runs them."""
+    listing = client.list_bookings(start, end, statuses, strategy, extra_paths)
+    return client.complete_bookings(listing, start, end, statuses)
+
+
 def test_fetch_window_bulk_two_requests_and_operator_merge(client, rsps):
     paths = (*BOOKING_PATHS, "project.id")
     rows = [dict(NESTED, id=i) for i in (1, 2, 3)]
@@ -388,7 +394,7 @@ def test_fetch_window_bulk_two_requests_and_operator_merge(client, rsps):
         {"id": 3, "biskitType": "MRIScan", "properties": {"Operator": None}},
     ]
     _mock_window(rsps, rows, paths, ops)
-    result = client.fetch_window(DAY, NEXT_DAY, ["approved"], extra_paths=["project.id", "id"])
+    result = fetch(client, DAY, NEXT_DAY, ["approved"], extra_paths=["project.id", "id"])
     assert result.strategy == "bulk" and result.complete and result.skipped == {}
     assert result.requests == 2
     assert [b.get("Operator") for b in result.bookings] == ["Sam Tech", "kim", None]
@@ -404,7 +410,7 @@ def test_fetch_window_per_booking_requests_grow_with_n(client, rsps, caplog):
         rsps.get(f"{API}/b/Calpendo.Booking/{i}", json=dict(NESTED, id=i))
     rsps.get(f"{API}/b/Calpendo.Booking/13", status=404)
     with caplog.at_level(logging.WARNING):
-        result = client.fetch_window(DAY, NEXT_DAY, "APPROVED", strategy="per_booking")
+        result = fetch(client, DAY, NEXT_DAY, "APPROVED", strategy="per_booking")
     assert result.strategy == "per_booking"
     assert result.requests == 1 + len(ids) + 1
     assert [b["id"] for b in result.bookings] == [10, 11, 12]
@@ -416,20 +422,20 @@ def test_fetch_window_per_booking_requests_grow_with_n(client, rsps, caplog):
 def test_fetch_window_without_mriscan_type_warns(client, rsps, caplog):
     _mock_window(rsps, [FLAT], BOOKING_PATHS, operators=None)
     with caplog.at_level(logging.WARNING, logger="calpendo_assets.calpendo_api"):
-        result = client.fetch_window(DAY, NEXT_DAY, ["APPROVED"])
+        result = fetch(client, DAY, NEXT_DAY, ["APPROVED"])
     assert result.complete and result.bookings == [EXPECTED]
     assert "MRIScan" in caplog.text and "404" in caplog.text
 
 
 def test_fetch_window_empty_and_missing_ids(client, rsps):
     rsps.get(booking_query_url(BOOKING_PATHS), json=biskits())
-    empty = client.fetch_window(DAY, NEXT_DAY, ["APPROVED"])
+    empty = fetch(client, DAY, NEXT_DAY, ["APPROVED"])
     assert empty.bookings == [] and empty.complete and empty.requests == 1
 
     no_id = {"title": "x"}
     rsps.replace(responses.GET, booking_query_url(BOOKING_PATHS), json=biskits(FLAT, no_id))
     rsps.get(OPERATOR_URL, json=biskits())
-    partial = client.fetch_window(DAY, NEXT_DAY, ["APPROVED"])
+    partial = fetch(client, DAY, NEXT_DAY, ["APPROVED"])
     assert [b["id"] for b in partial.bookings] == [7]
     assert partial.skipped == {"#1": "biskit without an id in the query answer"}
     assert partial.complete is False
@@ -437,7 +443,7 @@ def test_fetch_window_empty_and_missing_ids(client, rsps):
 
 def test_fetch_window_rejects_unknown_strategy(client):
     with pytest.raises(ValueError, match="strategy"):
-        client.fetch_window(DAY, NEXT_DAY, [], strategy="magic")
+        fetch(client, DAY, NEXT_DAY, [], strategy="magic")
 
 
 def test_fingerprint_is_order_independent_and_content_sensitive(client, rsps):
