@@ -18,6 +18,8 @@ from mwl_service.server import (
     DEFAULT_MAX_ASSOCIATIONS,
     DEFAULT_NETWORK_TIMEOUT,
     DEFAULT_PORT,
+    DEFAULT_REQUEST_TIMEOUT,
+    LOGGED_VALUE_LENGTH,
     ServerConfig,
     start_server,
     validate_ae_title,
@@ -46,15 +48,22 @@ security:
   --allowed-aet, calling AE titles not on the list are rejected too. With
   --tls-cert/--tls-key the port speaks TLS (1.2 or newer) only; adding --tls-ca
   requires every client to present a certificate signed by that CA.
+  A connection that has not sent its association request (TLS handshake
+  included) within --request-timeout is closed, and one peer address may hold
+  at most --max-connections-per-host connections, so silent connections, port
+  scanners or HTTP probes cannot take the slots the scanners need. Every read
+  and write on a connection waits at most --network-timeout.
 
 logging:
   INFO logs associations (calling AE title, address), the keys each query
-  uses (values only for modality, station, dates, step status) and result
-  counts; patient names and IDs are not logged. DEBUG adds pynetdicom's
-  protocol trace including full query and response datasets.
+  uses (values only for modality, station, dates, step status, cut to
+  {LOGGED_VALUE_LENGTH} characters) and result counts; patient names and IDs are
+  not logged. DEBUG adds pynetdicom's protocol trace including full query and
+  response datasets.
 
-SIGTERM or SIGINT stops the server gracefully (open associations are
-aborted) and the process exits with status 0.
+SIGTERM or SIGINT stops the server within a few seconds: open associations
+are aborted, connections whose peer does not respond are closed, and the
+process exits with status 0.
 """
 
 
@@ -65,6 +74,16 @@ def _positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1: {text!r}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more: {text!r}")
     return value
 
 
@@ -146,20 +165,38 @@ def build_parser() -> argparse.ArgumentParser:
         f"exceeded' (default: {DEFAULT_MAX_ASSOCIATIONS})",
     )
     parser.add_argument(
+        "--max-connections-per-host",
+        type=_positive_int,
+        default=None,
+        metavar="N",
+        help="maximum simultaneous connections from one peer address, associated or "
+        "not; more are closed at once (default: half of --max-associations, at least 1)",
+    )
+    parser.add_argument(
+        "--request-timeout",
+        type=_seconds,
+        default=DEFAULT_REQUEST_TIMEOUT,
+        metavar="SECONDS",
+        help="close a connection that has not completed its TLS handshake and sent "
+        "its association request this long after connecting "
+        f"(default: {DEFAULT_REQUEST_TIMEOUT:g})",
+    )
+    parser.add_argument(
         "--network-timeout",
         type=_seconds,
         default=DEFAULT_NETWORK_TIMEOUT,
         metavar="SECONDS",
-        help="abort an association on which the peer sends nothing for this long "
-        f"(default: {DEFAULT_NETWORK_TIMEOUT:g})",
+        help="abort an association on which the peer sends nothing, or takes none "
+        "of our answers, for this long; no single read or write on a connection "
+        f"waits longer (default: {DEFAULT_NETWORK_TIMEOUT:g})",
     )
     parser.add_argument(
         "--acse-timeout",
         type=_seconds,
         default=DEFAULT_ACSE_TIMEOUT,
         metavar="SECONDS",
-        help="time allowed for the TLS handshake, the association request and its "
-        f"release (default: {DEFAULT_ACSE_TIMEOUT:g})",
+        help="time allowed for association negotiation and release once the "
+        f"request has arrived (default: {DEFAULT_ACSE_TIMEOUT:g})",
     )
     parser.add_argument(
         "--dimse-timeout",
@@ -175,6 +212,22 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         metavar="N",
         help="answer at most N worklist items per C-FIND (default: no limit)",
+    )
+    parser.add_argument(
+        "--station-from-calling-aet",
+        action="store_true",
+        help="when a query leaves Scheduled Station AE Title universal (empty), answer "
+        "only the steps scheduled for the calling AE title, for consoles that never "
+        "send their own (default: off)",
+    )
+    parser.add_argument(
+        "--offer-past-days",
+        type=_non_negative_int,
+        default=None,
+        metavar="DAYS",
+        help="offer steps scheduled up to DAYS days in the past as work unless the "
+        "query's date range asks for older ones (default: the worklist's retention "
+        "setting, see the README's 'Retention')",
     )
     parser.add_argument(
         "--tls-cert",
@@ -224,10 +277,14 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         port=args.port,
         allowed_aets=parse_allowed_aets(args.allowed_aet),
         max_associations=args.max_associations,
+        max_connections_per_host=args.max_connections_per_host,
         network_timeout=args.network_timeout,
         acse_timeout=args.acse_timeout,
         dimse_timeout=args.dimse_timeout,
+        request_timeout=args.request_timeout,
         max_results=args.max_results,
+        station_from_calling_aet=args.station_from_calling_aet,
+        offer_past_days=args.offer_past_days,
         tls_cert=args.tls_cert,
         tls_key=args.tls_key,
         tls_ca=args.tls_ca,
@@ -280,9 +337,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         while not stop.wait(0.5):
             pass
     finally:
-        server.ae.shutdown()  # aborts open associations, stops the server
-        if server.engine is not None:
-            server.engine.dispose()
+        server.stop()  # aborts open associations, closes stuck ones, releases the DB
     LOG.info("MWL service stopped")
     return 0
 

@@ -3,54 +3,54 @@
 The handlers here only wire pynetdicom to the worklist database:
 * C-FIND asks :func:`mwl_service.matching.find_worklist_encoded` (a pure
   query-to-results function) and streams its answers, one pooled connection per
-  query. Pending responses go out through :class:`PendingFindResponses`, which puts
-  the already encoded answers on the association's DUL queue itself, framed exactly
-  as pynetdicom's DIMSE layer would; the final status (Success, Cancel, failures)
-  is left to pynetdicom. With pynetdicom's identifier logging on (DEBUG), or when
-  the association internals are not as expected, the handler yields datasets from
+  query, through :mod:`mwl_service.fastpath` (already encoded answers straight onto
+  the association's DUL queue; the final status is left to pynetdicom). With
+  pynetdicom's identifier logging on (DEBUG), or when the association internals are
+  not as expected, the handler yields datasets from
   :func:`~mwl_service.matching.find_worklist` the standard way instead;
 * N-CREATE / N-SET call :mod:`mwl_service.mpps`.
+Which connections get a slot, and for how long: :mod:`mwl_service.acceptor`.
 
 Logging: associations (calling AE title, peer address), queries (which keys were
-used, values only for non-identifying keys such as modality, station and dates) and
-result counts go to the ``mwl_service`` loggers at INFO. Patient data is never logged
-at INFO; pynetdicom's identifier dumps and per-PDU/DIMSE logging are switched off
-unless the ``pynetdicom`` logger is enabled for DEBUG when :func:`build_ae` runs.
+used, values only for non-identifying keys such as modality, station and dates, cut
+to ``LOGGED_VALUE_LENGTH`` characters) and result counts go to the ``mwl_service``
+loggers at INFO. Describing a query never decodes its values: what the matcher sees
+is what the peer sent. Patient data is never logged at INFO; pynetdicom's identifier
+dumps and per-PDU/DIMSE logging are switched off unless the ``pynetdicom`` logger is
+enabled for DEBUG when :func:`build_ae` runs.
 """
 
 from __future__ import annotations
 
-import contextlib
+import copy
 import itertools
 import logging
-import socket
 import ssl
 import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
-from io import BytesIO
 from typing import Any
 
+from pydicom import config as pydicom_config
+from pydicom.datadict import dictionary_VR, keyword_for_tag
 from pydicom.dataset import Dataset
 from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
+from pydicom.valuerep import validate_value
 from pynetdicom import AE, _config, evt
-from pynetdicom.dimse_messages import C_FIND_RSP
-from pynetdicom.dimse_primitives import C_FIND
-from pynetdicom.dsutils import encode
-from pynetdicom.pdu_primitives import P_DATA
 from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     ModalityPerformedProcedureStep,
     ModalityWorklistInformationFind,
     Verification,
 )
-from pynetdicom.transport import ThreadedAssociationServer
 from pynetdicom.utils import make_target
 from sqlalchemy import func, select
 from sqlalchemy.engine import Engine
 
 from mwl_service import mpps, schema
+from mwl_service.acceptor import MwlAssociationServer
+from mwl_service.fastpath import PeerStalled, fast_responses
 from mwl_service.matching import QueryError, find_worklist, find_worklist_encoded
 
 LOG = logging.getLogger("mwl_service.server")
@@ -62,6 +62,11 @@ DEFAULT_MAX_ASSOCIATIONS = 10
 DEFAULT_NETWORK_TIMEOUT = 60.0
 DEFAULT_ACSE_TIMEOUT = 30.0
 DEFAULT_DIMSE_TIMEOUT = 30.0
+# A connection must send its association request this soon (seconds): short, so
+# silent connections and probes cannot hold the slots scanners need.
+DEFAULT_REQUEST_TIMEOUT = 5.0
+# Logged query values are cut to this many characters.
+LOGGED_VALUE_LENGTH = 64
 # Largest P-DATA PDU we accept. Requests to a worklist SCP are small, so this only
 # bounds memory per PDU; answers are sized by the peer's own maximum.
 MAXIMUM_PDU_SIZE = 1024 * 1024
@@ -103,10 +108,17 @@ class ServerConfig:
     port: int = DEFAULT_PORT
     allowed_aets: tuple[str, ...] = ()  # empty: any calling AE title
     max_associations: int = DEFAULT_MAX_ASSOCIATIONS
+    # Live connections per peer address; None: half of max_associations (at least 1).
+    max_connections_per_host: int | None = None
     network_timeout: float | None = DEFAULT_NETWORK_TIMEOUT
     acse_timeout: float | None = DEFAULT_ACSE_TIMEOUT
     dimse_timeout: float | None = DEFAULT_DIMSE_TIMEOUT
+    request_timeout: float | None = DEFAULT_REQUEST_TIMEOUT
     max_results: int | None = None  # cap on C-FIND answers per query
+    # Scheduled Station AE Title left universal: answer only the caller's steps.
+    station_from_calling_aet: bool = False
+    # Days of past steps offered as work; None: the matcher's default.
+    offer_past_days: int | None = None
     tls_cert: str | None = None
     tls_key: str | None = None
     tls_ca: str | None = None  # given: clients must present a certificate it signed
@@ -118,14 +130,25 @@ class ServerConfig:
     def tls(self) -> bool:
         return bool(self.tls_cert)
 
+    @property
+    def per_host_limit(self) -> int:
+        if self.max_connections_per_host is not None:
+            return int(self.max_connections_per_host)
+        return max(1, -(-int(self.max_associations) // 2))
+
 
 def validate_ae_title(value: str, what: str = "AE title") -> str:
-    """An AE title per PS3.5 (AE VR): 1-16 chars, no backslash or control chars."""
+    """An AE title per PS3.5 (AE VR, pydicom's validator): 1-16 characters of
+    printable ASCII; a single value, so no backslash."""
     title = value.strip()
-    if not title or len(title) > 16:
-        raise ValueError(f"{what} must be 1 to 16 characters: {value!r}")
-    if "\\" in title or any(ord(c) < 0x20 or ord(c) > 0x7E for c in title):
-        raise ValueError(f"{what} may only contain printable ASCII without '\\': {value!r}")
+    try:
+        if not title or "\\" in title:
+            raise ValueError(title)
+        validate_value("AE", title, pydicom_config.RAISE)
+    except ValueError:
+        raise ValueError(
+            f"{what} must be 1 to 16 characters of printable ASCII without '\\': {value!r}"
+        ) from None
     return title
 
 
@@ -172,28 +195,55 @@ def _peer(assoc: Any) -> str:
     return f"#{number} {calling}@{address}"
 
 
+def _shown(value: Any) -> str:
+    """A logged value: raw bytes shown as text, cut to LOGGED_VALUE_LENGTH."""
+    text = value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+    text = text.strip(" \x00")
+    if len(text) > LOGGED_VALUE_LENGTH:
+        return f"{text[:LOGGED_VALUE_LENGTH]}...({len(text)} characters)"
+    return text
+
+
+def _raw_vr(elem: Any) -> str | None:
+    if elem.VR:
+        return str(elem.VR)
+    try:
+        return dictionary_VR(elem.tag)
+    except KeyError:
+        return None
+
+
 def describe_query(identifier: Dataset) -> str:
-    """Which keys a C-FIND uses, without patient values (safe for INFO logs)."""
+    """Which keys a C-FIND uses, without patient values (safe for INFO logs).
+
+    Walks the elements as received (``Dataset.elements()``): decoding a value here
+    would make pydicom convert it with the default character set, and the matcher
+    would then see that instead of the bytes the peer sent. Only sequences are
+    parsed, as the matcher parses them too."""
     matching: list[str] = []
     returned = 0
 
     def visit(ds: Dataset, prefix: str) -> None:
         nonlocal returned
-        for elem in ds:
-            keyword = elem.keyword or str(elem.tag)
+        for elem in ds.elements():
+            keyword = keyword_for_tag(elem.tag) or str(elem.tag)
+            value = elem.value
             if keyword == "SpecificCharacterSet":
-                if elem.value:
-                    matching.append(f"{keyword}={elem.value}")
+                if value:
+                    matching.append(f"{keyword}={_shown(value)}")
                 continue
             returned += 1
-            if elem.VR == "SQ":
-                for item in elem.value or []:
+            if _raw_vr(elem) == "SQ":
+                for item in ds[elem.tag].value or []:
                     visit(item, f"{prefix}{keyword}>")
                 continue
-            if elem.value in (None, "", b""):
+            if isinstance(value, bytes):
+                if not value.strip(b" \x00"):
+                    continue
+            elif value is None or not str(value).strip(" \x00"):
                 continue
             if keyword in _LOGGABLE_VALUES:
-                matching.append(f"{prefix}{keyword}={elem.value}")
+                matching.append(f"{prefix}{keyword}={_shown(value)}")
             else:
                 matching.append(f"{prefix}{keyword}")
 
@@ -218,151 +268,19 @@ def handle_echo(event: Any) -> int:
     return 0x0000
 
 
-# ----------------------------------------------------------------- C-FIND fast path
-
-# Why: pynetdicom's per-response path (service_class._c_find_scp -> dimse.send_msg)
-# cost ~610 us of CPU per Pending answer (py-spy, broad query, N=10000), of which
-# only ~27 us were matching and building the answer: it encodes our already encoded
-# identifier again through pydicom (~97 us), builds a C-FIND-RSP command Dataset
-# (~66 us) and encodes that command set twice, once only to learn its group length
-# (~256 us) and once to send it (~150 us). That made a 10000-answer query take 8.9 s
-# against 1.6 s for DCMTK wlmscpfs. The command set of a Pending response is the same
-# for every answer of a query, so PendingFindResponses encodes it once and sends each
-# answer as the same P-DATA primitives pynetdicom would, through the same DUL queue:
-# 50-80 us of server CPU per answer in all (DUL thread included), and 0.81 s against
-# wlmscpfs's 1.58 s for the same query (bench/mwl_bench.py, 2-core EPYC).
-#
-# pynetdicom internals relied on (pynetdicom>=3,<4, checked against 3.0.4; a missing
-# piece makes handle_find fall back to the standard path): assoc.dul.send_pdu and
-# assoc.dul.to_provider_queue (the FIFO the DUL thread sends from, which pynetdicom's
-# own final response also goes through, so it is sent after our answers),
-# assoc.dimse.maximum_pdu_size (the peer's maximum PDU length, 0 = unlimited), and
-# DIMSEMessage.primitive_to_message to build the command set as pynetdicom does.
-
-# The DUL thread only reads from the socket (where a C-CANCEL arrives) when it has
-# nothing left to send, and its queue is unbounded. Answers are produced faster than
-# they are sent, so after this many queued primitives the handler waits until the
-# DUL has emptied its queue: a C-CANCEL is seen within ~this many answers, and memory
-# stays bounded however large the result.
-DUL_QUEUE_HIGH_WATER = 64
-_DUL_DRAIN_POLL = 0.0002  # seconds between queue checks while waiting
-
-_fast_path_warned = False
-
-
-def _pdv_list(
-    context_id: int, data: bytes, fragment: int, more: bytes, last: bytes
-) -> list[tuple[int, bytes]]:
-    """``data`` as PDVs of at most ``fragment`` bytes (0: one PDV), each prefixed with
-    its message control header: ``more`` on all but the last fragment, ``last`` on
-    the last (PS3.8 E.2). As DIMSEMessage.encode_msg/_generate_pdv_fragments do."""
-    if not fragment or len(data) <= fragment:
-        return [(context_id, last + data)]
-    size = len(data)
-    return [
-        (
-            context_id,
-            (last if offset + fragment >= size else more) + data[offset : offset + fragment],
-        )
-        for offset in range(0, size, fragment)
-    ]
-
-
-def pending_command_set(request: Any) -> bytes:
-    """The C-FIND-RSP command set (Implicit VR Little Endian, PS3.7 6.3.1) of a
-    Pending (0xFF00) response to ``request`` with an identifier following, built by
-    pynetdicom's own message class exactly as _c_find_scp/send_msg build it:
-    CommandGroupLength, AffectedSOPClassUID, CommandField 0x8020,
-    MessageIDBeingRespondedTo, CommandDataSetType 0x0001 (anything but 0x0101 means
-    a data set follows; pynetdicom writes 0x0001), Status 0xFF00."""
-    rsp = C_FIND()
-    rsp.MessageID = request.MessageID
-    rsp.MessageIDBeingRespondedTo = request.MessageID
-    rsp.AffectedSOPClassUID = request.AffectedSOPClassUID
-    rsp.Status = FIND_PENDING
-    rsp.Identifier = BytesIO(b"\x00")  # stands for the answers: sets CommandDataSetType
-    message = C_FIND_RSP()
-    message.primitive_to_message(rsp)
-    return bytes(encode(message.command_set, True, True))
-
-
-class PendingFindResponses:
-    """Sends C-FIND Pending responses whose identifier is already encoded in the
-    presentation context's transfer syntax.
-
-    Each answer becomes exactly the P-DATA primitives pynetdicom's
-    ``DIMSEMessage.encode_msg`` yields for it: the command set in one PDV per P-DATA
-    (control header 0x01, last fragment 0x03), then the identifier likewise (0x00,
-    last 0x02), every PDV item (6 header bytes + data) at most the peer's maximum
-    PDU length. One PDV per P-DATA as pynetdicom does, so never several answers in
-    one P-DATA: a prototype that packed answers together made DCMTK findscu 3.6.7
-    crash and pynetdicom's SCU drop answers.
-    """
-
-    def __init__(self, assoc: Any, context_id: int, request: Any) -> None:
-        max_pdu = assoc.dimse.maximum_pdu_size
-        if not isinstance(max_pdu, int) or 0 < max_pdu < 7:
-            raise ValueError(f"peer maximum PDU length {max_pdu!r} cannot be mirrored")
-        self._assoc = assoc
-        self._dul = assoc.dul
-        self._send_pdu = assoc.dul.send_pdu
-        self._queue = assoc.dul.to_provider_queue
-        self._context_id = int(context_id)
-        self._fragment = max_pdu - 6 if max_pdu else 0  # a PDV item has 6 header bytes
-        self._command_pdvs = _pdv_list(
-            self._context_id, pending_command_set(request), self._fragment, b"\x01", b"\x03"
-        )
-
-    def pdvs(self, identifier: bytes) -> list[tuple[int, bytes]]:
-        """The PDVs of one answer in sending order, one P-DATA each."""
-        data = _pdv_list(self._context_id, identifier, self._fragment, b"\x00", b"\x02")
-        return self._command_pdvs + data
-
-    def send(self, identifier: bytes) -> None:
-        """Queue one Pending response carrying ``identifier`` (non-empty) for the peer."""
-        send_pdu = self._send_pdu
-        for pdv in self.pdvs(identifier):
-            pdata = P_DATA()
-            pdata.presentation_data_value_list.append(pdv)  # as encode_msg does
-            send_pdu(pdata)
-        if self._queue.qsize() >= DUL_QUEUE_HIGH_WATER:
-            self._wait_for_dul()
-
-    def _wait_for_dul(self) -> None:
-        queue, assoc, dul = self._queue, self._assoc, self._dul
-        while queue.qsize() and assoc.is_established and dul.is_alive():
-            time.sleep(_DUL_DRAIN_POLL)
-
-
-def _fast_responses(event: Any, config: ServerConfig) -> PendingFindResponses | None:
-    """A PendingFindResponses for this C-FIND, or None for pynetdicom's standard path:
-    when disabled, when pynetdicom logs each response identifier (DEBUG) or someone
-    listens to each DIMSE message sent, for a transfer syntax other than Explicit or
-    Implicit VR Little Endian, or when the association internals are not as expected.
-    """
-    global _fast_path_warned
-    if not config.find_fast_path or _config.LOG_RESPONSE_IDENTIFIERS:
-        return None
-    try:
-        assoc = event.assoc
-        if assoc.get_handlers(evt.EVT_DIMSE_SENT):
-            return None
-        context = event.context
-        if context.transfer_syntax not in (ExplicitVRLittleEndian, ImplicitVRLittleEndian):
-            return None
-        return PendingFindResponses(assoc, context.context_id, event.request)
-    except Exception as exc:  # noqa: BLE001 - the standard path still answers
-        if not _fast_path_warned:
-            _fast_path_warned = True
-            LOG.warning(
-                "C-FIND fast path unavailable (%s: %s); using pynetdicom's per-response path",
-                type(exc).__name__,
-                exc,
-            )
-        return None
-
-
 # ----------------------------------------------------------------- C-FIND handler
+
+
+def matcher_options(event: Any, config: ServerConfig) -> dict[str, Any]:
+    """The matcher's keyword options this server's settings ask for: the calling AE
+    title as the station (``--station-from-calling-aet``) and how many days of past
+    steps are offered as work (``--offer-past-days``)."""
+    options: dict[str, Any] = {"limit": config.max_results}
+    if config.station_from_calling_aet:
+        options["calling_station"] = (event.assoc.requestor.ae_title or "").strip()
+    if config.offer_past_days is not None:
+        options["offer_past_days"] = int(config.offer_past_days)
+    return options
 
 
 def handle_find(event: Any, engine: Engine, config: ServerConfig) -> Iterator[tuple[Any, Any]]:
@@ -380,19 +298,21 @@ def handle_find(event: Any, engine: Engine, config: ServerConfig) -> Iterator[tu
         return
     LOG.info("C-FIND from %s: %s", peer, summary)
     if LOG.isEnabledFor(logging.DEBUG):
-        LOG.debug("C-FIND identifier from %s:\n%s", peer, identifier)
+        # A copy: printing decodes every value, which must not reach the matcher.
+        LOG.debug("C-FIND identifier from %s:\n%s", peer, copy.deepcopy(identifier))
 
     # Answers are pre-encoded by the matcher in the negotiated transfer syntax.
     implicit_vr = UID(event.context.transfer_syntax).is_implicit_VR
-    responses = _fast_responses(event, config)
+    options = matcher_options(event, config)
+    responses = fast_responses(
+        event, enabled=config.find_fast_path, stall_timeout=config.network_timeout
+    )
     assoc = event.assoc
     try:
         with engine.connect() as conn:
             if responses is None:
                 # Standard path: pynetdicom encodes and sends each Pending response.
-                for result in find_worklist(
-                    conn, identifier, limit=config.max_results, implicit_vr=implicit_vr
-                ):
+                for result in find_worklist(conn, identifier, implicit_vr=implicit_vr, **options):
                     if event.is_cancelled:
                         outcome = "cancelled"
                         yield FIND_CANCEL, None
@@ -404,7 +324,7 @@ def handle_find(event: Any, engine: Engine, config: ServerConfig) -> Iterator[tu
                 # nothing for them, so pynetdicom sends only the final status, after
                 # them on the same DUL queue (Success when we simply return).
                 for encoded in find_worklist_encoded(
-                    conn, identifier, limit=config.max_results, implicit_vr=implicit_vr
+                    conn, identifier, implicit_vr=implicit_vr, **options
                 ):
                     if event.is_cancelled:
                         outcome = "cancelled"
@@ -425,6 +345,10 @@ def handle_find(event: Any, engine: Engine, config: ServerConfig) -> Iterator[tu
             outcome = "cancelled"
             yield FIND_CANCEL, None
             return
+    except PeerStalled as exc:
+        outcome = f"connection closed: {exc}"
+        LOG.warning("C-FIND from %s: %s, connection closed", peer, exc)
+        return
     except QueryError as exc:
         status = int(getattr(exc, "status", FIND_UNABLE_TO_PROCESS))
         outcome = f"refused 0x{status:04X}"
@@ -550,42 +474,12 @@ def build_ae(config: ServerConfig) -> AE:
     return ae
 
 
-class MwlAssociationServer(ThreadedAssociationServer):
-    """pynetdicom's threaded server, plus: the TLS handshake runs in the connection's
-    own thread with a deadline (pynetdicom's does it in the accept loop, where one
-    silent client would stall every other connection), and stopping the server also
-    releases the database engine."""
+class WorklistServer(MwlAssociationServer):
+    """The association server of one running mwl-service: stopping it also
+    releases its database engine."""
 
     engine: Engine | None = None
     config: ServerConfig | None = None
-    handshake_timeout: float = DEFAULT_ACSE_TIMEOUT
-
-    def get_request(self) -> tuple[socket.socket, Any]:
-        client_socket, address = self.socket.accept()  # type: ignore[union-attr]
-        if self.ssl_context:
-            client_socket = self.ssl_context.wrap_socket(
-                client_socket, server_side=True, do_handshake_on_connect=False
-            )
-        return client_socket, address
-
-    def finish_request(self, request: Any, client_address: Any) -> None:
-        if isinstance(request, ssl.SSLSocket):
-            previous = request.gettimeout()
-            try:
-                request.settimeout(self.handshake_timeout)
-                request.do_handshake()
-                request.settimeout(previous)
-            except (OSError, ValueError) as exc:
-                LOG.warning(
-                    "TLS handshake with %s:%s failed: %s",
-                    client_address[0],
-                    client_address[1],
-                    getattr(exc, "reason", None) or type(exc).__name__,
-                )
-                with contextlib.suppress(OSError):
-                    request.close()
-                return
-        super().finish_request(request, client_address)
 
     def shutdown(self) -> None:
         try:
@@ -594,18 +488,14 @@ class MwlAssociationServer(ThreadedAssociationServer):
             if self.engine is not None:
                 self.engine.dispose()
 
-    @property
-    def port(self) -> int:
-        return int(self.server_address[1])
-
 
 def start_server(
     config: ServerConfig, *, engine: Engine | None = None, ae: AE | None = None
-) -> MwlAssociationServer:
+) -> WorklistServer:
     """Start serving in background threads; returns the running server.
 
-    Stop it with ``server.shutdown()`` (or ``server.ae.shutdown()``, which also
-    aborts open associations); either releases the engine.
+    Stop it with ``server.stop()``: it ends every connection promptly, whatever the
+    peers do, and releases the engine (``server.shutdown()`` only stops accepting).
     """
     ssl_context = make_ssl_context(config)
     ae = ae or build_ae(config)
@@ -628,15 +518,18 @@ def start_server(
             ae_title=config.ae_title,
             ssl_context=ssl_context,
             evt_handlers=handlers,
-            server_class=MwlAssociationServer,
+            server_class=WorklistServer,
         )
     except Exception:
         engine.dispose()
         raise
     server.engine = engine
     server.config = config
-    if config.acse_timeout:
-        server.handshake_timeout = float(config.acse_timeout)
+    server.network_timeout = config.network_timeout
+    server.request_timeout = config.request_timeout
+    server.max_per_host = config.per_host_limit
+    server.bind(evt.EVT_CONN_OPEN, lambda event: server.connection_opened(event.assoc))
+    server.bind(evt.EVT_REQUESTED, lambda event: server.association_requested(event.assoc))
 
     stamp = datetime.now().strftime("%Y%m%d%H%M%S")
     thread = threading.Thread(
@@ -649,13 +542,14 @@ def start_server(
 
     LOG.info(
         "MWL service %s listening on %s:%d (TLS %s; calling AE titles %s; "
-        "max %d associations; database %s)",
+        "max %d associations, %d per host; database %s)",
         config.ae_title,
         config.host,
         server.port,
         ("on, client certificates required" if config.tls_ca else "on") if config.tls else "off",
         ", ".join(config.allowed_aets) if config.allowed_aets else "any",
         config.max_associations,
+        config.per_host_limit,
         schema.describe_db(engine),
     )
     _warn_if_empty(engine)

@@ -1,0 +1,233 @@
+"""The accepting side of mwl-service: which TCP connections get an association
+slot, and for how long.
+
+pynetdicom's threaded server accepts every connection and leaves the accepted socket
+without a timeout, so a peer that sends half a PDU, a silent TCP connection, an HTTP
+probe or a client that stops reading can hold a slot (and, through pynetdicom's
+non-daemon DUL thread, the process) for ever. :class:`MwlAssociationServer` adds:
+
+* every accepted socket (TLS or not) gets the network timeout, so no single read or
+  write waits longer than that, and TCP_NODELAY, so the last small PDU of an
+  answer is not held back by Nagle's algorithm waiting for the peer's delayed ACK;
+* a connection must finish its TLS handshake (in its own thread, not the accept
+  loop) and send its A-ASSOCIATE-RQ within ``request_timeout`` of connecting, else
+  it is closed;
+* at most ``max_per_host`` live connections per peer address; more are closed at
+  once (associations and connections still waiting for their request alike);
+* :meth:`MwlAssociationServer.stop` ends every connection promptly, however its peer
+  behaves: A-ABORT to each association, then the sockets of those that do not end
+  within a grace period are shut down.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import socket
+import ssl
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from pynetdicom.transport import ThreadedAssociationServer
+
+LOG = logging.getLogger("mwl_service.acceptor")
+
+# A refused connection is logged at most this often per peer address (seconds):
+# a host opening thousands of connections must not flood the log.
+REFUSAL_LOG_INTERVAL = 60.0
+# Time the associations get to end on their own after A-ABORT at shutdown.
+STOP_GRACE = 1.0
+
+
+@dataclass
+class Connection:
+    """One accepted TCP connection, from accept until its association ends."""
+
+    sock: socket.socket
+    host: str
+    opened: float = field(default_factory=time.monotonic)
+    assoc: Any = None  # the pynetdicom Association, once created
+    requested: bool = False  # its A-ASSOCIATE-RQ has arrived
+
+    def is_over(self) -> bool:
+        if self.sock.fileno() == -1:
+            return True
+        assoc = self.assoc
+        # An Association not started yet (ident None) is about to run: still live.
+        return assoc is not None and assoc.ident is not None and not assoc.is_alive()
+
+    def close(self) -> None:
+        """Shut the socket down: wakes any thread blocked reading or writing it."""
+        with contextlib.suppress(OSError):
+            self.sock.shutdown(socket.SHUT_RDWR)
+
+
+class MwlAssociationServer(ThreadedAssociationServer):
+    """pynetdicom's threaded association server with the limits above.
+
+    ``network_timeout``, ``request_timeout`` (seconds, None: no limit) and
+    ``max_per_host`` (None: no cap) are set by :func:`mwl_service.server.start_server`
+    before it serves; the handlers of EVT_CONN_OPEN and EVT_REQUESTED report to
+    :meth:`connection_opened` and :meth:`association_requested`.
+    """
+
+    network_timeout: float | None = None
+    request_timeout: float | None = None
+    max_per_host: int | None = None
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self._connections: dict[socket.socket, Connection] = {}
+        self._lock = threading.Lock()
+        self._stopping = False
+        self._refused: dict[str, tuple[float, int]] = {}  # host -> (last logged, since)
+        super().__init__(*args, **kwargs)
+
+    # --------------------------------------------------------------- accepting
+
+    def get_request(self) -> tuple[socket.socket, Any]:
+        client_socket, address = self.socket.accept()  # type: ignore[union-attr]
+        with contextlib.suppress(OSError):
+            client_socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        # accept() returns a socket without timeout whatever the listening socket has.
+        client_socket.settimeout(self.network_timeout)
+        if self.ssl_context:
+            client_socket = self.ssl_context.wrap_socket(
+                client_socket, server_side=True, do_handshake_on_connect=False
+            )
+        return client_socket, address
+
+    def verify_request(self, request: Any, client_address: Any) -> bool:
+        """Register the connection, or refuse it (the server then closes it) when the
+        server is stopping or its peer address has ``max_per_host`` live ones."""
+        host = str(client_address[0])
+        with self._lock:
+            if self._stopping:
+                return False
+            self._forget_ended()
+            live = sum(1 for c in self._connections.values() if c.host == host)
+            if self.max_per_host is not None and live >= self.max_per_host:
+                self._log_refusal(host, live)
+                return False
+            self._connections[request] = Connection(request, host)
+        return True
+
+    def _log_refusal(self, host: str, live: int) -> None:
+        now = time.monotonic()
+        last, count = self._refused.get(host, (-REFUSAL_LOG_INTERVAL, 0))
+        count += 1
+        if now - last >= REFUSAL_LOG_INTERVAL:
+            LOG.warning(
+                "Connection from %s refused: %d connections open, the per-host limit "
+                "(%d refused since the last such warning)",
+                host,
+                live,
+                count,
+            )
+            self._refused[host] = (now, 0)
+        else:
+            self._refused[host] = (last, count)
+
+    def finish_request(self, request: Any, client_address: Any) -> None:
+        # The TLS handshake runs here, in the connection's own thread (pynetdicom's
+        # runs in the accept loop, where one silent client would stall every other
+        # connection); the request deadline covers it.
+        if isinstance(request, ssl.SSLSocket):
+            try:
+                request.settimeout(self.request_timeout or self.network_timeout)
+                request.do_handshake()
+                request.settimeout(self.network_timeout)
+            except (OSError, ValueError) as exc:
+                LOG.warning(
+                    "TLS handshake with %s:%s failed: %s",
+                    client_address[0],
+                    client_address[1],
+                    getattr(exc, "reason", None) or type(exc).__name__,
+                )
+                with contextlib.suppress(OSError):
+                    request.close()
+                return
+        super().finish_request(request, client_address)
+
+    # --------------------------------------------------------------- association events
+
+    def connection_opened(self, assoc: Any) -> None:
+        """EVT_CONN_OPEN: the association of a registered connection is about to run.
+        Until its request arrives, it waits at most the request timeout for it."""
+        conn = self._connections.get(assoc.dul.socket.socket)
+        if conn is not None:
+            conn.assoc = assoc
+        if self.request_timeout is not None:
+            assoc._mwl_acse_timeout = assoc.acse_timeout
+            assoc.acse_timeout = self.request_timeout  # also pynetdicom's ARTIM timer
+
+    def association_requested(self, assoc: Any) -> None:
+        """EVT_REQUESTED: the A-ASSOCIATE-RQ is in; the ACSE timeout applies again."""
+        conn = self._connections.get(assoc.dul.socket.socket)
+        if conn is not None:
+            conn.requested = True
+        if hasattr(assoc, "_mwl_acse_timeout"):
+            assoc.acse_timeout = assoc._mwl_acse_timeout
+
+    # --------------------------------------------------------------- deadlines
+
+    def service_actions(self) -> None:
+        """Called by the accept loop every poll interval: close each connection that
+        has not sent its association request within the request timeout (a read
+        blocked in the middle of a PDU is woken by the shutdown)."""
+        super().service_actions()
+        limit = self.request_timeout
+        with self._lock:
+            self._forget_ended()
+            if limit is None:
+                return
+            now = time.monotonic()
+            late = [
+                c for c in self._connections.values() if not c.requested and now - c.opened > limit
+            ]
+        for conn in late:
+            LOG.warning(
+                "Connection from %s closed: no association request within %g s",
+                conn.host,
+                limit,
+            )
+            conn.close()
+            with self._lock:
+                self._connections.pop(conn.sock, None)
+
+    def _forget_ended(self) -> None:
+        for sock in [s for s, c in self._connections.items() if c.is_over()]:
+            del self._connections[sock]
+
+    # --------------------------------------------------------------- stopping
+
+    def stop(self, grace: float = STOP_GRACE) -> None:
+        """Stop accepting, abort every association, and shut down the sockets of
+        those that have not ended after ``grace`` seconds (a peer that stopped
+        reading never takes its A-ABORT). Returns when all have ended."""
+        with self._lock:
+            self._stopping = True
+            connections = list(self._connections.values())
+        aborts = []
+        for conn in connections:
+            assoc = conn.assoc
+            if assoc is not None and assoc.is_established:
+                thread = threading.Thread(target=assoc.abort, daemon=True)
+                thread.start()
+                aborts.append(thread)
+            else:
+                conn.close()
+        deadline = time.monotonic() + grace
+        for thread in aborts:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        for conn in connections:
+            conn.close()
+        for conn in connections:
+            if conn.assoc is not None and conn.assoc.ident is not None:
+                conn.assoc.join(grace)
+        self.shutdown()
+
+    @property
+    def port(self) -> int:
+        return int(self.server_address[1])
