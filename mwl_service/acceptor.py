@@ -39,6 +39,9 @@ LOG = logging.getLogger("mwl_service.acceptor")
 REFUSAL_LOG_INTERVAL = 60.0
 # Time the associations get to end on their own after A-ABORT at shutdown.
 STOP_GRACE = 1.0
+# A connection younger than this is never taken for closed by its peer: pynetdicom's
+# DUL starts in state Sta1 and leaves it with its first event.
+_SETTLE = 0.5
 
 
 @dataclass
@@ -58,10 +61,24 @@ class Connection:
         # An Association not started yet (ident None) is about to run: still live.
         return assoc is not None and assoc.ident is not None and not assoc.is_alive()
 
+    def peer_gone(self, now: float) -> bool:
+        """The peer closed the connection before its association request: pynetdicom
+        would still wait for the request until its ACSE timeout."""
+        dul = getattr(self.assoc, "dul", None)
+        if dul is None or dul.ident is None or now - self.opened < _SETTLE:
+            return False
+        if not dul.is_alive():
+            return True
+        return dul.state_machine.current_state == "Sta1" and dul.event_queue.empty()
+
     def close(self) -> None:
-        """Shut the socket down: wakes any thread blocked reading or writing it."""
+        """Shut the socket down (wakes any thread blocked reading or writing it) and
+        wake the association waiting for its request, if any."""
         with contextlib.suppress(OSError):
             self.sock.shutdown(socket.SHUT_RDWR)
+        if self.assoc is not None and not self.requested:
+            # pynetdicom's acceptor takes None from this queue as "no request came".
+            self.assoc.dul.to_user_queue.put(None)
 
 
 class MwlAssociationServer(ThreadedAssociationServer):
@@ -175,26 +192,26 @@ class MwlAssociationServer(ThreadedAssociationServer):
     def service_actions(self) -> None:
         """Called by the accept loop every poll interval: close each connection that
         has not sent its association request within the request timeout (a read
-        blocked in the middle of a PDU is woken by the shutdown)."""
+        blocked in the middle of a PDU is woken by the shutdown), and release those
+        whose peer has already gone."""
         super().service_actions()
         limit = self.request_timeout
+        now = time.monotonic()
         with self._lock:
             self._forget_ended()
-            if limit is None:
-                return
-            now = time.monotonic()
-            late = [
-                c for c in self._connections.values() if not c.requested and now - c.opened > limit
-            ]
+            waiting = [c for c in self._connections.values() if not c.requested]
+            late = [c for c in waiting if limit is not None and now - c.opened > limit]
+            gone = [c for c in waiting if c not in late and c.peer_gone(now)]
+            for conn in late + gone:
+                del self._connections[conn.sock]
         for conn in late:
             LOG.warning(
                 "Connection from %s closed: no association request within %g s",
                 conn.host,
                 limit,
             )
+        for conn in late + gone:
             conn.close()
-            with self._lock:
-                self._connections.pop(conn.sock, None)
 
     def _forget_ended(self) -> None:
         for sock in [s for s, c in self._connections.items() if c.is_over()]:

@@ -27,6 +27,8 @@ from sqlalchemy import (
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from mwl_service import dbfile
+
 DEFAULT_DB_PATH = Path("var") / "worklist.db"
 
 # Scheduled Procedure Step Status values (DICOM defined terms used by MWL/MPPS).
@@ -293,6 +295,7 @@ def make_engine(url: str | None = None, *, create: bool = True) -> Engine:
         path = db_url.split("///", 1)[1] if "///" in db_url else ""
         if path and path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
+            dbfile.create_private(path)
         engine = create_engine(db_url, connect_args={"timeout": 10})
         event.listen(engine, "connect", _sqlite_pragmas)
     else:
