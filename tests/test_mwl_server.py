@@ -537,3 +537,118 @@ def test_unparsable_database_url_names_the_setting(tmp_path):
     )
     assert proc.returncode == 1
     assert "database from WORKLIST_DB_URL" in proc.stderr
+
+
+# ----------------------------------------------------------------- logging, files at rest
+
+
+def test_utf8_query_without_character_set_matches(sqlite_url, mwl_service_process):
+    """PatientName bytes M\\xc3\\xbcller* with no (0008,0005) are read as UTF-8 and
+    find the row; describing the query for the log once made pydicom decode them
+    as Latin-1 first, and the query found nothing."""
+    engine = schema.make_engine(sqlite_url)
+    insert_item(engine, patient_name="Müller^Jürgen")
+    insert_item(engine, patient_name="Mueller^Hans")
+    engine.dispose()
+    service = mwl_service_process(sqlite_url)
+    # findscu sends the command line's UTF-8 bytes as they are, without a charset.
+    answers = run_findscu(service.host, service.port, service.ae_title, with_keys("PatientName=Müller*"))
+    assert "SpecificCharacterSet" not in with_keys("PatientName=Müller*")[0]
+    assert [str(a.PatientName) for a in answers] == ["Müller^Jürgen"]
+    assert "matching keys: PatientName" in service.output()
+    assert "Müller" not in service.output()
+    assert service.stop() == 0
+
+
+def test_logged_values_are_cut(sqlite_url, mwl_service_process):
+    """A 100 kB station AE title query gives a short log line, not a 100 kB one."""
+    service = mwl_service_process(sqlite_url)
+    long_title = "A" * 100_000
+    with pytest.warns(UserWarning):  # pydicom: value too long for AE
+        query = mwl_query(sps={"ScheduledStationAETitle": long_title})
+    pynetdicom_find(service.host, service.port, service.ae_title, query)
+    assert service.stop() == 0
+    log = service.output()
+    assert "ScheduledStationAETitle=" + "A" * 64 + "...(100000 characters)" in log
+    assert max(len(line) for line in log.splitlines()) < 1000
+
+
+def test_new_sqlite_worklist_is_private(tmp_path, mwl_service_process):
+    """The database file and its -wal/-shm are created 0600, whatever the umask."""
+    path = tmp_path / "private" / "worklist.db"
+    previous = os.umask(0o022)
+    try:
+        service = mwl_service_process(f"sqlite:///{path}")
+    finally:
+        os.umask(previous)
+    made = [p for p in (path, path.with_name("worklist.db-wal"), path.with_name("worklist.db-shm"))]
+    assert path.exists() and made[1].exists()  # the service holds a WAL connection
+    for p in made:
+        if p.exists():
+            assert p.stat().st_mode & 0o777 == 0o600, p
+    assert service.stop() == 0
+
+
+def test_existing_sqlite_file_keeps_its_mode(tmp_path):
+    path = tmp_path / "worklist.db"
+    path.touch(mode=0o640)
+    path.chmod(0o640)
+    schema.make_engine(f"sqlite:///{path}").dispose()
+    assert path.stat().st_mode & 0o777 == 0o640
+
+
+# ----------------------------------------------------------------- matcher options
+# These two need the matcher's calling_station= and offer_past_days= keywords.
+
+
+def test_station_from_calling_aet(sqlite_url, mwl_service_process):
+    """--station-from-calling-aet: a query that leaves Scheduled Station AE Title
+    universal gets only the calling AE title's steps; an explicit station wins."""
+    engine = schema.make_engine(sqlite_url)
+    mri = [insert_item(engine, patient_name=n) for n in ("Doe^Jane", "Roe^Rick")]
+    eeg = insert_item(engine, patient_name="Eeg^Erin", scheduled_station_ae_title="EEG1")
+    engine.dispose()
+    service = mwl_service_process(sqlite_url, "--station-from-calling-aet")
+    host, port, aet = service.host, service.port, service.ae_title
+
+    def ids(calling: str, **sps_keys) -> list[str]:
+        results, final = pynetdicom_find(
+            host, port, aet, mwl_query(sps=sps_keys), calling_aet=calling
+        )
+        assert final == 0x0000
+        return sorted(str(r.PatientID) for r in results)
+
+    assert ids("EEG1") == [eeg["patient_id"]]
+    assert ids("MRI3T") == sorted(r["patient_id"] for r in mri)
+    assert ids("EEG1", ScheduledStationAETitle="MRI3T") == sorted(r["patient_id"] for r in mri)
+    assert ids("NOSUCH") == []
+    assert service.stop() == 0
+
+    unfiltered = mwl_service_process(sqlite_url)
+    results, _ = pynetdicom_find(
+        unfiltered.host, unfiltered.port, aet, mwl_query(), calling_aet="EEG1"
+    )
+    assert len(results) == 3
+    assert unfiltered.stop() == 0
+
+
+def test_offer_past_days(sqlite_url, mwl_service_process):
+    """--offer-past-days 2: a step five days ago is not offered as work, unless the
+    query's date range asks for that day."""
+    tz = ZoneInfo("America/Edmonton")
+    today = dt.datetime.now(tz).date()
+    engine = schema.make_engine(sqlite_url)
+    now = insert_item(engine, start=dt.datetime.combine(today, dt.time(9), tzinfo=tz))
+    old_day = today - dt.timedelta(days=5)
+    old = insert_item(engine, start=dt.datetime.combine(old_day, dt.time(9), tzinfo=tz))
+    engine.dispose()
+    service = mwl_service_process(sqlite_url, "--offer-past-days", "2")
+    host, port, aet = service.host, service.port, service.ae_title
+
+    results, final = pynetdicom_find(host, port, aet, mwl_query())
+    assert final == 0x0000
+    assert [str(r.PatientID) for r in results] == [now["patient_id"]]
+    asked = mwl_query(sps={"ScheduledProcedureStepStartDate": old_day.strftime("%Y%m%d")})
+    results, final = pynetdicom_find(host, port, aet, asked)
+    assert [str(r.PatientID) for r in results] == [old["patient_id"]]
+    assert service.stop() == 0
