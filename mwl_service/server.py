@@ -327,6 +327,7 @@ def handle_find(event: Any, engine: Engine, config: ServerConfig) -> Iterator[tu
                     conn, identifier, implicit_vr=implicit_vr, **options
                 ):
                     if event.is_cancelled:
+                        responses.flush()  # the answers before it, then Cancel
                         outcome = "cancelled"
                         yield FIND_CANCEL, None
                         return
@@ -340,6 +341,7 @@ def handle_find(event: Any, engine: Engine, config: ServerConfig) -> Iterator[tu
                         return
                     responses.send(encoded)
                     count += 1
+                responses.flush()  # before pynetdicom's final response
         if event.is_cancelled:
             # The cancel arrived while the last answer went out; say so.
             outcome = "cancelled"

@@ -221,7 +221,7 @@ def test_non_ascii_names_round_trip(sqlite_url, mwl_server):
 
 def test_c_cancel_stops_the_answers(sqlite_url, mwl_server, fast_sends):
     engine = schema.make_engine(sqlite_url)
-    n = 1000
+    n = 5000  # large enough that the answers are still going out when the cancel comes
     made = insert_items(engine, n, scheduled_station_ae_title="BUSY")
     engine.dispose()
     server = mwl_server(sqlite_url)
