@@ -12,12 +12,20 @@ Queries:
   typical  one Scheduled Station AE Title + one day    (N/100)
   narrow   one Patient ID                              (a few)
   echo     echoscu: the association floor
+  concurrent  CLIENTS findscu processes at once, each running the typical query
+           (a different station each) --concurrent-rounds times, while a publisher
+           process rewrites a tenth of the worklist in a loop: one transaction in
+           the SQLite database for mwl-service, the same items' .wl files (written
+           and renamed into place) for wlmscpfs; p50 and p95 per query
 
 Before timing, each query runs once against both servers with responses extracted to
 files; both must return exactly the expected items (identifiers, decoded names, step).
 
     python bench/mwl_bench.py                          # N = 1000, 10000; 5 repeats (broad: 3)
     python bench/mwl_bench.py --sizes 1000 --repeats 9
+    python bench/mwl_bench.py --large                  # adds N = 100000 (minutes)
+
+How the numbers were found and what they mean: bench/README.md.
 """
 
 from __future__ import annotations
@@ -25,6 +33,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import hashlib
+import multiprocessing
 import os
 import platform
 import random
@@ -35,6 +44,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import zoneinfo
 from dataclasses import dataclass
@@ -42,7 +52,7 @@ from pathlib import Path
 
 import pydicom
 from pydicom.dataset import Dataset
-from sqlalchemy import insert
+from sqlalchemy import insert, update
 
 from mwl_service.schema import (
     WorklistItem,
@@ -54,6 +64,7 @@ from mwl_service.schema import (
 
 BIN = Path(sys.executable).parent  # mwl-service lives next to this venv's python
 OUR_AET, DCMTK_AET, CALLING_AET = "CALPENDO_MWL", "WLMSCPFS", "BENCH"
+CLIENTS = 8  # concurrent findscu processes in the concurrency case
 SOURCE, TZ = "bench", zoneinfo.ZoneInfo("America/Edmonton")
 FIRST_DAY, DAYS = dt.date(2026, 5, 4), 10  # no DST change inside the window
 STATIONS = [  # (AE title, modality, station name)
@@ -157,28 +168,36 @@ def write_wl_files(items: list[Item], aet_dir: Path) -> None:
     aet_dir.mkdir(parents=True)
     (aet_dir / "lockfile").touch()
     for it in items:
-        sps = Dataset()
-        sps.ScheduledStationAETitle = it.station
-        sps.ScheduledStationName = it.station_name
-        sps.Modality = it.modality
-        sps.ScheduledProcedureStepStartDate = it.start.strftime("%Y%m%d")
-        sps.ScheduledProcedureStepStartTime = it.start.strftime("%H%M%S")
-        sps.ScheduledProcedureStepDescription = it.description
-        sps.ScheduledProcedureStepID = step_id(SOURCE, it.booking_id)
-        sps.ScheduledProcedureStepStatus = "SCHEDULED"
-        ds = Dataset()
-        ds.SpecificCharacterSet = "ISO_IR 192"
-        ds.AccessionNumber = it.accession
-        ds.PatientName = it.patient_name
-        ds.PatientID = it.patient_id
-        ds.PatientBirthDate = it.birth_date
-        ds.PatientSex = it.sex
-        ds.StudyInstanceUID = study_instance_uid(SOURCE, it.booking_id)
-        ds.RequestedProcedureID = step_id(SOURCE, it.booking_id)
-        ds.RequestedProcedureDescription = it.description
-        ds.ScheduledProcedureStepSequence = [sps]
-        ds.save_as(aet_dir / f"{it.booking_id}.wl", implicit_vr=False, little_endian=True,
-                   enforce_file_format=False)
+        write_wl_file(it, aet_dir)
+
+
+def write_wl_file(it: Item, aet_dir: Path, description: str | None = None) -> None:
+    """The .wl file of one item, written aside and renamed into place (atomic)."""
+    description = description or it.description
+    sps = Dataset()
+    sps.ScheduledStationAETitle = it.station
+    sps.ScheduledStationName = it.station_name
+    sps.Modality = it.modality
+    sps.ScheduledProcedureStepStartDate = it.start.strftime("%Y%m%d")
+    sps.ScheduledProcedureStepStartTime = it.start.strftime("%H%M%S")
+    sps.ScheduledProcedureStepDescription = description
+    sps.ScheduledProcedureStepID = step_id(SOURCE, it.booking_id)
+    sps.ScheduledProcedureStepStatus = "SCHEDULED"
+    ds = Dataset()
+    ds.SpecificCharacterSet = "ISO_IR 192"
+    ds.AccessionNumber = it.accession
+    ds.PatientName = it.patient_name
+    ds.PatientID = it.patient_id
+    ds.PatientBirthDate = it.birth_date
+    ds.PatientSex = it.sex
+    ds.StudyInstanceUID = study_instance_uid(SOURCE, it.booking_id)
+    ds.RequestedProcedureID = step_id(SOURCE, it.booking_id)
+    ds.RequestedProcedureDescription = description
+    ds.ScheduledProcedureStepSequence = [sps]
+    # wlmscpfs skips files whose name does not end in .wl: write aside, rename.
+    tmp = aet_dir / f"{it.booking_id}.tmp"
+    ds.save_as(tmp, implicit_vr=False, little_endian=True, enforce_file_format=False)
+    os.replace(tmp, aet_dir / f"{it.booking_id}.wl")
 
 
 def answer(it: Item) -> tuple[str, ...]:
@@ -268,7 +287,77 @@ def median_seconds(commands: list[list[str]], repeats: int) -> list[float]:
     return [statistics.median(runs) for runs in times]
 
 
-def bench_size(n: int, repeats: int, broad_repeats: int, procs: list[subprocess.Popen]) -> list:
+def publish_loop(db_path: Path, aet_dir: Path, items: list[Item], stop: threading.Event) -> None:
+    """What a sync does to each server's data, again and again until `stop`: a
+    tenth of the items get a new description, in one transaction for mwl-service
+    (the way a sync publishes) and as rewritten .wl files for wlmscpfs."""
+    engine = make_engine(f"sqlite:///{db_path}")
+    try:
+        for round_ in range(1_000_000):
+            if stop.is_set():
+                return
+            changed = items[round_ % 10 :: 10]
+            text = f"{PROTOCOLS[round_ % len(PROTOCOLS)]} r{round_}"
+            with engine.begin() as conn:
+                conn.execute(
+                    update(WorklistItem)
+                    .where(WorklistItem.booking_id.in_([it.booking_id for it in changed]))
+                    .values(scheduled_procedure_step_description=text,
+                            requested_procedure_description=text,
+                            updated_at=dt.datetime.now(dt.UTC))
+                )
+            for it in changed:
+                write_wl_file(it, aet_dir, text)
+            time.sleep(0.05)
+    finally:
+        engine.dispose()
+
+
+def concurrent_latencies(servers: list, items: list[Item], rounds: int, db_path: Path,
+                         aet_dir: Path) -> list[list[float]]:
+    """Per server: the wall time of every findscu run of CLIENTS clients at once
+    (the typical query, one station each), `rounds` times, the servers taking
+    turns, while a publisher process rewrites the data."""
+    day = (FIRST_DAY + dt.timedelta(3)).strftime("%Y%m%d")
+    matches = [[f"{SPS}(0040,0001)={STATIONS[k % len(STATIONS)][0]}", f"{SPS}(0040,0002)={day}"]
+               for k in range(CLIENTS)]
+    stop_event = multiprocessing.Event()
+    publisher = multiprocessing.Process(target=publish_loop,
+                                        args=(db_path, aet_dir, items, stop_event))
+    publisher.start()
+    times: list[list[float]] = [[] for _ in servers]
+    try:
+        time.sleep(0.5)  # the publisher is writing
+        for _ in range(rounds):
+            for (_, aet, port, _proc), runs in zip(servers, times):
+                def one(match: list[str], runs: list[float] = runs, aet: str = aet,
+                        port: int = port) -> None:
+                    t0 = time.perf_counter()
+                    subprocess.run(findscu_args(aet, port, match), check=True,
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                    runs.append(time.perf_counter() - t0)
+                threads = [threading.Thread(target=one, args=(m,)) for m in matches]
+                for t in threads:
+                    t.start()
+                for t in threads:
+                    t.join()
+    finally:
+        stop_event.set()
+        publisher.join(30)
+    if publisher.exitcode != 0:
+        raise SystemExit(f"the publisher failed (exit code {publisher.exitcode})")
+    for runs in times:
+        if len(runs) != rounds * CLIENTS:
+            raise SystemExit("a concurrent findscu run failed")
+    return times
+
+
+def percentile(values: list[float], q: float) -> float:
+    return statistics.quantiles(values, n=100, method="inclusive")[int(q) - 1]
+
+
+def bench_size(n: int, repeats: int, broad_repeats: int, procs: list[subprocess.Popen],
+               concurrent_rounds: int = 0) -> list:
     """Load N items into both servers, verify the answers, time every query."""
     workdir = Path(tempfile.mkdtemp(prefix=f"mwl-bench-{n}-"))
     log = open(workdir / "servers.log", "wb")  # noqa: SIM115 - both servers write to it
@@ -281,9 +370,12 @@ def bench_size(n: int, repeats: int, broad_repeats: int, procs: list[subprocess.
               flush=True)
 
         ours_port, dcmtk_port = free_port(), free_port()
+        # All clients come from 127.0.0.1: allow them all (the per-host default is
+        # half of --max-associations).
         ours_cmd = [str(BIN / "mwl-service"), "--db-url", f"sqlite:///{workdir / 'worklist.db'}",
                     "--ae-title", OUR_AET, "--host", "127.0.0.1", "--port", str(ours_port),
-                    "--log-level", "WARNING"]
+                    "--max-associations", str(2 * CLIENTS),
+                    "--max-connections-per-host", str(2 * CLIENTS), "--log-level", "WARNING"]
         # -csk: answer with the files' ISO_IR 192 (non-ASCII names), as mwl-service does.
         dcmtk_cmd = ["wlmscpfs", "-csk", "-dfp", str(workdir / "wlistdb"), str(dcmtk_port)]
         for cmd in (ours_cmd, dcmtk_cmd):
@@ -311,6 +403,12 @@ def bench_size(n: int, repeats: int, broad_repeats: int, procs: list[subprocess.
             rows.append((name, len(items), len(expected), *secs))
         secs = median_seconds([echo_args(aet, port) for _, aet, port, _ in servers], repeats)
         rows.append(("echo", len(items), 0, *secs))
+        if concurrent_rounds:
+            times = concurrent_latencies(servers, items, concurrent_rounds,
+                                         workdir / "worklist.db", workdir / "wlistdb" / DCMTK_AET)
+            for q in (50, 95):
+                rows.append((f"conc p{q}", len(items), len(items) // 100,
+                             *(percentile(t, q) for t in times)))
         return rows
     except SystemExit:
         log.flush()
@@ -361,7 +459,15 @@ def main(argv: list[str] | None = None) -> int:
                         help="timed runs per query and server; the median is reported (default: 5)")
     parser.add_argument("--broad-repeats", type=int, default=3,
                         help="timed runs of the broad query, the slow one (default: 3)")
+    parser.add_argument("--concurrent-rounds", type=int, default=5,
+                        help=f"rounds of {CLIENTS} clients at once while a publisher writes; "
+                        "0 skips the case (default: 5)")
+    parser.add_argument("--large", action="store_true",
+                        help="also N = 100000 (writing 100000 .wl files and the broad query "
+                        "take minutes)")
     args = parser.parse_args(argv)
+    if args.large and 100000 not in args.sizes:
+        args.sizes.append(100000)
     if any(n < 100 or n % 100 for n in args.sizes):
         parser.error("--sizes: each N must be a multiple of 100 (10 stations x 10 days)")
     if args.repeats < 1 or args.broad_repeats < 1:
@@ -389,7 +495,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     try:
         for n in args.sizes:
-            rows += bench_size(n, args.repeats, args.broad_repeats, procs)
+            rows += bench_size(n, args.repeats, args.broad_repeats, procs, args.concurrent_rounds)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
@@ -397,7 +503,8 @@ def main(argv: list[str] | None = None) -> int:
         stop(procs)
 
     print(f"\nmedian wall time per findscu/echoscu run (new association each), "
-          f"{args.repeats} repeats (broad: {args.broad_repeats})")
+          f"{args.repeats} repeats (broad: {args.broad_repeats}); conc p50/p95: "
+          f"{CLIENTS} clients at once x {args.concurrent_rounds} rounds during publishes")
     print(f"{'query':8} {'N':>6} {'items':>6} {'mwl-service s':>14} {'wlmscpfs s':>11} "
           f"{'ratio':>6}   (ratio = wlmscpfs / mwl-service; >1: mwl-service faster)")
     for name, n, count, ours, dcmtk in rows:
