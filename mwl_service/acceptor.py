@@ -132,6 +132,8 @@ class MwlAssociationServer(ThreadedAssociationServer):
 
     def _log_refusal(self, host: str, live: int) -> None:
         now = time.monotonic()
+        for quiet in [h for h, (t, n) in self._refused.items() if not n and now - t > 600]:
+            del self._refused[quiet]  # bounded however many hosts were ever refused
         last, count = self._refused.get(host, (-REFUSAL_LOG_INTERVAL, 0))
         count += 1
         if now - last >= REFUSAL_LOG_INTERVAL:

@@ -133,28 +133,24 @@ def test_fast_path_answers_equal_the_standard_path(
     standard = mwl_server(sqlite_url, find_fast_path=False)
     query = mwl_query(sps={"ScheduledStationAETitle": "FAST"})
 
-    syntax, statuses, answers = find_with(
-        fast.host,
-        fast.port,
-        fast.ae_title,
-        query,
-        transfer_syntaxes=transfer_syntaxes,
-        max_pdu=max_pdu,
-    )
+    def find(server):
+        return find_with(
+            server.host,
+            server.port,
+            server.ae_title,
+            query,
+            transfer_syntaxes=transfer_syntaxes,
+            max_pdu=max_pdu,
+        )
+
+    syntax, statuses, answers = find(fast)
     assert fast_sends["count"] == FAST_N + 1  # + the one-answer query
     assert syntax == (ImplicitVRLittleEndian if transfer_syntaxes else ExplicitVRLittleEndian)
     # every answer, then Success exactly once
     assert statuses == [0xFF00] * FAST_N + [0x0000]
 
     fast_sends["count"] = 0
-    _, standard_statuses, expected = find_with(
-        standard.host,
-        standard.port,
-        standard.ae_title,
-        query,
-        transfer_syntaxes=transfer_syntaxes,
-        max_pdu=max_pdu,
-    )
+    _, standard_statuses, expected = find(standard)
     assert fast_sends["count"] == 0
     assert standard_statuses == statuses
     # identical datasets: the raw elements compare byte for byte
