@@ -59,7 +59,24 @@ MAPPABLE_FIELDS = (
     "modality",
     "scheduled_station_ae_title",
     "admission_id",
+    "patient_weight",
+    "patient_size",
+    "medical_alerts",
+    "allergies",
+    "pregnancy_status",
+    "patient_comments",
+    "scheduled_procedure_step_comments",
+    "requesting_physician",
+    "requested_procedure_priority",
 )
+
+# Pregnancy Status (0010,21C0) values, PS3.3 C.7.1.3: stored as these integers.
+PREGNANCY_STATUSES = {1: "not pregnant", 2: "possibly pregnant", 3: "definitely pregnant",
+                      4: "unknown"}
+
+# Several consoles of one room: Scheduled Station AE Title holds up to this many
+# AE titles joined by a backslash (multi-valued AE).
+MAX_STATION_AE_TITLES = 10
 
 
 class UTCDateTime(TypeDecorator):
@@ -95,9 +112,10 @@ class WorklistItem(Base):
     __tablename__ = "worklist_items"
     __table_args__ = (
         UniqueConstraint("source", "booking_id", name="uq_worklist_source_booking"),
-        # C-FIND keys: local date/time ranges per station, modality, patient.
+        # C-FIND keys: local date/time ranges, modality, patient.
         Index("ix_worklist_date_time", "scheduled_start_date", "scheduled_start_time"),
-        Index("ix_worklist_station_date", "scheduled_station_ae_title", "scheduled_start_date"),
+        # No station index: a station matches any of its AE titles (A\B), which no
+        # B-tree serves; station queries come with a date.
         Index("ix_worklist_modality_date", "modality", "scheduled_start_date"),
         Index("ix_worklist_patient_id", "patient_id"),
         Index("ix_worklist_patient_name", "patient_name"),
@@ -116,6 +134,14 @@ class WorklistItem(Base):
     patient_sex: Mapped[str] = mapped_column(String(16), nullable=False, default="")
     other_patient_ids: Mapped[str] = mapped_column(String(64), nullable=False, default="")
     admission_id: Mapped[str] = mapped_column(String(64), nullable=False, default="")
+    # Patient medical (what an MR console needs for SAR limits and safety). DS values
+    # as their DICOM text ("72.5"; kg and m); "" / NULL = unknown, never invented.
+    patient_weight: Mapped[str] = mapped_column(String(16), nullable=False, default="")
+    patient_size: Mapped[str] = mapped_column(String(16), nullable=False, default="")
+    medical_alerts: Mapped[str] = mapped_column(String(64), nullable=False, default="")
+    allergies: Mapped[str] = mapped_column(String(64), nullable=False, default="")
+    pregnancy_status: Mapped[int | None] = mapped_column(Integer, nullable=True)  # 1-4
+    patient_comments: Mapped[str] = mapped_column(Text, nullable=False, default="")
 
     # Requested procedure / imaging service request
     accession_number: Mapped[str] = mapped_column(String(16), nullable=False, unique=True)
@@ -126,19 +152,49 @@ class WorklistItem(Base):
     )
     study_description: Mapped[str] = mapped_column(String(64), nullable=False, default="")
     referring_physician_name: Mapped[str] = mapped_column(String(324), nullable=False, default="")
+    requesting_physician: Mapped[str] = mapped_column(String(324), nullable=False, default="")
+    requested_procedure_priority: Mapped[str] = mapped_column(
+        String(16), nullable=False, default=""
+    )
+    # Requested Procedure Code Sequence; an empty code value = no code.
+    requested_procedure_code_value: Mapped[str] = mapped_column(
+        String(16), nullable=False, default=""
+    )
+    requested_procedure_coding_scheme_designator: Mapped[str] = mapped_column(
+        String(16), nullable=False, default=""
+    )
+    requested_procedure_code_meaning: Mapped[str] = mapped_column(
+        String(64), nullable=False, default=""
+    )
 
     # Scheduled procedure step
     scheduled_procedure_step_id: Mapped[str] = mapped_column(String(16), nullable=False)
     scheduled_procedure_step_description: Mapped[str] = mapped_column(
         String(64), nullable=False, default=""
     )
-    scheduled_station_ae_title: Mapped[str] = mapped_column(String(16), nullable=False, default="")
+    # One AE title, or several joined by a backslash (16 chars each).
+    scheduled_station_ae_title: Mapped[str] = mapped_column(
+        String(17 * MAX_STATION_AE_TITLES - 1), nullable=False, default=""
+    )
     scheduled_station_name: Mapped[str] = mapped_column(String(16), nullable=False, default="")
     scheduled_procedure_step_location: Mapped[str] = mapped_column(
         String(16), nullable=False, default=""
     )
     modality: Mapped[str] = mapped_column(String(16), nullable=False, default="")
     performing_physician_name: Mapped[str] = mapped_column(String(324), nullable=False, default="")
+    scheduled_procedure_step_comments: Mapped[str] = mapped_column(
+        Text, nullable=False, default=""
+    )
+    # Scheduled Protocol Code Sequence (inside the step); an empty code value = no code.
+    scheduled_protocol_code_value: Mapped[str] = mapped_column(
+        String(16), nullable=False, default=""
+    )
+    scheduled_protocol_coding_scheme_designator: Mapped[str] = mapped_column(
+        String(16), nullable=False, default=""
+    )
+    scheduled_protocol_code_meaning: Mapped[str] = mapped_column(
+        String(64), nullable=False, default=""
+    )
     # The absolute instant plus the site zone; date/time are the site-local wall
     # clock (DICOM DA/TM) kept beside it so C-FIND ranges match in SQL.
     scheduled_start_utc: Mapped[dt.datetime] = mapped_column(UTCDateTime, nullable=False)
@@ -300,3 +356,12 @@ def make_engine(url: str | None = None, *, create: bool = True) -> Engine:
     if create:
         Base.metadata.create_all(engine)
     return engine
+
+
+class SourceSyncState(Base):
+    """Per data source: the newest fetch that was published (an older one is refused)."""
+    __tablename__ = "source_sync_state"
+    source: Mapped[str] = mapped_column(String(64), primary_key=True)
+    last_fetched_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, nullable=False)
+    last_published_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, nullable=False)
+    last_run_id: Mapped[str] = mapped_column(String(64), nullable=False, default="")
