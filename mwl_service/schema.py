@@ -225,6 +225,7 @@ EVENT_CANCEL = "cancel"
 EVENT_RESTORE = "restore"
 EVENT_MPPS_CREATE = "mpps_create"
 EVENT_MPPS_SET = "mpps_set"
+EVENT_PURGE = "purge"  # the row (and its MPPS instances) deleted by retention
 
 
 class WorklistHistory(Base):
