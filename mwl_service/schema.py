@@ -343,8 +343,16 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:
     cur.close()
 
 
-def make_engine(url: str | None = None, *, create: bool = True) -> Engine:
-    """Engine for the worklist DB; creates missing tables (idempotent) unless told not to."""
+def make_engine(
+    url: str | None = None, *, create: bool = True, check_schema: bool = True
+) -> Engine:
+    """Engine for the worklist DB.
+
+    ``create``: an empty database gets its tables at the newest schema revision.
+    ``check_schema``: a database at an older revision (e.g. one written by the first
+    release) is refused with :class:`mwl_service.migrate.SchemaOutOfDateError`,
+    whose message names ``calpendo-mwl db upgrade``.
+    """
     db_url = get_db_url(url)
     if db_url.startswith("sqlite"):
         path = db_url.split("///", 1)[1] if "///" in db_url else ""
@@ -354,10 +362,18 @@ def make_engine(url: str | None = None, *, create: bool = True) -> Engine:
         event.listen(engine, "connect", _sqlite_pragmas)
     else:
         engine = create_engine(db_url, pool_pre_ping=True)
-    if create:
-        Base.metadata.create_all(engine)
-    return engine
+    if create or check_schema:
+        from mwl_service import migrate  # imports this module
 
+        try:
+            if create:
+                migrate.create_at_head(engine)
+            if check_schema:
+                migrate.require_current(engine)
+        except Exception:
+            engine.dispose()
+            raise
+    return engine
 
 class SourceSyncState(Base):
     """Per data source: the newest fetch that was published (an older one is refused)."""
