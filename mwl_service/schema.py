@@ -68,6 +68,8 @@ MAPPABLE_FIELDS = (
     "scheduled_procedure_step_comments",
     "requesting_physician",
     "requested_procedure_priority",
+    "requested_contrast_agent",
+    "pre_medication",
 )
 
 # Pregnancy Status (0010,21C0) values, PS3.3 C.7.1.3: stored as these integers.
@@ -185,6 +187,8 @@ class WorklistItem(Base):
     scheduled_procedure_step_comments: Mapped[str] = mapped_column(
         Text, nullable=False, default=""
     )
+    requested_contrast_agent: Mapped[str] = mapped_column(String(64), nullable=False, default="")
+    pre_medication: Mapped[str] = mapped_column(String(64), nullable=False, default="")
     # Scheduled Protocol Code Sequence (inside the step); an empty code value = no code.
     scheduled_protocol_code_value: Mapped[str] = mapped_column(
         String(16), nullable=False, default=""

@@ -65,6 +65,8 @@ ROW_FIELD_VRS: dict[str, str] = {
     "scheduled_procedure_step_id": "SH",
     "scheduled_procedure_step_description": "LO",
     "scheduled_procedure_step_comments": "LT",
+    "requested_contrast_agent": "LO",
+    "pre_medication": "LO",
     "scheduled_protocol_code_value": "SH",
     "scheduled_protocol_coding_scheme_designator": "SH",
     "scheduled_protocol_code_meaning": "LO",

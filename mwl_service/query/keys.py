@@ -116,6 +116,7 @@ _TOP_LEVEL = _catalogue(
 # Inside the ScheduledProcedureStepSequence item.
 _SPS_ITEM = _catalogue(
     _Attr("Modality", "CS", "modality"),
+    _Attr("RequestedContrastAgent", "LO", "requested_contrast_agent", matchable=False),
     _Attr("ScheduledStationAETitle", "AE", "scheduled_station_ae_title", multi_valued=True),
     _Attr("ScheduledProcedureStepStartDate", "DA", "scheduled_start_date"),
     _Attr("ScheduledProcedureStepStartTime", "TM", "scheduled_start_time"),
@@ -128,6 +129,7 @@ _SPS_ITEM = _catalogue(
         code_prefix="scheduled_protocol",
     ),
     _Attr("ScheduledStationName", "SH", "scheduled_station_name"),
+    _Attr("PreMedication", "LO", "pre_medication", matchable=False),
     _Attr("ScheduledProcedureStepLocation", "SH", "scheduled_procedure_step_location"),
     _Attr("ScheduledProcedureStepID", "SH", "scheduled_procedure_step_id"),
     _Attr("ScheduledProcedureStepStatus", "CS", "step_status"),

@@ -1,5 +1,5 @@
 """An MR-ready worklist: patient medical fields, comments, requesting physician,
-priority, the two code sequences, several station AE titles per step, and the
+priority, contrast agent and pre-medication, the two code sequences, several station AE titles per step, and the
 per-source sync state.
 
 Revision ID: 0002
@@ -32,6 +32,8 @@ _TEXT_COLUMNS = (
     ("scheduled_protocol_code_value", sa.String(length=16)),
     ("scheduled_protocol_coding_scheme_designator", sa.String(length=16)),
     ("scheduled_protocol_code_meaning", sa.String(length=64)),
+    ("requested_contrast_agent", sa.String(length=64)),
+    ("pre_medication", sa.String(length=64)),
 )
 
 
