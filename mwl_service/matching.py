@@ -38,18 +38,12 @@ from mwl_service.query import (
     build_select,
     parse_query,
 )
+from mwl_service.query import __all__ as QUERY_API
 
 __all__ = [
-    "ACTIVE_STATUSES",
-    "STATUS_IDENTIFIER_DOES_NOT_MATCH",
-    "STATUS_UNABLE_TO_PROCESS",
-    "QueryError",
-    "ReturnKey",
-    "WorklistQuery",
-    "build_select",
+    *QUERY_API,
     "find_worklist",
     "find_worklist_encoded",
-    "parse_query",
     "row_to_bytes",
     "row_to_dataset",
 ]

@@ -108,6 +108,11 @@ class Base(DeclarativeBase):
     pass
 
 
+def _text(type_) -> Mapped[str]:
+    """A NOT NULL text column whose "" means unknown (or: no code)."""
+    return mapped_column(type_, nullable=False, default="")
+
+
 class WorklistItem(Base):
     """One scheduled procedure step per booking per source."""
 
@@ -138,12 +143,12 @@ class WorklistItem(Base):
     admission_id: Mapped[str] = mapped_column(String(64), nullable=False, default="")
     # Patient medical (what an MR console needs for SAR limits and safety). DS values
     # as their DICOM text ("72.5"; kg and m); "" / NULL = unknown, never invented.
-    patient_weight: Mapped[str] = mapped_column(String(16), nullable=False, default="")
-    patient_size: Mapped[str] = mapped_column(String(16), nullable=False, default="")
-    medical_alerts: Mapped[str] = mapped_column(String(64), nullable=False, default="")
-    allergies: Mapped[str] = mapped_column(String(64), nullable=False, default="")
+    patient_weight: Mapped[str] = _text(String(16))
+    patient_size: Mapped[str] = _text(String(16))
+    medical_alerts: Mapped[str] = _text(String(64))
+    allergies: Mapped[str] = _text(String(64))
     pregnancy_status: Mapped[int | None] = mapped_column(Integer, nullable=True)  # 1-4
-    patient_comments: Mapped[str] = mapped_column(Text, nullable=False, default="")
+    patient_comments: Mapped[str] = _text(Text)
 
     # Requested procedure / imaging service request
     accession_number: Mapped[str] = mapped_column(String(16), nullable=False, unique=True)
@@ -154,20 +159,12 @@ class WorklistItem(Base):
     )
     study_description: Mapped[str] = mapped_column(String(64), nullable=False, default="")
     referring_physician_name: Mapped[str] = mapped_column(String(324), nullable=False, default="")
-    requesting_physician: Mapped[str] = mapped_column(String(324), nullable=False, default="")
-    requested_procedure_priority: Mapped[str] = mapped_column(
-        String(16), nullable=False, default=""
-    )
+    requesting_physician: Mapped[str] = _text(String(324))
+    requested_procedure_priority: Mapped[str] = _text(String(16))
     # Requested Procedure Code Sequence; an empty code value = no code.
-    requested_procedure_code_value: Mapped[str] = mapped_column(
-        String(16), nullable=False, default=""
-    )
-    requested_procedure_coding_scheme_designator: Mapped[str] = mapped_column(
-        String(16), nullable=False, default=""
-    )
-    requested_procedure_code_meaning: Mapped[str] = mapped_column(
-        String(64), nullable=False, default=""
-    )
+    requested_procedure_code_value: Mapped[str] = _text(String(16))
+    requested_procedure_coding_scheme_designator: Mapped[str] = _text(String(16))
+    requested_procedure_code_meaning: Mapped[str] = _text(String(64))
 
     # Scheduled procedure step
     scheduled_procedure_step_id: Mapped[str] = mapped_column(String(16), nullable=False)
@@ -184,21 +181,13 @@ class WorklistItem(Base):
     )
     modality: Mapped[str] = mapped_column(String(16), nullable=False, default="")
     performing_physician_name: Mapped[str] = mapped_column(String(324), nullable=False, default="")
-    scheduled_procedure_step_comments: Mapped[str] = mapped_column(
-        Text, nullable=False, default=""
-    )
-    requested_contrast_agent: Mapped[str] = mapped_column(String(64), nullable=False, default="")
-    pre_medication: Mapped[str] = mapped_column(String(64), nullable=False, default="")
+    scheduled_procedure_step_comments: Mapped[str] = _text(Text)
+    requested_contrast_agent: Mapped[str] = _text(String(64))
+    pre_medication: Mapped[str] = _text(String(64))
     # Scheduled Protocol Code Sequence (inside the step); an empty code value = no code.
-    scheduled_protocol_code_value: Mapped[str] = mapped_column(
-        String(16), nullable=False, default=""
-    )
-    scheduled_protocol_coding_scheme_designator: Mapped[str] = mapped_column(
-        String(16), nullable=False, default=""
-    )
-    scheduled_protocol_code_meaning: Mapped[str] = mapped_column(
-        String(64), nullable=False, default=""
-    )
+    scheduled_protocol_code_value: Mapped[str] = _text(String(16))
+    scheduled_protocol_coding_scheme_designator: Mapped[str] = _text(String(16))
+    scheduled_protocol_code_meaning: Mapped[str] = _text(String(64))
     # The absolute instant plus the site zone; date/time are the site-local wall
     # clock (DICOM DA/TM) kept beside it so C-FIND ranges match in SQL.
     scheduled_start_utc: Mapped[dt.datetime] = mapped_column(UTCDateTime, nullable=False)
