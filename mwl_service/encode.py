@@ -91,7 +91,6 @@ class _Plan:
 
     top: tuple[tuple[Any, ...], ...]
     scs_at: int
-    implicit_vr: bool
     codec: str | None
     charset_term: str
 
@@ -143,7 +142,6 @@ def _plan(query: WorklistQuery, implicit_vr: bool) -> _Plan:
         plan = query.plans[implicit_vr] = _Plan(
             top=_steps(keys, query.index, implicit_vr),
             scs_at=sum(1 for k in keys if k.tag < SCS_TAG),
-            implicit_vr=implicit_vr,
             codec=codec,
             charset_term=term if codec else _UTF8,
         )
@@ -215,7 +213,7 @@ def _encode_values(
             continue
         elif kind == _K_US:
             v = values[idx]
-            out.append(b"" if v is None else _PACK_H(int(v)))
+            out.append(b"" if v is None or v == "" else _PACK_H(int(v)))
             continue
         else:
             out.append(b"")

@@ -1,7 +1,8 @@
 """The worklist database: the one definition of its tables, identifiers and engine.
 
 mwl_service owns this schema; the Dagster assets import it. Nothing else defines
-these columns.
+these columns. Its versions are the Alembic revisions in ``mwl_service/migrations``
+(see :mod:`mwl_service.migrate`): a change here needs a new revision there.
 """
 
 from __future__ import annotations
@@ -100,6 +101,23 @@ class UTCDateTime(TypeDecorator):
         return value.replace(tzinfo=dt.timezone.utc)
 
 
+class OptionalInt(TypeDecorator):
+    """An integer column whose "unknown" is NULL in the database and "" in Python,
+    as for the text columns: a row says "unknown" the same way for every field.
+    Digit strings bind as their integer."""
+
+    impl = Integer
+    cache_ok = True
+
+    def process_bind_param(self, value, dialect):
+        if value is None or (isinstance(value, str) and not value.strip()):
+            return None
+        return int(value)
+
+    def process_result_value(self, value, dialect):
+        return "" if value is None else value
+
+
 def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc)
 
@@ -147,7 +165,8 @@ class WorklistItem(Base):
     patient_size: Mapped[str] = _text(String(16))
     medical_alerts: Mapped[str] = _text(String(64))
     allergies: Mapped[str] = _text(String(64))
-    pregnancy_status: Mapped[int | None] = mapped_column(Integer, nullable=True)  # 1-4
+    # 1-4 (PREGNANCY_STATUSES); "" = unknown, stored as NULL.
+    pregnancy_status: Mapped[int | str] = mapped_column(OptionalInt, nullable=True)
     patient_comments: Mapped[str] = _text(Text)
 
     # Requested procedure / imaging service request

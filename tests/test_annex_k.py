@@ -18,7 +18,7 @@ import pytest
 from pydicom import Dataset
 from pydicom.dataelem import DataElement
 from pynetdicom.dsutils import decode, encode
-from sqlalchemy import insert
+from sqlalchemy import insert, select
 
 from mwl_service import schema
 from mwl_service.matching import build_select, find_worklist, parse_query, row_to_bytes, row_to_dataset
@@ -319,3 +319,17 @@ def test_station_from_calling_aet_answers_only_the_callers_steps(sqlite_url, mwl
     named = ["AccessionNumber", "(0040,0100)[0].ScheduledStationAETitle=OTHER"]
     (b,) = run_findscu(server.host, server.port, SERVER_AET, named, calling_aet="CONSOLE_A")
     assert b.ScheduledProcedureStepSequence[0].ScheduledStationAETitle == "OTHER"
+
+
+def test_unknown_pregnancy_status_is_null_in_the_database(engine):
+    with engine.begin() as conn:
+        conn.execute(insert(WorklistItem).values(**make_row("301", "20260310", "080000",
+                                                            pregnancy_status="")))
+        conn.execute(insert(WorklistItem).values(**make_row("302", "20260310", "090000",
+                                                            pregnancy_status="2")))
+        stored = conn.exec_driver_sql(
+            "SELECT booking_id, pregnancy_status FROM worklist_items ORDER BY booking_id").all()
+        read = conn.execute(select(WorklistItem.pregnancy_status)
+                            .order_by(WorklistItem.booking_id)).scalars().all()
+    assert [tuple(r) for r in stored] == [("301", None), ("302", 2)]
+    assert read == ["", 2]  # "" = unknown, as for the text fields

@@ -147,7 +147,7 @@ def test_release_1_database_is_refused_upgraded_and_keeps_everything(db_url):
             schema.WorklistItem.patient_weight, schema.WorklistItem.pregnancy_status,
             schema.WorklistItem.scheduled_protocol_code_value,
         )).all()
-        assert new_fields == [("", None, "")] * 2
+        assert new_fields == [("", "", "")] * 2  # unknown; pregnancy_status NULL
     # The widened column holds a two-console station (PostgreSQL enforces lengths).
     with engine.begin() as conn:
         conn.execute(schema.WorklistItem.__table__.update().values(
