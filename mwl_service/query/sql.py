@@ -147,6 +147,7 @@ def _glob_pattern(pattern: str) -> str:
 def column(name: str) -> ColumnElement[Any]:
     return WorklistItem.__table__.c[name]
 
+
 # ---------------------------------------------------------------- conditions
 
 
@@ -154,7 +155,7 @@ def _contains_value(col: ColumnElement[Any], pattern: str) -> ColumnElement[bool
     """One of the backslash-separated values of ``col`` matches ``pattern``.
 
     A ``*`` in the pattern may span a separator (``M*1`` matches ``MX\\CT1``): SQL
-    patterns cannot exclude a character, and AE patterns that long are rare.
+    patterns cannot exclude a character, and such AE patterns are rare.
     """
     return _WildcardMatch(literal("\\", String()) + col + literal("\\", String()),
                           "*\\" + pattern + "\\*")

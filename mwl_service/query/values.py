@@ -27,7 +27,6 @@ from mwl_service.query.errors import QueryError
 SCS_TAG = 0x00080005  # SpecificCharacterSet
 
 
-
 def _decoded_values(ds: Dataset, tag: int, charset: str | list[str]) -> list[str]:
     """The element's values as stripped strings; [] when zero length."""
     raw = ds.get_item(tag)
