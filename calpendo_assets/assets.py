@@ -143,7 +143,7 @@ def build_source_assets(
             booking_details.fetch.complete,
             sync.present_ids(worklist_rows, booking_details),
         )
-        reasons = [{"booking_id": c["booking_id"], "reason": c["reason"]} for c in plan.cancels]
+        reasons = [{"booking_id": c.booking_id, "reason": c.reason} for c in plan.cancels]
         meta = {
             **plan.counts(),
             "vanished_fraction": round(plan.vanished_fraction, 3),

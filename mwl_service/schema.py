@@ -300,3 +300,12 @@ def make_engine(url: str | None = None, *, create: bool = True) -> Engine:
     if create:
         Base.metadata.create_all(engine)
     return engine
+
+
+class SourceSyncState(Base):
+    """Per data source: the newest fetch that was published (an older one is refused)."""
+    __tablename__ = "source_sync_state"
+    source: Mapped[str] = mapped_column(String(64), primary_key=True)
+    last_fetched_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, nullable=False)
+    last_published_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, nullable=False)
+    last_run_id: Mapped[str] = mapped_column(String(64), nullable=False, default="")
