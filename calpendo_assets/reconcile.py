@@ -426,18 +426,6 @@ def _frame_ids(frame) -> list[str]:
     return [str(r["booking_id"]) for r in frame]
 
 
-def plan_against_db(
-    engine: Engine,
-    source_name: str,
-    frame,
-    window,
-    fetch_complete: bool,
-    present_ids: Iterable[str],
-) -> ReconciliationPlan:
-    """The plan against the current database, read-only."""
-    return reconcile(engine, source_name, frame, window, fetch_complete, present_ids).plan
-
-
 @dataclass
 class PublishResult:
     inserted: int = 0
@@ -665,21 +653,16 @@ def reconcile(
 def publish(
     engine: Engine,
     source_name: str,
-    frame,
-    window,
-    fetch_complete: bool,
-    present_ids: Iterable[str],
-    *,
+    *rows,
     max_cancel_fraction: float | None = None,
     min_cancel_guard_rows: int = 5,
-    run_id: str | None = None,
-    now: dt.datetime | None = None,
-    fetched_at: dt.datetime | None = None,
+    **options,
 ) -> PublishResult:
-    """Plan and publish in one transaction with only the mass-cancellation guard (scripts).
+    """`reconcile` with only the mass-cancellation guard as approval (scripts, benchmarks).
 
-    Raises `MassCancellationError` when the guard trips and `StaleFetchError` when a
-    newer fetch is already published; nothing is written then.
+    `rows` and `options` (run_id, now, fetched_at) as for `reconcile`. Raises
+    `MassCancellationError` when the guard trips and `StaleFetchError` when a newer
+    fetch is already published; nothing is written then.
     """
 
     def guard(plan: ReconciliationPlan) -> bool:
@@ -688,10 +671,7 @@ def publish(
             raise MassCancellationError(problem)
         return True
 
-    done = reconcile(
-        engine, source_name, frame, window, fetch_complete, present_ids,
-        approve=guard, fetched_at=fetched_at, run_id=run_id, now=now,
-    )
+    done = reconcile(engine, source_name, *rows, approve=guard, **options)
     if done.published is None:
         raise StaleFetchError(done.refused)
     return done.published

@@ -22,7 +22,6 @@ from calpendo_assets.reconcile import (
     StaleFetchError,
     load_existing,
     mass_cancellation_problem,
-    plan_against_db,
     plan_reconciliation,
     publish,
     reconcile,
@@ -404,7 +403,7 @@ def test_guard_counts_only_the_vanished_share(engine):
 def test_publish_replans_inside_its_transaction(engine):
     sync(engine, [booking(1), booking(2, hour=11)])
     result = bookings_to_rows([booking(2, hour=11)], SOURCE)
-    plan = plan_against_db(engine, SOURCE.name, result.frame, WINDOW, True, result.present_ids)
+    plan = reconcile(engine, SOURCE.name, result.frame, WINDOW, True, result.present_ids).plan
     assert [c.booking_id for c in plan.cancels] == ["1"]
     set_mpps(engine, 1, IN_PROGRESS)  # the scanner starts between plan and publish
     published = publish(engine, SOURCE.name, result.frame, WINDOW, True, result.present_ids)
@@ -453,11 +452,11 @@ def test_reconcile_plans_once_and_publishes_only_what_was_approved(engine):
     assert rows(engine)["1"]["scheduled_start_time"] == "130000"
 
 
-def test_plan_against_db_is_read_only(engine):
+def test_reconcile_without_approval_is_read_only(engine):
     sync(engine, [booking(1)])
     before = snapshot(engine)
     result = bookings_to_rows([booking(2)], SOURCE)
-    plan = plan_against_db(engine, SOURCE.name, result.frame, WINDOW, True, result.present_ids)
+    plan = reconcile(engine, SOURCE.name, result.frame, WINDOW, True, result.present_ids).plan
     assert plan.counts()["inserts"] == 1 and plan.counts()["cancels_missing"] == 1
     assert snapshot(engine) == before
 
