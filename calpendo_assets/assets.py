@@ -19,8 +19,7 @@ import pandas as pd
 import requests
 
 from calpendo_assets import checks, sync
-from calpendo_assets.calpendo_api import CalpendoAuthError
-from calpendo_assets.config import ConfigError, DataSource
+from calpendo_assets.config import DataSource
 from calpendo_assets.reconcile import ReconciliationPlan, reconcile
 from calpendo_assets.resources import CalpendoResource, WorklistDatabase
 
@@ -89,11 +88,10 @@ def _transient(exc: BaseException) -> bool:
 def _fetch(
     context: dg.AssetExecutionContext, source: DataSource, calpendo: CalpendoResource
 ) -> sync.FetchedWindow:
-    """The window, or a clear step failure; only transient errors are retried."""
+    """The window, or a clear step failure; only transient errors are retried
+    (a refused password or a bad answer would fail the same way again)."""
     try:
         return calpendo.fetch(source, logger=context.log)
-    except (CalpendoAuthError, ConfigError) as exc:
-        raise dg.Failure(description=str(exc), allow_retries=False) from exc
     except Exception as exc:
         policy = context.op_def.retry_policy
         retries_left = policy is not None and context.retry_number < policy.max_retries
