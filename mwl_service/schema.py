@@ -387,6 +387,7 @@ def make_engine(
             raise
     return engine
 
+
 class SourceSyncState(Base):
     """Per data source: the newest fetch that was published (an older one is refused)."""
     __tablename__ = "source_sync_state"

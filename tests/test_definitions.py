@@ -31,6 +31,9 @@ def test_names_per_data_source(tmp_path):
         assert set(job.asset_layer.selected_asset_keys) == keys
         assert defs.resolve_schedule_def(f"{name}_schedule").job_name == f"{name}_sync"
         assert defs.resolve_sensor_def(f"{name}_sensor").job_name == f"{name}_sync"
+        # One step, one pool per source: the publish limit of dagster.yaml applies.
+        assert job.graph.pools == {f"calpendo_mwl_{name}"}
+        assert {graph.get(k).group_name for k in keys} == {name}
         checks = {k.name for k in graph.asset_check_keys if k.asset_key.path[0] == name}
         assert checks == {
             "required_fields_present",
