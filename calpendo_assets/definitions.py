@@ -1,5 +1,6 @@
 """Dagster code location: one sync (five assets, four checks), job, schedule and
-sensor per enabled data source in the CALPENDO_MWL_CONFIG file."""
+sensor per enabled data source in the CALPENDO_MWL_CONFIG file, plus the daily
+worklist retention job."""
 
 import dagster as dg
 
@@ -7,10 +8,13 @@ from calpendo_assets.assets import build_source_assets
 from calpendo_assets.automation import build_job, build_schedule, build_sensor
 from calpendo_assets.config import DataSource, enabled_sources, load_config
 from calpendo_assets.resources import WorklistDatabase, calpendo_from_env
+from calpendo_assets.retention_job import build_retention_defs
 
 
 def build_definitions(sources: list[DataSource], **asset_options) -> dg.Definitions:
-    assets, jobs, schedules, sensors = [], [], [], []
+    # Retention is per worklist database, not per source: one job for all of them.
+    retention_job, retention_schedule = build_retention_defs()
+    assets, jobs, schedules, sensors = [], [retention_job], [retention_schedule], []
     for source in sources:
         assets.append(build_source_assets(source, **asset_options))
         job = build_job(source)

@@ -43,6 +43,15 @@ def test_names_per_data_source(tmp_path):
         }
 
 
+def test_the_retention_job_and_its_schedule_are_in_the_code_location(tmp_path):
+    path, _ = shipped_config_for("http://127.0.0.1:9", tmp_path)
+    defs = build_definitions([s for s in load_config(str(path)) if s.enabled])
+    assert defs.resolve_job_def("worklist_retention").name == "worklist_retention"
+    schedule = defs.resolve_schedule_def("worklist_retention_schedule")
+    assert schedule.job_name == "worklist_retention"
+    assert schedule.default_status == dg.DefaultScheduleStatus.RUNNING
+
+
 def test_dg_check_defs_with_the_shipped_config():
     dg_cli = str(Path(sys.executable).parent / "dg")
     env = {k: v for k, v in os.environ.items() if k != "CALPENDO_MWL_CONFIG"}
