@@ -10,7 +10,7 @@ import datetime as dt
 import logging
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import pandas as pd
 from sqlalchemy.engine import Engine
@@ -36,9 +36,22 @@ class FetchedWindow:
     fetched_at: dt.datetime
 
 
-def make_client(source: DataSource, env: Mapping[str, str] = os.environ, logger=None):
-    """A Calpendo client for `source`; credentials only from the environment."""
-    user, password = credentials(source, env)
+@dataclass(frozen=True)
+class Credentials:
+    """Calpendo HTTP Basic credentials (the password never appears in a repr)."""
+
+    username: str
+    password: str = field(repr=False)
+
+
+def make_client(
+    source: DataSource,
+    env: Mapping[str, str] = os.environ,
+    logger=None,
+    creds: Credentials | None = None,
+):
+    """A Calpendo client for `source`; credentials given, else from the environment."""
+    user, password = (creds.username, creds.password) if creds else credentials(source, env)
     settings = HttpSettings(
         timeout=source.timeout,
         retries=source.retries,
@@ -79,6 +92,31 @@ def enrich(client: CalpendoClient, source: DataSource, raw: FetchedWindow) -> Fe
         fetch_statuses(source),
     )
     return FetchedWindow(raw.source, raw.window, fetch, raw.fetched_at)
+
+
+def fetch(
+    source: DataSource,
+    credentials: Credentials | None = None,
+    now: dt.datetime | None = None,
+    logger=None,
+) -> FetchedWindow:
+    """The whole fetch of the window: the window query plus details and operators."""
+    with make_client(source, logger=logger, creds=credentials) as client:
+        return enrich(client, source, fetch_raw(client, source, now))
+
+
+def fingerprint(
+    source: DataSource,
+    credentials: Credentials | None = None,
+    now: dt.datetime | None = None,
+    logger=None,
+) -> str:
+    """One cheap query of the window whose answer changes when any booking in it does."""
+    window = booking_window(source, now or dt.datetime.now(dt.timezone.utc))
+    with make_client(source, logger=logger, creds=credentials) as client:
+        return client.fingerprint(
+            _site_local(window.start), _site_local(window.end), fetch_statuses(source)
+        )
 
 
 def _site_local(instant: dt.datetime) -> dt.datetime:

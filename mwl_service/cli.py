@@ -10,6 +10,7 @@ import threading
 from collections.abc import Sequence
 
 from mwl_service import schema
+from mwl_service.retention import DEFAULT_OFFER_PAST_DAYS
 from mwl_service.server import (
     DEFAULT_ACSE_TIMEOUT,
     DEFAULT_AE_TITLE,
@@ -22,8 +23,8 @@ from mwl_service.server import (
     LOGGED_VALUE_LENGTH,
     ServerConfig,
     start_server,
-    validate_ae_title,
 )
+from mwl_service.vr import validate_ae_title
 
 LOG = logging.getLogger("mwl_service.cli")
 
@@ -83,7 +84,16 @@ def _int_at_least(minimum: int):
 
 
 _positive_int = _int_at_least(1)
-_non_negative_int = _int_at_least(0)
+
+
+def _days(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of days: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more days: {text!r}")
+    return value
 
 
 def _port(text: str) -> int:
@@ -221,12 +231,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--offer-past-days",
-        type=_non_negative_int,
-        default=None,
+        type=_days,
+        default=DEFAULT_OFFER_PAST_DAYS,
         metavar="DAYS",
-        help="offer steps scheduled up to DAYS days in the past as work unless the "
-        "query's date range asks for older ones (default: the worklist's retention "
-        "setting, see the README's 'Retention')",
+        help="a step that started more than DAYS days ago is not offered as work to a "
+        "query without a Scheduled Procedure Step Start Date; a query naming its date "
+        f"still finds it (default: {DEFAULT_OFFER_PAST_DAYS:g})",
     )
     parser.add_argument(
         "--tls-cert",

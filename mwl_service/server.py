@@ -33,11 +33,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from pydicom import config as pydicom_config
 from pydicom.datadict import dictionary_VR, keyword_for_tag
 from pydicom.dataset import Dataset
 from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
-from pydicom.valuerep import validate_value
 from pynetdicom import AE, _config, evt
 from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     ModalityPerformedProcedureStep,
@@ -52,6 +50,8 @@ from mwl_service import mpps, schema
 from mwl_service.acceptor import MwlAssociationServer
 from mwl_service.fastpath import PeerStalled, fast_responses
 from mwl_service.matching import QueryError, find_worklist, find_worklist_encoded
+from mwl_service.retention import DEFAULT_OFFER_PAST_DAYS
+from mwl_service.vr import validate_ae_title
 
 LOG = logging.getLogger("mwl_service.server")
 
@@ -115,16 +115,17 @@ class ServerConfig:
     dimse_timeout: float | None = DEFAULT_DIMSE_TIMEOUT
     request_timeout: float | None = DEFAULT_REQUEST_TIMEOUT
     max_results: int | None = None  # cap on C-FIND answers per query
-    # Scheduled Station AE Title left universal: answer only the caller's steps.
-    station_from_calling_aet: bool = False
-    # Days of past steps offered as work; None: the matcher's default.
-    offer_past_days: int | None = None
     tls_cert: str | None = None
     tls_key: str | None = None
     tls_ca: str | None = None  # given: clients must present a certificate it signed
     # Send C-FIND Pending responses through PendingFindResponses (False: always
     # pynetdicom's per-response path; tests compare the two).
     find_fast_path: bool = True
+    # A query that leaves Scheduled Station AE Title universal gets the calling AE
+    # title's steps only (for consoles that never send their own AE title).
+    station_from_calling_aet: bool = False
+    # Steps that started longer ago are not offered unless the query has a date.
+    offer_past_days: float | None = DEFAULT_OFFER_PAST_DAYS
 
     @property
     def tls(self) -> bool:
@@ -135,21 +136,6 @@ class ServerConfig:
         if self.max_connections_per_host is not None:
             return int(self.max_connections_per_host)
         return max(1, -(-int(self.max_associations) // 2))
-
-
-def validate_ae_title(value: str, what: str = "AE title") -> str:
-    """An AE title per PS3.5 (AE VR, pydicom's validator): 1-16 characters of
-    printable ASCII; a single value, so no backslash."""
-    title = value.strip()
-    try:
-        if not title or "\\" in title:
-            raise ValueError(title)
-        validate_value("AE", title, pydicom_config.RAISE)
-    except ValueError:
-        raise ValueError(
-            f"{what} must be 1 to 16 characters of printable ASCII without '\\': {value!r}"
-        ) from None
-    return title
 
 
 def make_ssl_context(config: ServerConfig) -> ssl.SSLContext | None:
@@ -272,15 +258,15 @@ def handle_echo(event: Any) -> int:
 
 
 def matcher_options(event: Any, config: ServerConfig) -> dict[str, Any]:
-    """The matcher's keyword options this server's settings ask for: the calling AE
-    title as the station (``--station-from-calling-aet``) and how many days of past
-    steps are offered as work (``--offer-past-days``)."""
-    options: dict[str, Any] = {"limit": config.max_results}
-    if config.station_from_calling_aet:
-        options["calling_station"] = (event.assoc.requestor.ae_title or "").strip()
-    if config.offer_past_days is not None:
-        options["offer_past_days"] = int(config.offer_past_days)
-    return options
+    """The matcher's keyword options this server's settings ask for: the answer
+    limit, the calling AE title as the station (``--station-from-calling-aet``) and
+    how many days of past steps are offered as work (``--offer-past-days``)."""
+    calling = (event.assoc.requestor.ae_title or "").strip()
+    return {
+        "limit": config.max_results,
+        "calling_station": calling if config.station_from_calling_aet and calling else None,
+        "offer_past_days": config.offer_past_days,
+    }
 
 
 def handle_find(event: Any, engine: Engine, config: ServerConfig) -> Iterator[tuple[Any, Any]]:
