@@ -568,9 +568,9 @@ def test_logged_values_are_cut(sqlite_url, mwl_service_process):
     """A 100 kB station AE title query gives a short log line, not a 100 kB one."""
     service = mwl_service_process(sqlite_url)
     long_title = "A" * 100_000
-    with pytest.warns(UserWarning):  # pydicom: value too long for AE
+    with pytest.warns(UserWarning):  # pydicom: too long for AE, written as UN
         query = mwl_query(sps={"ScheduledStationAETitle": long_title})
-    pynetdicom_find(service.host, service.port, service.ae_title, query)
+        pynetdicom_find(service.host, service.port, service.ae_title, query)
     assert service.stop() == 0
     log = service.output()
     assert "ScheduledStationAETitle=" + "A" * 64 + "...(100000 characters)" in log
