@@ -371,11 +371,14 @@ def bench_size(n: int, repeats: int, broad_repeats: int, procs: list[subprocess.
 
         ours_port, dcmtk_port = free_port(), free_port()
         # All clients come from 127.0.0.1: allow them all (the per-host default is
-        # half of --max-associations).
+        # half of --max-associations). The items lie in a fixed past window, and
+        # wlmscpfs offers every step: offer them all as work too.
+        past_days = (dt.date.today() - FIRST_DAY).days + 1
         ours_cmd = [str(BIN / "mwl-service"), "--db-url", f"sqlite:///{workdir / 'worklist.db'}",
                     "--ae-title", OUR_AET, "--host", "127.0.0.1", "--port", str(ours_port),
                     "--max-associations", str(2 * CLIENTS),
-                    "--max-connections-per-host", str(2 * CLIENTS), "--log-level", "WARNING"]
+                    "--max-connections-per-host", str(2 * CLIENTS),
+                    "--offer-past-days", str(max(0, past_days)), "--log-level", "WARNING"]
         # -csk: answer with the files' ISO_IR 192 (non-ASCII names), as mwl-service does.
         dcmtk_cmd = ["wlmscpfs", "-csk", "-dfp", str(workdir / "wlistdb"), str(dcmtk_port)]
         for cmd in (ours_cmd, dcmtk_cmd):

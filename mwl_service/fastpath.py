@@ -55,6 +55,7 @@ PEER_READ_WAIT = 0.05  # seconds
 _DUL_DRAIN_POLL = 0.0002  # seconds between queue checks while waiting
 
 _warned = False
+_SENT_EVENTS = (evt.EVT_DIMSE_SENT, evt.EVT_PDU_SENT, evt.EVT_DATA_SENT)
 
 
 class PeerStalled(Exception):
@@ -241,15 +242,16 @@ def fast_responses(
 ) -> PendingFindResponses | None:
     """A PendingFindResponses for this C-FIND event, or None for pynetdicom's standard
     path: when disabled, when pynetdicom logs each response identifier (DEBUG) or
-    someone listens to each DIMSE message sent, for a transfer syntax other than
-    Explicit or Implicit VR Little Endian, or when the association internals are not
-    as expected (logged once)."""
+    someone listens to each DIMSE message, PDU or byte sent, for a transfer syntax
+    other than Explicit or Implicit VR Little Endian, or when the association
+    internals are not as expected (logged once)."""
     global _warned
     if not enabled or _config.LOG_RESPONSE_IDENTIFIERS:
         return None
     try:
         assoc = event.assoc
-        if assoc.get_handlers(evt.EVT_DIMSE_SENT):
+        # Someone watching what is sent would miss the answers we write ourselves.
+        if any(assoc.get_handlers(e) for e in _SENT_EVENTS):
             return None
         context = event.context
         if context.transfer_syntax not in (ExplicitVRLittleEndian, ImplicitVRLittleEndian):

@@ -3,8 +3,9 @@
 The handlers here only wire pynetdicom to the worklist database:
 * C-FIND asks :func:`mwl_service.matching.find_worklist_encoded` (a pure
   query-to-results function) and streams its answers, one pooled connection per
-  query, through :mod:`mwl_service.fastpath` (already encoded answers straight onto
-  the association's DUL queue; the final status is left to pynetdicom). With
+  query, through :mod:`mwl_service.fastpath` (already encoded answers framed as
+  pynetdicom would, several per socket write; the final status is left to
+  pynetdicom). With
   pynetdicom's identifier logging on (DEBUG), or when the association internals are
   not as expected, the handler yields datasets from
   :func:`~mwl_service.matching.find_worklist` the standard way instead;
