@@ -11,7 +11,7 @@ import dagster as dg
 import pandas as pd
 
 from calpendo_assets import sync
-from calpendo_assets.calpendo_api import CalpendoAuthError
+from calpendo_assets.sources.errors import AuthRefusedError as CalpendoAuthError
 from calpendo_assets.config import ConfigError, DataSource
 from calpendo_assets.reconcile import ReconciliationPlan, plan_against_db
 from calpendo_assets.resources import WorklistDatabase

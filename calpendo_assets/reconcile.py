@@ -38,7 +38,7 @@ import pandas as pd
 from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.engine import Connection, Engine
 
-from calpendo_assets.transform import (
+from calpendo_assets.rows.model import (
     HASH_COLUMNS,
     SYNC_COLUMNS,
     VANISHED_REASON,

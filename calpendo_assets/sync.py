@@ -1,7 +1,9 @@
-"""One sync, step by step, in plain Python (no Dagster).
+"""One sync, step by step, in plain Python (no Dagster): the seam the Dagster layer calls.
 
-The Dagster assets call these steps one per asset; the benchmark and the CLI-free
-tests call `run_sync`, which chains the same steps in one process.
+`fetch` reads a source's window through its plugin, `transform` maps the records to
+worklist rows, `publish_rows` reconciles and writes them in one transaction. The
+sensor calls `fingerprint`. The benchmark and scripts call `run_sync`, which chains
+the same steps in one process.
 """
 
 from __future__ import annotations
@@ -15,20 +17,30 @@ from dataclasses import dataclass
 import pandas as pd
 from sqlalchemy.engine import Engine
 
-from calpendo_assets.calpendo_api import OPERATOR_PATH, CalpendoClient, FetchResult, HttpSettings
-from calpendo_assets.config import DataSource, Window, booking_window, credentials
+from calpendo_assets.config import DataSource, Window, booking_window, credentials as env_pair
 from calpendo_assets.reconcile import PublishResult, publish
-from calpendo_assets.transform import TransformResult, bookings_to_rows, present_booking_ids
+from calpendo_assets.rows.mapping import bookings_to_rows
+from calpendo_assets.rows.model import TransformResult, present_booking_ids
+from calpendo_assets.sources.base import Credentials, FetchResult
+from calpendo_assets.sources.calpendo import plugin as calpendo
 
 log = logging.getLogger(__name__)
 
-# Calpendo's documented enum values for bookings that will not happen.
-ENDED_STATUSES = ("CANCELLED", "DENIED")
+__all__ = [
+    "Credentials",
+    "FetchedWindow",
+    "fetch",
+    "fingerprint",
+    "transform",
+    "present_ids",
+    "publish_rows",
+    "run_sync",
+]
 
 
 @dataclass
 class FetchedWindow:
-    """What one fetch saw: the window asked for and Calpendo's answer."""
+    """What one fetch saw: the window asked for and the source's answer."""
 
     source: str
     window: Window
@@ -36,59 +48,36 @@ class FetchedWindow:
     fetched_at: dt.datetime
 
 
-def make_client(source: DataSource, env: Mapping[str, str] = os.environ, logger=None):
-    """A Calpendo client for `source`; credentials only from the environment."""
-    user, password = credentials(source, env)
-    settings = HttpSettings(
-        timeout=source.timeout,
-        retries=source.retries,
-        backoff_factor=source.backoff_factor,
-        max_workers=source.max_workers,
-    )
-    return CalpendoClient(source.base_url, user, password, settings, logger=logger)
+def _now(now: dt.datetime | None) -> dt.datetime:
+    return now or dt.datetime.now(dt.timezone.utc)
 
 
-def fetch_statuses(source: DataSource) -> tuple[str, ...]:
-    """The status filter plus cancelled/denied, so those rows are discontinued with
-    Calpendo's own reason instead of a generic "vanished"."""
-    return tuple(dict.fromkeys([*source.status_filter, *ENDED_STATUSES]))
-
-
-def fetch_raw(
-    client: CalpendoClient, source: DataSource, now: dt.datetime | None = None
+def fetch(
+    source: DataSource,
+    credentials: Credentials | None = None,
+    now: dt.datetime | None = None,
+    logger=None,
 ) -> FetchedWindow:
-    """The window query: every needed field (bulk) or just the ids (per booking)."""
-    now = now or dt.datetime.now(dt.timezone.utc)
+    """The whole fetch of the source's window (for Calpendo including the per-booking
+    detail and operator queries). Raises `sources.errors.SourceError` (see ``transient``).
+
+    ``credentials=None``: a plugin that needs them reads CALPENDO_USERNAME/PASSWORD.
+    """
+    now = _now(now)
     window = booking_window(source, now)
-    fetch = client.list_bookings(
-        _site_local(window.start),
-        _site_local(window.end),
-        fetch_statuses(source),
-        strategy=source.fetch_strategy,
-        extra_paths=_extra_paths(source),
-    )
-    return FetchedWindow(source.name, window, fetch, now)
+    result = source.plugin.fetch_entries(source, window, credentials, logger or log)
+    return FetchedWindow(source.name, window, result, now)
 
 
-def enrich(client: CalpendoClient, source: DataSource, raw: FetchedWindow) -> FetchedWindow:
-    """Per-booking detail fetches (that strategy only) plus the MRIScan operators."""
-    fetch = client.complete_bookings(
-        raw.fetch,
-        _site_local(raw.window.start),
-        _site_local(raw.window.end),
-        fetch_statuses(source),
-    )
-    return FetchedWindow(raw.source, raw.window, fetch, raw.fetched_at)
-
-
-def _site_local(instant: dt.datetime) -> dt.datetime:
-    # Calpendo date literals are site wall-clock time without a zone.
-    return instant.replace(tzinfo=None)
-
-
-def _extra_paths(source: DataSource) -> list[str]:
-    # The Operator lives on the MRIScan subtype only: it comes from its own query.
-    return [p for p in source.calpendo_paths() if p.split(".")[0] != OPERATOR_PATH]
+def fingerprint(
+    source: DataSource,
+    credentials: Credentials | None = None,
+    now: dt.datetime | None = None,
+    logger=None,
+) -> str:
+    """A cheap digest of the window (one small query) that changes when bookings change."""
+    window = booking_window(source, _now(now))
+    return source.plugin.fingerprint(source, window, credentials, logger or log)
 
 
 def transform(source: DataSource, details: FetchedWindow) -> TransformResult:
@@ -129,10 +118,35 @@ def run_sync(
 
     Skips the asset checks' reporting but not the publish-time mass-cancel guard.
     """
-    with make_client(source, env) as client:
-        details = enrich(client, source, fetch_raw(client, source, now))
+    creds = Credentials(*env_pair(source, env)) if source.plugin.needs_credentials else None
+    details = fetch(source, creds, now)
     result = transform(source, details)
     return details, result, publish_rows(engine, source, result.frame, details)
+
+
+# ---------------------------------------------------------------- two-step Calpendo fetch
+# The raw_bookings / booking_details assets run the Calpendo fetch in two steps.
+
+
+def make_client(source: DataSource, env: Mapping[str, str] = os.environ, logger=None):
+    """A Calpendo client for `source`; credentials only from the environment (ConfigError)."""
+    return calpendo.make_client(source, Credentials(*env_pair(source, env)), logger)
+
+
+fetch_statuses = calpendo.fetch_statuses
+
+
+def fetch_raw(client, source: DataSource, now: dt.datetime | None = None) -> FetchedWindow:
+    """Step 1: the window query: every needed field (bulk) or just the ids (per booking)."""
+    now = _now(now)
+    window = booking_window(source, now)
+    return FetchedWindow(source.name, window, calpendo.list_window(client, source, window), now)
+
+
+def enrich(client, source: DataSource, raw: FetchedWindow) -> FetchedWindow:
+    """Step 2: per-booking detail fetches (that strategy only) plus the operators."""
+    result = calpendo.complete_window(client, source, raw.window, raw.fetch)
+    return FetchedWindow(raw.source, raw.window, result, raw.fetched_at)
 
 
 def markdown_preview(frame: pd.DataFrame, columns: list[str], limit: int = 10) -> str:

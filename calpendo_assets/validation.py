@@ -50,7 +50,10 @@ def invalid_values(frame: pd.DataFrame) -> list[str]:
             continue
         for booking_id, value in zip(rows["booking_id"], rows[field]):
             text = "" if value is None or (isinstance(value, float) and pd.isna(value)) else str(value)
-            problem = vr_problem(vr, text) if text else None
+            # Several AE titles (a resource with several consoles) are one DICOM
+            # multi-value, joined by backslashes: each must be valid on its own.
+            values = text.split("\\") if vr == "AE" else [text]
+            problem = next((p for v in values if text and (p := vr_problem(vr, v))), None)
             if problem:
                 problems.append(f"booking {booking_id}: {field} ({vr}) {problem}")
     return problems

@@ -1,4 +1,4 @@
-"""Tests for calpendo_assets.calpendo_api: grammar (pure), HTTP behaviour (responses), and
+"""Tests for calpendo_assets.sources.calpendo: grammar (pure), HTTP behaviour (responses), and
 retries/parallelism against a real loopback server (responses bypasses urllib3's Retry)."""
 
 from __future__ import annotations
@@ -16,23 +16,20 @@ from zoneinfo import ZoneInfo
 import pytest
 import responses
 
-from calpendo_assets.calpendo_api import (
+from calpendo_assets.sources.base import get_path
+from calpendo_assets.sources.calpendo.biskits import normalise_biskit, operator_name
+from calpendo_assets.sources.calpendo.client import (
     BOOKING_PATHS,
     FINGERPRINT_PATHS,
-    CalpendoAuthError,
     CalpendoClient,
-    CalpendoError,
-    CalpendoNotFoundError,
-    CalpendoResponseError,
     HttpSettings,
-    and_,
-    cond,
-    date_literal,
-    get_path,
-    normalise_biskit,
-    operator_name,
-    or_,
-    window_expression,
+)
+from calpendo_assets.sources.calpendo.query import and_, cond, date_literal, or_, window_expression
+from calpendo_assets.sources.errors import (
+    AuthRefusedError as CalpendoAuthError,
+    BadAnswerError as CalpendoResponseError,
+    NotFoundError as CalpendoNotFoundError,
+    SourceError as CalpendoError,
 )
 
 BASE = "http://cal.test/calpendo"
@@ -291,6 +288,7 @@ def test_refused_credentials(status, client, rsps, caplog):
         client.query("Calpendo.Booking", "id/EQ/7")
     message = str(info.value)
     assert message == f"Calpendo refused the credentials (HTTP {status}) for {url}"
+    assert info.value.transient is False
     for secret in (USER, PASSWORD):
         assert secret not in message
         assert secret not in caplog.text
@@ -310,8 +308,9 @@ def test_server_error_names_status_and_url(client, rsps):
     rsps.get(url, status=500, body="java.lang.NullPointerException")
     with pytest.raises(CalpendoError) as info:
         client.query("Calpendo.Booking", "id/EQ/7")
-    assert "HTTP 500" in str(info.value) and url in str(info.value)
-    assert "NullPointerException" in str(info.value)
+    message = str(info.value)
+    assert message == f"Calpendo answered HTTP 500, text/plain, 30 bytes for {url}"
+    assert info.value.transient is True  # an outage: worth retrying later
 
 
 def test_html_error_page_with_200(client, rsps):
@@ -321,8 +320,10 @@ def test_html_error_page_with_200(client, rsps):
     with pytest.raises(CalpendoResponseError) as info:
         client.query("Calpendo.Booking", "id/EQ/7")
     message = str(info.value)
-    assert "HTML page" in message and url in message and "<h1>Login</h1>" in message
+    assert "HTML page" in message and url in message and "text/html" in message
+    assert "Login" not in message  # never the body
     assert PASSWORD not in message and USER not in message
+    assert info.value.transient is False
 
 
 def test_malformed_json(client, rsps):
@@ -331,6 +332,7 @@ def test_malformed_json(client, rsps):
     with pytest.raises(CalpendoResponseError, match="malformed JSON") as info:
         client.query("Calpendo.Booking", "id/EQ/7")
     assert url in str(info.value)
+    assert "line 1 column 14, byte 13" in str(info.value) and "13 bytes" in str(info.value)
 
 
 @pytest.mark.parametrize(
@@ -357,7 +359,7 @@ def test_get_details_skips_404_with_warning_and_keeps_order(client, rsps, caplog
     for i in (3, 1, 2):
         rsps.get(f"{API}/b/Calpendo.Booking/{i}", json=dict(FLAT, id=i))
     rsps.get(f"{API}/b/Calpendo.Booking/5", status=404)
-    with caplog.at_level(logging.WARNING, logger="calpendo_assets.calpendo_api"):
+    with caplog.at_level(logging.WARNING, logger="calpendo_assets.sources.calpendo"):
         details, skipped = client.get_details([3, 5, 1, 2, 3])
     assert [d["id"] for d in details] == [3, 1, 2]
     assert list(skipped) == ["5"] and "404" in skipped["5"]
@@ -421,7 +423,7 @@ def test_fetch_window_per_booking_requests_grow_with_n(client, rsps, caplog):
 
 def test_fetch_window_without_mriscan_type_warns(client, rsps, caplog):
     _mock_window(rsps, [FLAT], BOOKING_PATHS, operators=None)
-    with caplog.at_level(logging.WARNING, logger="calpendo_assets.calpendo_api"):
+    with caplog.at_level(logging.WARNING, logger="calpendo_assets.sources.calpendo"):
         result = fetch(client, DAY, NEXT_DAY, ["APPROVED"])
     assert result.complete and result.bookings == [EXPECTED]
     assert "MRIScan" in caplog.text and "404" in caplog.text
@@ -437,7 +439,7 @@ def test_fetch_window_empty_and_missing_ids(client, rsps):
     rsps.get(OPERATOR_URL, json=biskits())
     partial = fetch(client, DAY, NEXT_DAY, ["APPROVED"])
     assert [b["id"] for b in partial.bookings] == [7]
-    assert partial.skipped == {"#1": "biskit without an id in the query answer"}
+    assert partial.skipped == {"#1": "biskit without an id in the answer"}
     assert partial.complete is False
 
 
