@@ -8,6 +8,7 @@ the same steps in one process.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
 import os
@@ -124,12 +125,16 @@ def run_sync(
     return details, result, publish_rows(engine, source, result.frame, details)
 
 
-# ---------------------------------------------------------------- two-step Calpendo fetch
-# The raw_bookings / booking_details assets run the Calpendo fetch in two steps.
+# ---------------------------------------------------------------- two-step fetch
+# The raw_bookings / booking_details assets fetch in two steps: for Calpendo the window
+# query, then the per-booking details and operators; other types fetch in step 1.
 
 
 def make_client(source: DataSource, env: Mapping[str, str] = os.environ, logger=None):
-    """A Calpendo client for `source`; credentials only from the environment (ConfigError)."""
+    """A Calpendo client for `source` (credentials from the environment, ConfigError);
+    for other source types a context holding None."""
+    if source.type != calpendo.CalpendoPlugin.type:
+        return contextlib.nullcontext()
     return calpendo.make_client(source, Credentials(*env_pair(source, env)), logger)
 
 
@@ -138,6 +143,8 @@ fetch_statuses = calpendo.fetch_statuses
 
 def fetch_raw(client, source: DataSource, now: dt.datetime | None = None) -> FetchedWindow:
     """Step 1: the window query: every needed field (bulk) or just the ids (per booking)."""
+    if client is None:
+        return fetch(source, now=now)
     now = _now(now)
     window = booking_window(source, now)
     return FetchedWindow(source.name, window, calpendo.list_window(client, source, window), now)
@@ -145,6 +152,8 @@ def fetch_raw(client, source: DataSource, now: dt.datetime | None = None) -> Fet
 
 def enrich(client, source: DataSource, raw: FetchedWindow) -> FetchedWindow:
     """Step 2: per-booking detail fetches (that strategy only) plus the operators."""
+    if client is None:
+        return raw
     result = calpendo.complete_window(client, source, raw.window, raw.fetch)
     return FetchedWindow(raw.source, raw.window, result, raw.fetched_at)
 
