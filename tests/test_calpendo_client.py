@@ -332,7 +332,8 @@ def test_malformed_json(client, rsps):
     with pytest.raises(CalpendoResponseError, match="malformed JSON") as info:
         client.query("Calpendo.Booking", "id/EQ/7")
     assert url in str(info.value)
-    assert "line 1 column 14, byte 13" in str(info.value) and "13 bytes" in str(info.value)
+    assert "(Expecting value: line 1 column 14, byte 13)" in str(info.value)
+    assert "13 bytes" in str(info.value)
 
 
 @pytest.mark.parametrize(
@@ -474,7 +475,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))
         if status in (429, 503):
-            self.send_header("Retry-After", "0")
+            self.send_header("Retry-After", self.server.retry_after)
         self.end_headers()
         try:
             self.wfile.write(data)
@@ -493,6 +494,7 @@ class LoopbackServer(ThreadingHTTPServer):
     def __init__(self, respond):
         super().__init__(("127.0.0.1", 0), _Handler)
         self.respond = respond
+        self.retry_after = "0"
         self.paths: list[str] = []
         self.in_flight = self.max_in_flight = 0
         self._lock = threading.Lock()
@@ -551,6 +553,32 @@ def test_gives_up_after_retries_with_status_and_url(serve):
     assert "HTTP 503" in str(info.value)
     assert f"{server.url}/webdav/q/Calpendo.Booking/id/EQ/7" in str(info.value)
     assert len(server.paths) == 3  # first attempt + 2 retries
+    assert info.value.transient is True
+
+
+@pytest.mark.parametrize("status", [429, 503])
+def test_retry_after_beyond_the_cap_fails_at_once(status, serve):
+    server = serve(lambda path, hit: (status, "come back in an hour", 0))
+    server.retry_after = "3600"
+    settings = HttpSettings(timeout=5, retries=3, backoff_factor=0, max_retry_after=5)
+    with CalpendoClient(server.url, USER, PASSWORD, settings) as c:
+        with pytest.raises(CalpendoError) as info:
+            c.query("Calpendo.Booking", "id/EQ/7")
+    assert str(info.value) == (
+        f"Calpendo at {server.url}/webdav/q/Calpendo.Booking/id/EQ/7: HTTP {status} with "
+        "Retry-After 3600 s, more than config.max_retry_after (5 s); not waiting"
+    )
+    assert info.value.transient is True
+    assert len(server.paths) == 1  # no retry, and no hour-long sleep
+
+
+def test_retry_after_within_the_cap_is_waited_for(serve):
+    server = serve(lambda path, hit: (429, "busy", 0) if hit == 1 else (200, biskits(FLAT), 0))
+    server.retry_after = "1"
+    settings = HttpSettings(timeout=5, retries=3, backoff_factor=0, max_retry_after=1)
+    with CalpendoClient(server.url, USER, PASSWORD, settings) as c:
+        assert c.query("Calpendo.Booking", "id/EQ/7") == [EXPECTED]
+    assert len(server.paths) == 2
 
 
 def test_auth_failure_is_not_retried(serve):
@@ -572,6 +600,7 @@ def test_connection_refused_becomes_calpendo_error():
     message = str(info.value)
     assert f"http://127.0.0.1:{port}/webdav/q/Calpendo.Booking/id/EQ/7" in message
     assert PASSWORD not in message
+    assert info.value.transient is True
 
 
 def test_read_timeout_becomes_calpendo_error(serve):

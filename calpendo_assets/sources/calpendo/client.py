@@ -312,7 +312,10 @@ class CalpendoClient:
             if body == b"<":
                 what = "an HTML page instead of JSON"
             elif isinstance(exc, json.JSONDecodeError):
-                what = f"malformed JSON ({exc.msg} at line {exc.lineno} column {exc.colno}, byte {exc.pos})"
+                what = (
+                    f"malformed JSON ({exc.msg}: line {exc.lineno} column {exc.colno}, "
+                    f"byte {exc.pos})"
+                )
             else:
                 what = "an answer that is not UTF-8 JSON"
             raise BadAnswerError(

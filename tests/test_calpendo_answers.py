@@ -1,0 +1,103 @@
+"""Odd answers from a Calpendo server (the real simulator): errors name where, never what;
+an answer lacking the fields a sync asked for cancels nothing."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+
+import pytest
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from calpendo_assets import sync
+from calpendo_assets.config import parse_config
+from calpendo_assets.sources.errors import BadAnswerError
+from mwl_service.schema import SCHEDULED, WorklistItem, make_engine
+from tests.fixtures.sim import SIM_PASSWORD, SIM_USER
+
+JSON_TYPE = "application/json;charset=UTF-8"
+PARTICIPANT = "FP6500 - Fault^Person0"
+ENV = {"CALPENDO_USERNAME": SIM_USER, "CALPENDO_PASSWORD": SIM_PASSWORD}
+
+
+def source_for(sim, **config):
+    raw = {"name": "mri", "type": "calpendo",
+           "config": {"base_url": sim.url, "resources": ["3T MRI"], "retries": 0, **config}}
+    return parse_config({"data_sources": [raw]}, env={})[0]
+
+
+@pytest.fixture
+def sim(calpendo_sim_factory):
+    return calpendo_sim_factory(bookings=0)
+
+
+@pytest.mark.parametrize(
+    "body, problem",
+    [
+        (
+            '{"biskits": [{"id": 6500, "properties": {"title": "%s", "status": "APPR' % PARTICIPANT,
+            "malformed JSON (Unterminated string starting at: line 1 column 87, byte 86)",
+        ),
+        (
+            json.dumps({"biskits": {"id": 6500, "properties": {"title": PARTICIPANT}}}),
+            "'biskits' is an object, not a list",
+        ),
+        (
+            json.dumps({"biskits": [{"id": 1}, PARTICIPANT]}),
+            "biskits[1] is a string, not an object (2 biskits)",
+        ),
+    ],
+)
+def test_bad_answers_name_url_status_type_size_and_position_never_content(
+    sim, caplog, body, problem
+):
+    source = source_for(sim)
+    sim.fail_requests(status=200, body=body, content_type=JSON_TYPE, count=None)
+    with caplog.at_level(logging.DEBUG), pytest.raises(BadAnswerError) as info:
+        sync.fetch(source, sync.Credentials(SIM_USER, SIM_PASSWORD))
+    message = str(info.value)
+    assert problem in message
+    assert f"{sim.url}/webdav/q/Calpendo.Booking/AND/dateRange.start/GE/" in message
+    if "malformed" in problem:
+        assert f"HTTP 200, {JSON_TYPE}, {len(body.encode())} bytes" in message
+    for secret in ("FP6500", "Fault", "Person0", SIM_PASSWORD):
+        assert secret not in message and secret not in caplog.text
+    assert info.value.transient is False  # retrying a malformed answer does not help
+
+
+def rows(engine) -> dict[str, WorklistItem]:
+    with Session(engine) as s:
+        return {r.booking_id: r for r in s.scalars(select(WorklistItem))}
+
+
+@pytest.mark.parametrize(
+    "biskit",
+    [
+        lambda i: {"id": i, "biskitType": "MRIScan", "properties": None},
+        lambda i: {"id": i, "biskitType": "MRIScan", "properties": {"title": "SUB1"}},
+        lambda i: {"id": i, "biskitType": "MRIScan"},
+    ],
+    ids=["properties-null", "paths-missing", "no-properties"],
+)
+def test_answer_without_the_fields_cancels_nothing_however_small_the_window(
+    sim, tmp_path, biskit
+):
+    today = sim.today
+    ids = [sim.add_booking(f"SUB00{n} - Jane Doe", start=dt.datetime.combine(today, dt.time(9 + n)))
+           for n in range(3)]
+    source = source_for(sim)
+    engine = make_engine(f"sqlite:///{tmp_path / 'w.db'}")
+    now = dt.datetime.combine(today, dt.time(8)).replace(tzinfo=source.tz)
+    assert sync.run_sync(source, engine, env=ENV, now=now)[2].inserted == 3
+
+    body = json.dumps({"biskits": [biskit(i) for i in ids]})
+    sim.fail_requests(status=200, body=body, content_type=JSON_TYPE, count=None)
+    fetched, _, published = sync.run_sync(source, engine, env=ENV, now=now)
+    sim.clear_failures()
+    assert fetched.fetch.complete is False
+    assert set(fetched.fetch.skipped) == {str(i) for i in ids}
+    assert published.cancelled == 0
+    assert {r.step_status for r in rows(engine).values()} == {SCHEDULED}
+    engine.dispose()
