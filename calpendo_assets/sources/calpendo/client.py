@@ -289,9 +289,11 @@ class CalpendoClient:
         except requests.RequestException as exc:
             # Connection errors, timeouts and RetryError once urllib3 gave up. The text is
             # the library's (host, port, reason), never an answer body.
+            # urllib3's MaxRetryError repeats the URL; its reason is what went wrong.
+            cause = getattr(exc.args[0], "reason", None) if exc.args else None
             raise SourceUnavailableError(
                 f"request to {url} failed ({self.settings.retries} retries allowed): "
-                f"{type(exc).__name__}: {self._mask(str(exc))[:400]}"
+                f"{type(exc).__name__}: {self._mask(str(cause or exc))[:400]}"
             ) from None
         status = response.status_code
         if status in (401, 403):

@@ -27,9 +27,13 @@ def _settings(source: DataSource) -> CalpendoSettings:
 
 
 def make_client(
-    source: DataSource, credentials: Credentials | None = None, logger: Any = None
+    source: DataSource,
+    credentials: Credentials | None = None,
+    logger: Any = None,
+    retries: int | None = None,
 ) -> CalpendoClient:
-    """A client for `source`; without `credentials`, from CALPENDO_USERNAME/PASSWORD."""
+    """A client for `source`; without `credentials`, from CALPENDO_USERNAME/PASSWORD.
+    `retries` overrides config.retries (a probe asks once)."""
     if credentials is None:
         try:
             credentials = env_credentials(source, os.environ)
@@ -38,7 +42,7 @@ def make_client(
     cfg = _settings(source)
     http = HttpSettings(
         timeout=cfg.timeout,
-        retries=cfg.retries,
+        retries=cfg.retries if retries is None else retries,
         backoff_factor=cfg.backoff_factor,
         max_workers=cfg.max_workers,
         max_retry_after=cfg.max_retry_after,
@@ -105,7 +109,7 @@ class CalpendoPlugin(SourcePlugin):
     def probe(self, source, credentials=None) -> str:
         # Today's bookings, ids only: authenticated, and small on any server.
         today = dt.datetime.now(source.tz).date()
-        with make_client(source, credentials) as client:
+        with make_client(source, credentials, retries=0) as client:
             found = client.list_window(
                 today, today + dt.timedelta(days=1), fetch_statuses(source), paths=("id",),
                 status_case=_settings(source).status_case,
