@@ -293,7 +293,7 @@ class CalpendoClient:
             cause = getattr(exc.args[0], "reason", None) if exc.args else None
             raise SourceUnavailableError(
                 f"request to {url} failed ({self.settings.retries} retries allowed): "
-                f"{type(exc).__name__}: {self._mask(str(cause or exc))[:400]}"
+                f"{type(cause or exc).__name__}: {self._mask(str(cause or exc))[:400]}"
             ) from None
         status = response.status_code
         if status in (401, 403):
