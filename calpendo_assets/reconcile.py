@@ -6,7 +6,7 @@ re-plans inside its write transaction (so it sees what MPPS changed meanwhile),
 enforces the mass-cancellation guard, and writes everything with bulk statements in
 one commit: a reader sees the old worklist or the new one, never a mix.
 
-Rules (DESIGN.md "Worklist data rules"):
+Rules (docs/architecture.md, "Data rules"):
 
 - One row per (source, booking_id): a re-sync updates, never adds a second row.
 - Same content hash -> no write at all (not even ``updated_at``).

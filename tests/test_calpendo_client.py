@@ -110,7 +110,7 @@ def test_and_or_close_placement():
 
 
 def test_status_filter_is_anded_with_an_or_group():
-    # DESIGN.md's example: the CLOSE after the OR group keeps the status out of the OR.
+    # The vendor's grammar example: the CLOSE after the OR group keeps the status out of the OR.
     expr = and_(
         cond("x", "GE", 1),
         or_(cond("a", "EQ", "p"), cond("a", "EQ", "q")),
