@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import os
 import signal
 import socket
@@ -18,7 +17,8 @@ import time
 import urllib.request
 from pathlib import Path
 from urllib.parse import urlparse
-from zoneinfo import ZoneInfo
+
+from calpendo_assets.config import ConfigError, DataSource, enabled_sources, load_config
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -113,9 +113,14 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     VAR.mkdir(exist_ok=True)
     env = demo_env()
-    sources = [s for s in json.loads(Path(env["CALPENDO_MWL_CONFIG"]).read_text())["data_sources"]
-               if s.get("enabled", True)]
-    sim_url = urlparse(sources[0]["config"]["base_url"])
+    try:
+        sources = enabled_sources(load_config(env["CALPENDO_MWL_CONFIG"], env))
+    except ConfigError as exc:
+        raise SystemExit(f"error: {exc}") from None
+    calpendo = [s for s in sources if s.type == "calpendo"]
+    if not calpendo:
+        raise SystemExit("error: the demo needs an enabled calpendo source (for the simulator)")
+    sim_url = urlparse(calpendo[0].settings.base_url)
     for port in (sim_url.port, args.mwl_port, args.dagster_port):
         if not port_free(port):
             raise SystemExit(f"error: port {port} on 127.0.0.1 is in use; stop what uses it first")
@@ -137,7 +142,7 @@ def main(argv=None) -> int:
         print(f"MWL service          {args.mwl_aet} @ 127.0.0.1:{args.mwl_port}")
 
         for source in sources:
-            job = f"{source['name']}_sync"
+            job = f"{source.name}_sync"
             print(f"First sync           {job} ...", end=" ", flush=True)
             run = subprocess.run([str(BIN / "dagster"), "job", "execute", "-m",
                                   "calpendo_assets.definitions", "-j", job], cwd=ROOT, env=env,
@@ -148,7 +153,7 @@ def main(argv=None) -> int:
                               "-p", str(args.dagster_port), "-w", str(ROOT / "workspace.yaml")], env)
         ui = f"http://127.0.0.1:{args.dagster_port}"
         wait_until(lambda: http_ok(f"{ui}/server_info"), "dagster dev", dagster, timeout=180)
-        print_next_steps(ui, args, sources[0])
+        print_next_steps(ui, args, calpendo[0])
         while all(p.poll() is None for _, p in procs.procs):
             time.sleep(1)
         dead = [n for n, p in procs.procs if p.poll() is not None]
@@ -161,11 +166,10 @@ def main(argv=None) -> int:
         procs.stop()
 
 
-def print_next_steps(ui: str, args, source: dict) -> None:
-    tz = ZoneInfo(source.get("config", {}).get("timezone", "America/Edmonton"))
-    today = dt.datetime.now(tz).strftime("%Y%m%d")
+def print_next_steps(ui: str, args, source: DataSource) -> None:
+    today = dt.datetime.now(source.tz).strftime("%Y%m%d")
     print(f"""
-Dagster UI           {ui}   (Assets -> Global asset lineage; Jobs -> {source['name']}_sync)
+Dagster UI           {ui}   (Assets -> Global asset lineage; Jobs -> {source.name}_sync)
 
 Today's worklist over DICOM (DCMTK):
   findscu -W -aet DEMO -aec {args.mwl_aet} 127.0.0.1 {args.mwl_port} \\
