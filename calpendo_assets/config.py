@@ -548,7 +548,7 @@ def _data_source(model: SourceBase) -> DataSource:
         settings=settings,
         timezone=settings.timezone,
         resources=settings.resources,
-        status_filter=tuple(getattr(settings, "status_filter", ())),
+        status_filter=tuple(dict.fromkeys(s.upper() for s in getattr(settings, "status_filter", ()))),
         past_days=settings.past_days,
         future_days=settings.future_days,
         resource_modality_mapping=dict(settings.resource_modality_mapping),
@@ -646,6 +646,7 @@ def _message(error: dict, raw_source: Any, path: tuple) -> str:
         return str(ctx.get("error", error["msg"]))
     if kind in _BOUNDS:
         limit = next(iter(ctx.values()))
+        limit = int(limit) if isinstance(limit, float) and limit.is_integer() else limit
         return f"must be {_BOUNDS[kind]} {limit}, got {value!r}"
     if kind in ("string_too_short", "too_short"):
         return "must not be empty"

@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 
 from calpendo_assets import sync
 from calpendo_assets.config import parse_config
+from calpendo_assets.sources.calpendo.query import window_expression
 from calpendo_assets.sources.errors import BadAnswerError
 from mwl_service.schema import SCHEDULED, WorklistItem, make_engine
 from tests.fixtures.sim import SIM_PASSWORD, SIM_USER
@@ -22,8 +23,8 @@ PARTICIPANT = "FP6500 - Fault^Person0"
 ENV = {"CALPENDO_USERNAME": SIM_USER, "CALPENDO_PASSWORD": SIM_PASSWORD}
 
 
-def source_for(sim, **config):
-    raw = {"name": "mri", "type": "calpendo",
+def source_for(sim, field_mapping=None, **config):
+    raw = {"name": "mri", "type": "calpendo", "field_mapping": field_mapping,
            "config": {"base_url": sim.url, "resources": ["3T MRI"], "retries": 0, **config}}
     return parse_config({"data_sources": [raw]}, env={})[0]
 
@@ -101,3 +102,39 @@ def test_answer_without_the_fields_cancels_nothing_however_small_the_window(
     assert published.cancelled == 0
     assert {r.step_status for r in rows(engine).values()} == {SCHEDULED}
     engine.dispose()
+
+
+
+@pytest.mark.parametrize(
+    "case, sent", [("upper", "APPROVED"), ("lower", "approved"), ("as_given", "Approved")]
+)
+def test_status_values_are_sent_in_the_configured_case(case, sent):
+    expression = window_expression(dt.date(2026, 3, 1), dt.date(2026, 3, 2), ["Approved"], case)
+    assert expression.endswith(f"status/EQ/{sent}/CLOSE")
+
+
+def test_the_case_matters_to_a_server_that_compares_exactly(sim):
+    creds = sync.Credentials(SIM_USER, SIM_PASSWORD)
+    assert sync.fetch(source_for(sim, status_filter="Approved"), creds).fetch.complete
+    with pytest.raises(BadAnswerError, match="HTTP 400"):
+        sync.fetch(source_for(sim, status_filter="Approved", status_case="as_given"), creds)
+
+
+def test_operator_comes_from_the_configured_subtype_or_not_at_all(sim):
+    sim.add_booking("SUB0301 - Jane Doe", start=dt.datetime.combine(sim.today, dt.time(10)),
+                    operator="Nguyen, Minh")
+    now = dt.datetime.combine(sim.today, dt.time(8)).replace(tzinfo=source_for(sim).tz)
+    creds = sync.Credentials(SIM_USER, SIM_PASSWORD)
+    (booking,) = sync.fetch(source_for(sim), creds, now=now).fetch.bookings
+    assert booking["Operator"] == "Nguyen, Minh"
+
+    sim.reset_counts()
+    # Without an operator subtype, a mapped operator path is read from the booking itself.
+    plain = {"title": "patient_id"}
+    (booking,) = sync.fetch(source_for(sim, plain, operator_type=None), creds, now=now).fetch.bookings
+    assert "Operator" not in booking and sim.request_count == 1  # the window query only
+
+    sim.reset_counts()  # a subtype this server lacks: a warning, no operator, the rest synced
+    fetched = sync.fetch(source_for(sim, operator_type="NoSuchScan"), creds, now=now).fetch
+    assert "Operator" not in fetched.bookings[0] and fetched.complete
+    assert sim.request_count == 2

@@ -517,3 +517,70 @@ def test_operation_interval(interval, time, inside):
         del source["operation_interval"]
     (src,) = parse(source)
     assert in_operation_interval(src, time) is inside
+
+
+# ---------------------------------------------------------------- keys for other engineers' features
+
+
+def test_units_codes_and_templates_are_modelled():
+    source = base_source(
+        field_mapping={
+            "title": "patient_id",
+            "_templates": {"scheduled_procedure_step_description": "{project.name} on {resource.name}"},
+        }
+    )
+    source["config"].update(
+        units={"patient_weight": "lb", "patient_size": "cm"},
+        scheduled_protocol_codes={
+            "BRISKP": {"code_value": "BRAIN_STD", "coding_scheme_designator": "99LOCAL",
+                       "code_meaning": "Standard brain"}
+        },
+    )
+    (src,) = parse(source)
+    assert (src.units.patient_weight, src.units.patient_size) == ("lb", "cm")
+    code = src.scheduled_protocol_codes["BRISKP"]
+    assert (code.code_value, code.coding_scheme_designator, code.code_meaning) == (
+        "BRAIN_STD", "99LOCAL", "Standard brain")
+    assert src.requested_procedure_codes == {}
+    assert src.templates == {"scheduled_procedure_step_description": "{project.name} on {resource.name}"}
+    # Template paths are fetched like mapped paths.
+    assert {"project.name", "resource.name"} <= set(src.record_paths())
+    (defaults,) = parse(base_source())
+    assert (defaults.units.patient_weight, defaults.units.patient_size) == ("kg", "m")
+
+
+@pytest.mark.parametrize(
+    "config, expected",
+    [
+        ({"units": {"patient_weight": "stone"}}, "config.units.patient_weight: must be 'kg' or 'lb', got 'stone'"),
+        ({"units": {"height": "m"}}, "config.units.height: unknown key (allowed: patient_weight, patient_size)"),
+        ({"requested_procedure_codes": {"P": {"code_value": "X"}}}, "config.requested_procedure_codes.P.coding_scheme_designator: missing"),
+        ({"resource_ae_title_mapping": {"3T MRI": ["MRI3T", "MRI3T\\2"]}}, "config.resource_ae_title_mapping.3T MRI[1]: 'MRI3T\\\\2' is not a valid AE value: backslash or control character"),
+        ({"resource_ae_title_mapping": {"3T MRI": ["MRI3T", "A_VERY_LONG_AE_TITLE"]}}, "config.resource_ae_title_mapping.3T MRI[1]: 'A_VERY_LONG_AE_TITLE' is not a valid AE value"),
+        ({"resource_ae_title_mapping": {"3T MRI": 7}}, "config.resource_ae_title_mapping.3T MRI: must be an AE title or a list of them, got integer 7"),
+        ({"status_case": "title"}, "config.status_case: must be 'upper', 'lower' or 'as_given', got 'title'"),
+        ({"max_retry_after": -1}, "config.max_retry_after: must be >= 0, got -1"),
+    ],
+)
+def test_new_keys_are_validated(config, expected):
+    assert error_of(with_config(**config)) .startswith(f"data source 'mri3t': {expected}")
+
+
+def test_several_ae_titles_become_one_multi_value():
+    (src,) = parse(with_config(resource_ae_title_mapping={"3T MRI": ["MRI3T", "MRI3T2"], "EEG": "EEGLAB"}))
+    assert src.resource_ae_title_mapping == {"3T MRI": "MRI3T\\MRI3T2", "EEG": "EEGLAB"}
+
+
+def test_every_mappable_field_is_accepted():
+    from mwl_service.schema import MAPPABLE_FIELDS
+
+    mapping = {f"x.f{i}": name for i, name in enumerate(MAPPABLE_FIELDS)}
+    (src,) = parse(base_source(field_mapping=mapping))
+    assert set(src.mapped_fields()) == set(MAPPABLE_FIELDS)
+
+
+def test_operator_subtype_and_property_are_config():
+    (src,) = parse(with_config(operator_type="ScanBooking", operator_property="Radiographer"))
+    assert (src.settings.operator_type, src.settings.operator_property) == ("ScanBooking", "Radiographer")
+    (src,) = parse(with_config(operator_type=None))
+    assert src.settings.operator_type is None

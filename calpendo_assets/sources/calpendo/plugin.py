@@ -18,7 +18,9 @@ ENDED_STATUSES = ("CANCELLED", "DENIED")
 
 
 def fetch_statuses(source: DataSource) -> tuple[str, ...]:
-    return tuple(dict.fromkeys([*source.status_filter, *ENDED_STATUSES]))
+    """The statuses a query asks for, as the config spells them (see status_case)."""
+    wanted = [*_settings(source).status_filter, *ENDED_STATUSES]
+    return tuple({s.casefold(): s for s in reversed(wanted)}.values())[::-1]
 
 
 def _settings(source: DataSource) -> CalpendoSettings:

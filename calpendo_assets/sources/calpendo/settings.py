@@ -27,8 +27,8 @@ from calpendo_assets.sources.calpendo.query import STATUS_CASES
 def _statuses(value: tuple[str, ...]) -> tuple[str, ...]:
     if not value:
         raise ValueError("must name at least one status")
-    # Compared case-insensitively; sent in config.status_case.
-    return tuple(dict.fromkeys(s.upper() for s in value))
+    # Compared case-insensitively; kept as spelled for status_case "as_given".
+    return tuple({s.casefold(): s for s in reversed(value)}.values())[::-1]
 
 
 Positive = Annotated[float, Field(gt=0)]
