@@ -9,6 +9,7 @@ from typing import Any
 from calpendo_assets.config import ConfigError, DataSource, Window, env_credentials
 from calpendo_assets.sources.base import Credentials, FetchResult, SourcePlugin, site_local
 from calpendo_assets.sources.calpendo.client import CalpendoClient, HttpSettings
+from calpendo_assets.sources.calpendo.query import unique_folded
 from calpendo_assets.sources.calpendo.settings import CalpendoSettings
 from calpendo_assets.sources.errors import AuthRefusedError
 
@@ -20,7 +21,7 @@ ENDED_STATUSES = ("CANCELLED", "DENIED")
 def fetch_statuses(source: DataSource) -> tuple[str, ...]:
     """The statuses a query asks for, as the config spells them (see status_case)."""
     wanted = [*_settings(source).status_filter, *ENDED_STATUSES]
-    return tuple({s.casefold(): s for s in reversed(wanted)}.values())[::-1]
+    return unique_folded(wanted)
 
 
 def _settings(source: DataSource) -> CalpendoSettings:

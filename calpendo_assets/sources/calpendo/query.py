@@ -101,6 +101,14 @@ def or_(*exprs: str) -> str:
     return _group("OR", exprs)
 
 
+def unique_folded(values: Iterable[str]) -> tuple[str, ...]:
+    """Values without case-insensitive repeats, first spelling kept."""
+    seen: dict[str, str] = {}
+    for value in values:
+        seen.setdefault(value.casefold(), value)
+    return tuple(seen.values())
+
+
 def as_statuses(statuses: str | Iterable[str] | None, case: str = "upper") -> list[str]:
     """One status or many, de-duplicated, in the case the server compares in.
 

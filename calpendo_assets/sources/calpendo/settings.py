@@ -21,14 +21,14 @@ from calpendo_assets.sources.calpendo.client import (
     OPERATOR_PATH,
     OPERATOR_TYPE,
 )
-from calpendo_assets.sources.calpendo.query import STATUS_CASES
+from calpendo_assets.sources.calpendo.query import STATUS_CASES, unique_folded
 
 
 def _statuses(value: tuple[str, ...]) -> tuple[str, ...]:
     if not value:
         raise ValueError("must name at least one status")
     # Compared case-insensitively; kept as spelled for status_case "as_given".
-    return tuple({s.casefold(): s for s in reversed(value)}.values())[::-1]
+    return unique_folded(value)
 
 
 Positive = Annotated[float, Field(gt=0)]
