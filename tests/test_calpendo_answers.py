@@ -138,3 +138,29 @@ def test_operator_comes_from_the_configured_subtype_or_not_at_all(sim):
     fetched = sync.fetch(source_for(sim, operator_type="NoSuchScan"), creds, now=now).fetch
     assert "Operator" not in fetched.bookings[0] and fetched.complete
     assert sim.request_count == 2
+
+
+def test_sync_fingerprint_is_one_query_and_follows_changes(sim):
+    booking = sim.add_booking("SUB0401", start=dt.datetime.combine(sim.today, dt.time(11)))
+    source, creds = source_for(sim), sync.Credentials(SIM_USER, SIM_PASSWORD)
+    sim.reset_counts()
+    first = sync.fingerprint(source, creds)
+    assert sim.request_count == 1 and sync.fingerprint(source, creds) == first
+    sim.move_booking(booking, dt.datetime.combine(sim.today, dt.time(12)))
+    assert sync.fingerprint(source, creds) != first
+
+
+def test_credentials_never_show_the_password():
+    creds = sync.Credentials(SIM_USER, SIM_PASSWORD)
+    assert SIM_PASSWORD not in repr(creds) and SIM_USER in repr(creds)
+
+
+def test_plugins_validate_their_own_config():
+    from calpendo_assets.sources.registry import plugin_for
+
+    settings = plugin_for("calpendo").validate_config(
+        {"base_url": "http://127.0.0.1:1/", "status_filter": "approved"}
+    )
+    assert (settings.base_url, settings.status_filter) == ("http://127.0.0.1:1", ("approved",))
+    with pytest.raises(Exception, match="path"):
+        plugin_for("file").validate_config({})
