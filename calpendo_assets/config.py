@@ -245,6 +245,15 @@ class SourceSettings(Model):
         default_factory=dict, description="project name -> Requested Procedure Code"
     )
 
+    def scheduled_statuses(self) -> tuple[str, ...]:
+        """Upper-case booking statuses published as SCHEDULED; empty: every status that
+        is not cancelled or denied (a type without a status filter)."""
+        return ()
+
+    def notes(self) -> tuple[str, ...]:
+        """Warnings about accepted-but-unused keys, logged once per load."""
+        return ()
+
 
 class Extraction(Model):
     """One regex capture feeding one worklist field."""
@@ -535,9 +544,7 @@ def _data_source(model: SourceBase) -> DataSource:
     mapping = model.field_mapping or FieldMapping.model_validate(DEFAULT_FIELD_MAPPING)
     compiled = _compile_mapping(label, mapping)
     op = model.operation_interval
-    notes = compiled.pop("notes") + tuple(
-        f"{label}: {note}" for note in getattr(settings, "notes", lambda: ())()
-    )
+    notes = compiled.pop("notes") + tuple(f"{label}: {note}" for note in settings.notes())
     return DataSource(
         name=model.name,
         type=model.type,  # type: ignore[attr-defined]
@@ -548,7 +555,7 @@ def _data_source(model: SourceBase) -> DataSource:
         settings=settings,
         timezone=settings.timezone,
         resources=settings.resources,
-        status_filter=tuple(dict.fromkeys(s.upper() for s in getattr(settings, "status_filter", ()))),
+        status_filter=settings.scheduled_statuses(),
         past_days=settings.past_days,
         future_days=settings.future_days,
         resource_modality_mapping=dict(settings.resource_modality_mapping),

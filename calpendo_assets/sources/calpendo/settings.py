@@ -91,6 +91,9 @@ class CalpendoSettings(SourceSettings):
             )
         return value.rstrip("/")
 
+    def scheduled_statuses(self) -> tuple[str, ...]:
+        return tuple(s.upper() for s in self.status_filter)
+
     def notes(self) -> tuple[str, ...]:
         if self.lookback_multiplier is None:
             return ()
