@@ -732,6 +732,15 @@ def parse_config(
     return sources
 
 
+def json_document(text: str, where: str, error: type[Exception]) -> Any:
+    """Parsed JSON; `error` names `where` and the line and column of a syntax error
+    (never the text: a file of entries holds participant names)."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise error(f"{where}: invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from None
+
+
 def load_config(path: str | None = None, env: Mapping[str, str] = os.environ) -> list[DataSource]:
     """Read and validate the config file; all sources (enabled and not).
 
@@ -746,12 +755,7 @@ def load_config(path: str | None = None, env: Mapping[str, str] = os.environ) ->
         ) from None
     except OSError as exc:
         raise ConfigError(f"config file {str(file)!r}: cannot read: {exc.strerror}") from None
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ConfigError(
-            f"config file {str(file)!r}: invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}"
-        ) from None
+    data = json_document(text, f"config file {str(file)!r}", ConfigError)
     try:
         sources = parse_config(data, env, base_dir=file.resolve().parent)
     except ConfigError as exc:

@@ -54,9 +54,7 @@ def _now(now: dt.datetime | None) -> dt.datetime:
 
 
 def fetch(
-    source: DataSource,
-    credentials: Credentials | None = None,
-    now: dt.datetime | None = None,
+    source: DataSource, credentials: Credentials | None = None, now: dt.datetime | None = None,
     logger=None,
 ) -> FetchedWindow:
     """The whole fetch of the source's window (for Calpendo including the per-booking
@@ -71,9 +69,7 @@ def fetch(
 
 
 def fingerprint(
-    source: DataSource,
-    credentials: Credentials | None = None,
-    now: dt.datetime | None = None,
+    source: DataSource, credentials: Credentials | None = None, now: dt.datetime | None = None,
     logger=None,
 ) -> str:
     """A cheap digest of the window (one small query) that changes when bookings change."""

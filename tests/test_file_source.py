@@ -168,3 +168,12 @@ def test_manual_entries_reach_findscu_through_the_dagster_job(
     sps = answer.ScheduledProcedureStepSequence[0]
     assert (answer.PatientID, str(answer.PatientName)) == ("QA0007", "Phantom")
     assert (sps.ScheduledProcedureStepStartTime, sps.Modality) == ("231000", "MR")
+
+
+def test_broken_json_names_line_and_column_not_content(tmp_path):
+    path = tmp_path / "entries.json"
+    path.write_text('[{"id": 1, "title": "SUB0070 - Secret Name",}]')
+    with pytest.raises(BadAnswerError) as info:
+        sync.fetch(file_source(path), now=NOW)
+    assert str(info.value).startswith(f"entries file '{path}': invalid JSON at line 1 column 45")
+    assert "Secret" not in str(info.value)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
-import logging
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -54,24 +53,16 @@ class SourcePlugin:
         return self.config_model.model_validate_json(json.dumps(raw), context=context or {})
 
     def fetch_entries(
-        self,
-        source: "DataSource",
-        window: "Window",
-        credentials: Credentials | None,
-        logger: logging.Logger | Any,
+        self, source: "DataSource", window: "Window", credentials: Credentials | None, logger: Any
     ) -> FetchResult:
         """Every booking of the window as a plain record, and whether that is all of them."""
         raise NotImplementedError
 
-    def fingerprint(
-        self,
-        source: "DataSource",
-        window: "Window",
-        credentials: Credentials | None,
-        logger: logging.Logger | Any,
-    ) -> str:
-        """A cheap digest of the window that changes when its bookings change."""
-        raise NotImplementedError
+    def fingerprint(self, source: "DataSource", window: "Window", *args: Any) -> str:
+        """A cheap digest of the window that changes when its bookings change (arguments as
+        `fetch_entries`). By default the digest of the whole fetch: override it when a
+        smaller request can tell."""
+        return records_fingerprint(self.fetch_entries(source, window, *args).bookings)
 
     def probe(self, source: "DataSource", credentials: Credentials | None) -> str:
         """One cheap request proving the source is reachable (and the credentials work).

@@ -16,14 +16,13 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import io
-import json
 from pathlib import Path
 from typing import Any
 
 from pydantic import Field, ValidationInfo, field_validator
 
-from calpendo_assets.config import DataSource, SourceSettings, Window
-from calpendo_assets.sources.base import FetchResult, SourcePlugin, records_fingerprint
+from calpendo_assets.config import DataSource, SourceSettings, Window, json_document
+from calpendo_assets.sources.base import FetchResult, SourcePlugin
 from calpendo_assets.sources.calpendo.biskits import set_dotted
 from calpendo_assets.sources.errors import BadAnswerError, SourceUnavailableError
 
@@ -66,12 +65,7 @@ def read_rows(path: Path) -> list[dict[str, Any]]:
             {k.strip(): (v if v != "" else None) for k, v in row.items() if k}
             for row in csv.DictReader(io.StringIO(text))
         ]
-    try:
-        rows = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise BadAnswerError(
-            f"entries file {str(path)!r}: invalid JSON at line {exc.lineno} column {exc.colno}"
-        ) from None
+    rows = json_document(text, f"entries file {str(path)!r}", BadAnswerError)
     if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
         raise BadAnswerError(f"entries file {str(path)!r}: must be a JSON list of objects")
     return rows
@@ -118,9 +112,6 @@ class FilePlugin(SourcePlugin):
     def fetch_entries(self, source, window, credentials=None, logger=None) -> FetchResult:
         records = window_records(Path(_settings(source).path), window)
         return FetchResult(records, {}, True, requests=1, strategy="file")
-
-    def fingerprint(self, source, window, credentials=None, logger=None) -> str:
-        return records_fingerprint(window_records(Path(_settings(source).path), window))
 
     def probe(self, source, credentials=None) -> str:
         path = Path(_settings(source).path)

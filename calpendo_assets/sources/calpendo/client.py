@@ -11,6 +11,7 @@ answer went wrong, never the answer's text: it holds participant names.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import logging
 import threading
@@ -19,7 +20,6 @@ from dataclasses import dataclass
 from typing import Any, Sequence
 from urllib.parse import urlsplit, urlunsplit
 
-import datetime as dt
 import requests
 from requests.adapters import HTTPAdapter
 from requests.auth import HTTPBasicAuth
@@ -87,6 +87,9 @@ REQUIRED_PATHS: tuple[tuple[str, ...], ...] = (
 RETRY_STATUSES = (429, 500, 502, 503, 504)
 STRATEGIES = ("bulk", "per_booking")
 DEFAULT_MAX_RETRY_AFTER = 30.0
+
+Day = dt.date | dt.datetime  # window bounds: site-local dates or wall-clock datetimes
+Statuses = str | Sequence[str] | None
 
 
 # --------------------------------------------------------------------------- settings
@@ -378,9 +381,7 @@ class CalpendoClient:
 
     def list_window(
         self,
-        start: dt.date | dt.datetime,
-        end: dt.date | dt.datetime,
-        statuses: str | Sequence[str] | None,
+        start: Day, end: Day, statuses: Statuses,
         paths: Sequence[str] | None = None,
         type_name: str = BOOKING_TYPE,
         status_case: str = "upper",
@@ -419,9 +420,7 @@ class CalpendoClient:
 
     def operators(
         self,
-        start: dt.date | dt.datetime,
-        end: dt.date | dt.datetime,
-        statuses: str | Sequence[str] | None,
+        start: Day, end: Day, statuses: Statuses,
         type_name: str = OPERATOR_TYPE,
         prop: str = OPERATOR_PATH,
         status_case: str = "upper",
@@ -447,9 +446,7 @@ class CalpendoClient:
 
     def list_bookings(
         self,
-        start: dt.date | dt.datetime,
-        end: dt.date | dt.datetime,
-        statuses: str | Sequence[str] | None,
+        start: Day, end: Day, statuses: Statuses,
         strategy: str = "bulk",
         extra_paths: Sequence[str] = (),
         status_case: str = "upper",
@@ -475,9 +472,7 @@ class CalpendoClient:
     def complete_bookings(
         self,
         listing: FetchResult,
-        start: dt.date | dt.datetime,
-        end: dt.date | dt.datetime,
-        statuses: str | Sequence[str] | None,
+        start: Day, end: Day, statuses: Statuses,
         operator: tuple[str, str] | None = (OPERATOR_TYPE, OPERATOR_PATH),
         status_case: str = "upper",
     ) -> FetchResult:
@@ -527,9 +522,7 @@ class CalpendoClient:
 
     def fingerprint(
         self,
-        start: dt.date | dt.datetime,
-        end: dt.date | dt.datetime,
-        statuses: str | Sequence[str] | None,
+        start: Day, end: Day, statuses: Statuses,
         status_case: str = "upper",
     ) -> str:
         """sha256 of the window's essential content: one small query, order-independent."""
