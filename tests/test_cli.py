@@ -107,3 +107,32 @@ def test_missing_sqlite_database_fails_the_check(calpendo_sim, tmp_path, run):
     assert code == 1
     assert f"  database: FAIL - {db} does not exist (run: calpendo-mwl db upgrade)" in out
     assert not db.exists()  # the check creates nothing
+
+
+def test_unreachable_database_hides_its_password(calpendo_sim, tmp_path, run):
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    url = f"postgresql+psycopg://mwl:db-Secret-pw@127.0.0.1:{port}/worklist"
+    code, out = run(write_config(tmp_path, calpendo_sim.url), "--db-url", url)
+    assert code == 1
+    assert f"worklist database postgresql+psycopg://mwl:***@127.0.0.1:{port}/worklist (from --db-url)" in out
+    assert "  database: FAIL - unreachable: OperationalError" in out
+    assert "db-Secret-pw" not in out
+
+
+def test_db_upgrade_then_check_passes(calpendo_sim, tmp_path, run, capsys):
+    # Needs mwl_service.migrate (the Alembic upgrade); runs once that module is present.
+    migrate = pytest.importorskip("mwl_service.migrate")
+    url = f"sqlite:///{tmp_path / 'worklist.db'}"
+    assert main(["db", "upgrade", "--db-url", url]) == 0
+    upgraded = capsys.readouterr().out
+    code, out = run(write_config(tmp_path, calpendo_sim.url), "--db-url", url)
+    from mwl_service.schema import make_engine
+
+    engine = make_engine(url, create=False)
+    head = migrate.schema_state(engine).head
+    engine.dispose()
+    assert f"schema upgraded from none to {head}" in upgraded
+    assert f"  schema: ok - at revision {head} (current)" in out
+    assert code == 0, out
