@@ -584,3 +584,11 @@ def test_operator_subtype_and_property_are_config():
     assert (src.settings.operator_type, src.settings.operator_property) == ("ScanBooking", "Radiographer")
     (src,) = parse(with_config(operator_type=None))
     assert src.settings.operator_type is None
+
+
+def test_shipped_manual_entries_example_is_readable():
+    sources = {s.name: s for s in load_config(str(ROOT / "config" / "calpendo.json"), env=ENV)}
+    manual = sources["manual"]
+    assert (manual.type, manual.enabled) == ("file", False)
+    assert manual.settings.path == str(ROOT / "config" / "manual-entries.csv")
+    assert manual.plugin.probe(manual) == f"{ROOT / 'config' / 'manual-entries.csv'}: 1 entry readable"

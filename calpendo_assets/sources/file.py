@@ -118,4 +118,4 @@ class FilePlugin(SourcePlugin):
         rows = read_rows(path)
         for number, row in enumerate(rows, start=1):
             to_record(row, f"entries file {str(path)!r}, entry {number}")
-        return f"{path}: {len(rows)} entries readable"
+        return f"{path}: {len(rows)} {'entry' if len(rows) == 1 else 'entries'} readable"
