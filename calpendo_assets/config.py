@@ -686,10 +686,14 @@ def _config_error(exc: ValidationError, data: Any) -> ConfigError:
             path = ("type",)
     else:
         label, path, raw = "config", loc, None
+        if error["type"] == "extra_forbidden":
+            return ConfigError(f"{label}: {_dotted(path)}: unknown key (allowed: data_sources)")
     if error["type"] in ("model_type", "dict_type") and not path:
         message = f"must be an object, got {_json_kind(error.get('input'))}"
     elif error["type"] == "union_tag_not_found" and not isinstance(raw, dict):
         message = f"must be an object, got {_json_kind(error.get('input'))}"
+    elif error["type"] == "union_tag_not_found" and path == ("type",) and "type" in raw:
+        message = f"must be a string{_got(raw['type'])}"
     else:
         message = _message(error, raw, path)
     dotted = _dotted(path)

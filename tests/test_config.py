@@ -592,3 +592,21 @@ def test_shipped_manual_entries_example_is_readable():
     assert (manual.type, manual.enabled) == ("file", False)
     assert manual.settings.path == str(ROOT / "config" / "manual-entries.csv")
     assert manual.plugin.probe(manual) == f"{ROOT / 'config' / 'manual-entries.csv'}: 1 entry readable"
+
+
+@pytest.mark.parametrize(
+    "document, expected",
+    [
+        ({"data_sources": [{"name": "a", "type": 7, "config": {}}]}, "data source 'a': type: must be a string, got integer 7"),
+        ({"data_sources": [{"name": "a", "config": {}}]}, "data source 'a': type: missing"),
+        ({"data_sources": [], "x": 1}, "config: x: unknown key (allowed: data_sources)"),
+        (
+            {"data_sources": [{"name": "a", "type": "calpendo", "config": {"base_url": "http://x", "timeout": "30"}}]},
+            "data source 'a': config.timeout: must be a number, got string '30'",
+        ),
+    ],
+)
+def test_type_and_document_errors(document, expected):
+    with pytest.raises(ConfigError) as info:
+        parse_config(document, env={})
+    assert str(info.value) == expected
