@@ -62,6 +62,9 @@ class Report:
         text = f"{'  ' * indent}{what}: {status}" + (f" - {detail}" if detail else "")
         print(text, file=self.out)
 
+    def warning(self, text: str) -> None:
+        print(f"  warning: {text}", file=self.out)
+
     def heading(self, text: str) -> None:
         print(text, file=self.out)
 
@@ -148,10 +151,10 @@ def check(args: argparse.Namespace, out: TextIO | None = None) -> int:
         return 1
     enabled = enabled_sources(sources)
     report.heading(f"config {file}")
-    report.line("config", OK, f"{len(sources)} data sources, {len(enabled)} enabled")
+    report.line("config", OK, f"data sources: {len(sources)}, enabled: {len(enabled)}")
     for source in sources:
         for note in source.notes:
-            report.line("warning", "note", note)
+            report.warning(note)
     if not enabled:
         report.line("config", FAIL, "no data source is enabled")
     for source in enabled:

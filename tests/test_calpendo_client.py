@@ -629,3 +629,14 @@ def test_get_details_runs_in_parallel(serve):
     assert [d["id"] for d in details] == ids and skipped == {}
     assert [d["title"] for d in details] == [f"P{i}" for i in ids]
     assert server.max_in_flight == 5
+
+
+def test_a_short_password_does_not_mangle_the_error_text():
+    with socket.socket() as sock:  # find a port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    settings = HttpSettings(timeout=2, retries=0, backoff_factor=0)
+    with CalpendoClient(f"http://127.0.0.1:{port}", "u", "1", settings) as c:
+        with pytest.raises(CalpendoError) as info:
+            c.query("Calpendo.Booking", "id/EQ/7")
+    assert f"host='127.0.0.1', port={port}" in str(info.value)

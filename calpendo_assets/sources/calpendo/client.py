@@ -275,10 +275,13 @@ class CalpendoClient:
     # -- HTTP core -----------------------------------------------------------------------
 
     def _mask(self, text: str) -> str:
-        """Credentials blanked out of a library's error text (it may echo a URL)."""
-        for secret in (self._password, self._username):
-            if secret:
-                text = text.replace(secret, "***")
+        """The password blanked out of a library's error text, in case it echoes one.
+
+        The URLs we request carry no credentials, so this is a second line of defence;
+        very short passwords are left alone rather than blanking letters of host names.
+        """
+        if len(self._password) >= 4:
+            text = text.replace(self._password, "***")
         return text
 
     def _get_json(self, url: str) -> Any | None:
