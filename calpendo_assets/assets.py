@@ -1,23 +1,30 @@
-"""Per data source assets: raw_bookings -> booking_details -> worklist_rows ->
-cancellation_reconciliation -> worklist. Thin wrappers over calpendo_assets.sync.
+"""The sync of one data source as one subsettable multi-asset.
+
+Its five asset specs (`raw_bookings` -> `booking_details` -> `worklist_rows` ->
+`cancellation_reconciliation` -> `worklist`) and four blocking checks are one step.
+Whatever the UI selected, the step runs the whole sync in memory (fetch, rows,
+plan, checks) and then reports only what was selected; it publishes only when
+`worklist` is selected and every blocking check passed. Intermediate values never
+leave the step, so no IO manager stores participant data, and any selection or
+re-execution works without values from an earlier run.
 
 No `from __future__ import annotations` here: Dagster inspects the real
-annotation objects of context parameters."""
+annotation objects of context and resource parameters.
+"""
 
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Iterator, Mapping
 
 import dagster as dg
 import pandas as pd
+import requests
 
-from calpendo_assets import sync
-from calpendo_assets.sources.errors import AuthRefusedError as CalpendoAuthError
-from calpendo_assets.config import ConfigError, DataSource
-from calpendo_assets.reconcile import ReconciliationPlan, plan_against_db
-from calpendo_assets.resources import WorklistDatabase
+from calpendo_assets import checks, sync
+from calpendo_assets.config import DataSource
+from calpendo_assets.reconcile import ReconciliationPlan, reconcile
+from calpendo_assets.resources import CalpendoResource, WorklistDatabase
 
-# HTTP steps retry on top of urllib3's per-request retries: a Calpendo restart
-# takes longer than a few seconds of backoff.
+# Retries of transient Calpendo failures, on top of urllib3's per-request retries:
+# a Calpendo restart takes longer than a few seconds of backoff.
 HTTP_RETRY_POLICY = dg.RetryPolicy(max_retries=2, delay=15, backoff=dg.Backoff.EXPONENTIAL)
 
 # The asset names of every data source, upstream first.
@@ -28,6 +35,20 @@ ASSET_NAMES = (
     "cancellation_reconciliation",
     "worklist",
 )
+# Each asset's upstream assets (the lineage the UI draws).
+DEPS = {
+    "booking_details": ("raw_bookings",),
+    "worklist_rows": ("booking_details",),
+    "cancellation_reconciliation": ("worklist_rows", "booking_details"),
+    "worklist": ("worklist_rows", "booking_details", "cancellation_reconciliation"),
+}
+DESCRIPTIONS = {
+    "raw_bookings": "Bookings in the sync window (the window query).",
+    "booking_details": "Bookings with every field, plus the operator from the MRIScan subtype.",
+    "worklist_rows": "Bookings mapped to worklist rows: extraction, time zones, status, modality.",
+    "cancellation_reconciliation": "What publishing changes: inserts, updates, cancellations.",
+    "worklist": "The published worklist table: one transaction, only after every check passed.",
+}
 
 PREVIEW_COLUMNS = [
     "booking_id",
@@ -39,23 +60,48 @@ PREVIEW_COLUMNS = [
     "step_status",
     "skip_reason",
 ]
+MAX_TABLE_ROWS = 50
 
 
 def asset_key(source: DataSource, name: str) -> dg.AssetKey:
     return dg.AssetKey([source.name, name])
 
 
-@contextmanager
-def _calpendo(source: DataSource, context) -> Iterator:
-    """A Calpendo client; refused or missing credentials fail the step at once.
+def pool_name(source: DataSource) -> str:
+    """The Dagster concurrency pool of a source: one sync step at a time (dagster.yaml)."""
+    return f"calpendo_mwl_{source.name}"
 
-    Retrying those only delays the error: the step retry policy is for outages.
-    """
+
+def _table(records: list[Mapping], columns: list[str]) -> dg.MetadataValue:
+    return dg.MetadataValue.table(
+        records=[dg.TableRecord({c: str(r.get(c, "")) for c in columns}) for r in records],
+        schema=dg.TableSchema(columns=[dg.TableColumn(c, "string") for c in columns]),
+    )
+
+
+def _transient(exc: BaseException) -> bool:
+    return bool(getattr(exc, "transient", False)) or isinstance(
+        exc, (requests.ConnectionError, requests.Timeout)
+    )
+
+
+def _fetch(
+    context: dg.AssetExecutionContext, source: DataSource, calpendo: CalpendoResource
+) -> sync.FetchedWindow:
+    """The window, or a clear step failure; only transient errors are retried
+    (a refused password or a bad answer would fail the same way again)."""
     try:
-        with sync.make_client(source, logger=context.log) as client:
-            yield client
-    except (CalpendoAuthError, ConfigError) as exc:
-        raise dg.Failure(description=str(exc), allow_retries=False) from exc
+        return calpendo.fetch(source, logger=context.log)
+    except Exception as exc:
+        policy = context.op_def.retry_policy
+        retries_left = policy is not None and context.retry_number < policy.max_retries
+        if _transient(exc) and retries_left:
+            raise  # the step's retry policy tries again
+        raise dg.Failure(
+            description=f"fetching the booking window of {source.name!r} failed: "
+            f"{type(exc).__name__}: {exc}. Nothing was published.",
+            allow_retries=False,
+        ) from exc
 
 
 def _window_metadata(fetched: sync.FetchedWindow) -> dict:
@@ -66,109 +112,165 @@ def _window_metadata(fetched: sync.FetchedWindow) -> dict:
         "strategy": fetched.fetch.strategy,
         "http_requests": fetched.fetch.requests,
         "fetch_complete": fetched.fetch.complete,
+        "fetched_at": fetched.fetched_at.isoformat(),
     }
+
+
+def _rows_metadata(result, frame: pd.DataFrame) -> dict:
+    unpublishable = int((frame["skip_reason"] != "").sum()) if len(frame) else 0
+    preview = frame[[c for c in PREVIEW_COLUMNS if c in frame.columns]].head(MAX_TABLE_ROWS)
+    return {
+        "rows": len(frame),
+        "publishable": len(frame) - unpublishable,
+        "skipped_unpublishable": unpublishable,
+        "excluded": _table(
+            [{"reason": r, "bookings": n} for r, n in result.excluded.items()],
+            ["reason", "bookings"],
+        ),
+        "warnings": len(result.warnings),
+        "warning_list": _table(
+            [{"warning": w} for w in result.warnings[:MAX_TABLE_ROWS]], ["warning"]
+        ),
+        # IDs, times and stations only: no names or titles in Dagster's storage.
+        "preview": _table(preview.to_dict("records"), list(preview.columns)),
+    }
+
+
+def _plan_metadata(plan: ReconciliationPlan) -> dict:
+    reasons = [{"booking_id": c.booking_id, "reason": c.reason} for c in plan.cancels]
+    return {
+        **plan.counts(),
+        "vanished_fraction": round(plan.vanished_fraction, 3),
+        "cancellations": _table(reasons[:MAX_TABLE_ROWS], ["booking_id", "reason"]),
+    }
+
+
+def _refusal(failed: list[dg.AssetCheckResult]) -> str:
+    names = ", ".join(f"{r.asset_key.to_user_string()}:{r.check_name}" for r in failed)
+    return (
+        f"Blocking check(s) failed: {names}. Nothing was published: the worklist is "
+        "unchanged. See the check results of this run; fix the data in Calpendo (or the "
+        "source's config) and materialize again."
+    )
+
+
+def sync_step(
+    context: dg.AssetExecutionContext,
+    source: DataSource,
+    calpendo: CalpendoResource,
+    worklist_db: WorklistDatabase,
+) -> Iterator:
+    """The whole sync in memory; yields only the selected assets and checks."""
+    key = {name: asset_key(source, name) for name in ASSET_NAMES}
+    selected = context.selected_asset_keys
+    selected_checks = context.selected_asset_check_keys
+    publish_wanted = key["worklist"] in selected
+
+    fetched = _fetch(context, source, calpendo)
+    result = sync.transform(source, fetched)
+    frame = result.frame
+    if result.warnings:
+        # Once per sync, not once per booking: the list is in the metadata.
+        context.log.warning(
+            f"{len(result.warnings)} booking(s) with data warnings; see the 'warning_list' "
+            f"metadata of {key['worklist_rows'].to_user_string()}"
+        )
+    results = checks.row_check_results(key["worklist_rows"], frame)
+
+    def approve(plan: ReconciliationPlan) -> bool:
+        results.append(checks.guard_result(key["cancellation_reconciliation"], source, plan))
+        return all(r.passed for r in results)
+
+    done = reconcile(
+        worklist_db.get_engine(),
+        source.name,
+        frame,
+        fetched.window,
+        fetched.fetch.complete,
+        sync.present_ids(frame, fetched),
+        approve=approve if publish_wanted else None,
+        fetched_at=fetched.fetched_at,
+        run_id=context.run.run_id,
+    )
+    if not publish_wanted:
+        approve(done.plan)
+
+    window_meta = _window_metadata(fetched)
+    bookings = fetched.fetch.bookings
+    metadata = {
+        "raw_bookings": {"bookings_fetched": len(bookings) + len(fetched.fetch.skipped), **window_meta},
+        "booking_details": {
+            "bookings": len(bookings),
+            "skipped": len(fetched.fetch.skipped),
+            "skipped_reasons": _table(
+                [{"booking_id": b, "reason": r} for b, r in fetched.fetch.skipped.items()][
+                    :MAX_TABLE_ROWS
+                ],
+                ["booking_id", "reason"],
+            ),
+            "with_operator": sum(1 for b in bookings if b.get("Operator")),
+            **window_meta,
+        },
+        "worklist_rows": _rows_metadata(result, frame),
+        "cancellation_reconciliation": _plan_metadata(done.plan),
+    }
+    for name, meta in metadata.items():
+        if key[name] in selected:
+            yield dg.MaterializeResult(asset_key=key[name], metadata=meta)
+    for check in results:
+        if dg.AssetCheckKey(check.asset_key, check.check_name) in selected_checks:
+            yield check
+
+    if done.published is not None:
+        context.log.info(f"published {vars(done.published)}")
+        yield dg.MaterializeResult(asset_key=key["worklist"], metadata=dict(vars(done.published)))
+        return
+    # Without `worklist` only the selected checks count; with it, all four do.
+    failed = [
+        r
+        for r in results
+        if not r.passed
+        and (publish_wanted or dg.AssetCheckKey(r.asset_key, r.check_name) in selected_checks)
+    ]
+    if failed:
+        raise dg.Failure(description=_refusal(failed), allow_retries=False)
+    if publish_wanted:
+        # A newer fetch is already published: this run's older view must not replace it.
+        context.log.warning(done.refused)
 
 
 def build_source_assets(
     source: DataSource, retry_policy: dg.RetryPolicy | None = HTTP_RETRY_POLICY
-) -> list[dg.AssetsDefinition]:
-    """The five assets of one data source, keys prefixed with its name."""
-    prefix = [source.name]
-    common = {"key_prefix": prefix, "group_name": source.name}
-
-    def ins(*names: str) -> dict[str, dg.AssetIn]:
-        return {n: dg.AssetIn(key=asset_key(source, n)) for n in names}
-
-    @dg.asset(name="raw_bookings", retry_policy=retry_policy, **common)
-    def raw_bookings(context: dg.AssetExecutionContext) -> dg.Output[sync.FetchedWindow]:
-        """Bookings in the sync window, one query (bulk) or their ids (per booking)."""
-        with _calpendo(source, context) as client:
-            fetched = sync.fetch_raw(client, source)
-        meta = {"bookings_fetched": len(fetched.fetch.bookings), **_window_metadata(fetched)}
-        return dg.Output(fetched, metadata=meta)
-
-    @dg.asset(name="booking_details", ins=ins("raw_bookings"), retry_policy=retry_policy, **common)
-    def booking_details(
-        context: dg.AssetExecutionContext, raw_bookings: sync.FetchedWindow
-    ) -> dg.Output[sync.FetchedWindow]:
-        """Bookings with every field, plus the operator from the MRIScan subtype."""
-        with _calpendo(source, context) as client:
-            details = sync.enrich(client, source, raw_bookings)
-        with_operator = sum(1 for b in details.fetch.bookings if b.get("Operator"))
-        meta = {
-            "bookings": len(details.fetch.bookings),
-            "skipped": len(details.fetch.skipped),
-            "skipped_reasons": dg.MetadataValue.json(details.fetch.skipped),
-            "with_operator": with_operator,
-            **_window_metadata(details),
-        }
-        return dg.Output(details, metadata=meta)
-
-    @dg.asset(name="worklist_rows", ins=ins("booking_details"), **common)
-    def worklist_rows(
-        context: dg.AssetExecutionContext, booking_details: sync.FetchedWindow
-    ) -> dg.Output[pd.DataFrame]:
-        """Bookings mapped to worklist rows: extraction, time zones, status, modality."""
-        result = sync.transform(source, booking_details)
-        for warning in result.warnings:
-            context.log.warning(warning)
-        frame = result.frame
-        unpublishable = int((frame["skip_reason"] != "").sum()) if len(frame) else 0
-        meta = {
-            "rows": len(frame),
-            "publishable": len(frame) - unpublishable,
-            "skipped_unpublishable": unpublishable,
-            "excluded": dg.MetadataValue.json(result.excluded),
-            "warnings": len(result.warnings),
-            "preview": dg.MetadataValue.md(sync.markdown_preview(frame, PREVIEW_COLUMNS)),
-        }
-        return dg.Output(frame, metadata=meta)
-
-    @dg.asset(
-        name="cancellation_reconciliation",
-        ins=ins("worklist_rows", "booking_details"),
-        **common,
-    )
-    def cancellation_reconciliation(
-        worklist_rows: pd.DataFrame,
-        booking_details: sync.FetchedWindow,
-        worklist_db: WorklistDatabase,
-    ) -> dg.Output[ReconciliationPlan]:
-        """What publishing would change: inserts, updates, cancellations (not yet applied)."""
-        plan = plan_against_db(
-            worklist_db.get_engine(),
-            source.name,
-            worklist_rows,
-            booking_details.window,
-            booking_details.fetch.complete,
-            sync.present_ids(worklist_rows, booking_details),
+) -> dg.AssetsDefinition:
+    """The sync of one data source: five assets and four checks, keys prefixed with its name."""
+    specs = [
+        dg.AssetSpec(
+            asset_key(source, name),
+            deps=[asset_key(source, d) for d in DEPS.get(name, ())],
+            description=DESCRIPTIONS[name],
+            group_name=source.name,
+            # `worklist` is not materialized when a newer fetch was already published.
+            skippable=name == "worklist",
         )
-        reasons = [{"booking_id": c["booking_id"], "reason": c["reason"]} for c in plan.cancels]
-        meta = {
-            **plan.counts(),
-            "vanished_fraction": round(plan.vanished_fraction, 3),
-            "cancellations": dg.MetadataValue.json(reasons[:50]),
-        }
-        return dg.Output(plan, metadata=meta)
+        for name in ASSET_NAMES
+    ]
 
-    @dg.asset(
-        name="worklist",
-        ins=ins("worklist_rows", "booking_details", "cancellation_reconciliation"),
-        **common,
+    @dg.multi_asset(
+        name=f"{source.name}__sync",
+        specs=specs,
+        check_specs=checks.check_specs(
+            asset_key(source, "worklist_rows"), asset_key(source, "cancellation_reconciliation")
+        ),
+        can_subset=True,
+        retry_policy=retry_policy,
+        pool=pool_name(source),
+        description=f"Sync of '{source.name}': fetch, map, check and publish in one step.",
     )
-    def worklist(
+    def _sync(
         context: dg.AssetExecutionContext,
-        worklist_rows: pd.DataFrame,
-        booking_details: sync.FetchedWindow,
-        cancellation_reconciliation: ReconciliationPlan,
+        calpendo: CalpendoResource,
         worklist_db: WorklistDatabase,
-    ) -> dg.MaterializeResult:
-        """The published worklist table: one transaction, only after the checks passed."""
-        result = sync.publish_rows(
-            worklist_db.get_engine(), source, worklist_rows, booking_details, context.run.run_id
-        )
-        planned = cancellation_reconciliation.counts()
-        context.log.info(f"planned {planned}; published {vars(result)}")
-        return dg.MaterializeResult(metadata=dict(vars(result)))
+    ):
+        yield from sync_step(context, source, calpendo, worklist_db)
 
-    return [raw_bookings, booking_details, worklist_rows, cancellation_reconciliation, worklist]
+    return _sync

@@ -113,7 +113,7 @@ def check_database(url: str | None, report: Report) -> None:
             report.line("database", FAIL, f"{path} does not exist (run: calpendo-mwl db upgrade)")
             return
     try:
-        engine = make_engine(db_url, create=False)
+        engine = make_engine(db_url, create=False, check_schema=False)
     except (SQLAlchemyError, ValueError, ImportError) as exc:
         report.line("database", FAIL, f"cannot use the URL: {type(exc).__name__}")
         return

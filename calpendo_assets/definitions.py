@@ -1,37 +1,37 @@
-"""Dagster code location: one set of assets, checks, job, schedule and sensor per
-enabled data source in the CALPENDO_MWL_CONFIG file."""
+"""Dagster code location: one sync (five assets, four checks), job, schedule and
+sensor per enabled data source in the CALPENDO_MWL_CONFIG file, plus the daily
+worklist retention job."""
 
 import dagster as dg
 
 from calpendo_assets.assets import build_source_assets
 from calpendo_assets.automation import build_job, build_schedule, build_sensor
-from calpendo_assets.checks import build_source_checks
 from calpendo_assets.config import DataSource, enabled_sources, load_config
-from calpendo_assets.resources import WorklistDatabase
+from calpendo_assets.resources import WorklistDatabase, calpendo_from_env
+from calpendo_assets.retention_job import build_retention_defs
 
 
 def build_definitions(sources: list[DataSource], **asset_options) -> dg.Definitions:
-    assets, checks, jobs, schedules, sensors = [], [], [], [], []
+    # Retention is per worklist database, not per source: one job for all of them.
+    retention_job, retention_schedule = build_retention_defs()
+    assets, jobs, schedules, sensors = [], [retention_job], [retention_schedule], []
     for source in sources:
-        assets += build_source_assets(source, **asset_options)
-        checks += build_source_checks(source)
+        assets.append(build_source_assets(source, **asset_options))
         job = build_job(source)
         jobs.append(job)
         schedules.append(build_schedule(source, job))
         sensors.append(build_sensor(source, job))
     return dg.Definitions(
         assets=assets,
-        asset_checks=checks,
         jobs=jobs,
         schedules=schedules,
         sensors=sensors,
-        # Intermediate values hold participant names and titles: keep them in memory
-        # for the run only, never pickled under DAGSTER_HOME. The published worklist
-        # is the product; a sync is cheap to re-run whole. In-memory values need one
-        # process per run, so every job (UI-launched ones too) runs in-process.
-        resources={"worklist_db": WorklistDatabase(), "io_manager": dg.mem_io_manager},
+        resources={"worklist_db": WorklistDatabase(), "calpendo": calpendo_from_env()},
+        # A sync is one step: a subprocess per step would only add start-up time.
         executor=dg.in_process_executor,
     )
 
 
-defs = build_definitions(enabled_sources(load_config()))
+@dg.definitions
+def defs() -> dg.Definitions:
+    return build_definitions(enabled_sources(load_config()))

@@ -1,10 +1,11 @@
 """Reconcile worklist rows with the database, and publish them in one transaction.
 
 `plan_reconciliation` is pure: given the rows a source already has and the rows a
-sync produced, it decides what to insert, update, cancel and restore. `publish`
-re-plans inside its write transaction (so it sees what MPPS changed meanwhile),
-enforces the mass-cancellation guard, and writes everything with bulk statements in
-one commit: a reader sees the old worklist or the new one, never a mix.
+sync produced, it decides what to insert, update, cancel and restore. `reconcile`
+plans once, inside the write transaction (so it sees what MPPS changed meanwhile),
+lets the caller approve that plan (the blocking checks), refuses a fetch older than
+the newest one already published, and writes everything with bulk statements in one
+commit: a reader sees the old worklist or the new one, never a mix.
 
 Rules (docs/architecture.md, "Data rules"):
 
@@ -29,8 +30,7 @@ Rules (docs/architecture.md, "Data rules"):
 from __future__ import annotations
 
 import datetime as dt
-import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -46,6 +46,7 @@ from calpendo_assets.rows.model import (
     content_hash,
     frame_records,
 )
+from mwl_service.history import HistoryEntry, write_history
 from mwl_service.schema import (
     COMPLETED,
     DISCONTINUED,
@@ -57,13 +58,13 @@ from mwl_service.schema import (
     OWNER_MPPS,
     OWNER_SYNC,
     SCHEDULED,
-    WorklistHistory,
+    SourceSyncState,
     WorklistItem,
     utcnow,
 )
 
 ITEMS = WorklistItem.__table__
-HISTORY = WorklistHistory.__table__
+SYNC_STATE = SourceSyncState.__table__
 
 CANCEL_IN_CALPENDO = "calpendo"  # the booking says cancelled/denied
 CANCEL_MISSING = "missing"  # the booking vanished from a complete fetch
@@ -74,7 +75,57 @@ class MassCancellationError(RuntimeError):
     """The publish would cancel too large a share of the window: nothing was written."""
 
 
+class StaleFetchError(RuntimeError):
+    """A newer fetch of this source is already published: this older one was not written."""
+
+
 # ---------------------------------------------------------------- the plan
+
+
+@dataclass(frozen=True)
+class Insert:
+    """A booking seen for the first time: its full row."""
+
+    booking_id: str
+    values: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Update:
+    """An existing row whose booking changed (`event` update, or restore when it is back)."""
+
+    id: int
+    booking_id: str
+    event: str
+    values: dict[str, Any]
+    changes: dict[str, dict[str, Any]]  # column -> {"old", "new"}
+    old_step_status: str
+    new_step_status: str
+    old_discontinued_at: dt.datetime | None
+
+
+@dataclass(frozen=True)
+class Cancel:
+    """An existing row to discontinue; `kind` CANCEL_IN_CALPENDO or CANCEL_MISSING."""
+
+    id: int
+    booking_id: str
+    reason: str
+    kind: str
+    values: dict[str, Any]
+    changes: dict[str, dict[str, Any]]
+    old_step_status: str
+
+
+@dataclass(frozen=True)
+class ScannerNote:
+    """A Calpendo change NOT applied because the scanner owns the row (history only)."""
+
+    id: int
+    booking_id: str
+    content_hash: str
+    changes: dict[str, dict[str, Any]]
+    step_status: str
 
 
 @dataclass
@@ -83,27 +134,21 @@ class ReconciliationPlan:
     window_start: dt.datetime
     window_end: dt.datetime
     fetch_complete: bool
-    inserts: list[dict] = field(default_factory=list)  # full rows
-    # {"id", "booking_id", "event" ("update"|"restore"), "values", "changes"
-    #  ({column: {"old", "new"}}), "old_step_status", "new_step_status", "old_discontinued_at"}
-    updates: list[dict] = field(default_factory=list)
+    inserts: list[Insert] = field(default_factory=list)
+    updates: list[Update] = field(default_factory=list)
     unchanged: int = 0
-    # {"id", "booking_id", "reason", "kind" ("calpendo"|"missing"), "values", "changes",
-    #  "old_step_status"}
-    cancels: list[dict] = field(default_factory=list)
+    cancels: list[Cancel] = field(default_factory=list)
     restores: int = 0
     scanner_owned_kept: int = 0
     active_in_window: int = 0  # SCHEDULED sync-owned rows this sync could cancel
     skipped_kept: int = 0  # existing rows left as is: their booking is present but unpublishable
     skipped: int = 0  # frame rows with a skip_reason (never written)
-    # Calpendo changes NOT applied to scanner-owned rows: {"id", "booking_id",
-    # "content_hash", "changes", "step_status"}
-    scanner_notes: list[dict] = field(default_factory=list)
+    scanner_notes: list[ScannerNote] = field(default_factory=list)
 
     @property
     def vanished(self) -> int:
         """Rows to cancel because their booking is gone (not cancelled in Calpendo)."""
-        return sum(1 for c in self.cancels if c["kind"] == CANCEL_MISSING)
+        return sum(1 for c in self.cancels if c.kind == CANCEL_MISSING)
 
     @property
     def vanished_fraction(self) -> float:
@@ -112,13 +157,13 @@ class ReconciliationPlan:
         return self.vanished / max(self.active_in_window, self.vanished)
 
     def counts(self) -> dict[str, Any]:
-        plain_updates = sum(1 for u in self.updates if u["event"] == EVENT_UPDATE)
+        plain_updates = sum(1 for u in self.updates if u.event == EVENT_UPDATE)
         return {
             "inserts": len(self.inserts),
             "updates": plain_updates,
             "unchanged": self.unchanged,
             "cancels": len(self.cancels),
-            "cancels_in_calpendo": sum(1 for c in self.cancels if c["kind"] == CANCEL_IN_CALPENDO),
+            "cancels_in_calpendo": sum(1 for c in self.cancels if c.kind == CANCEL_IN_CALPENDO),
             "cancels_missing": self.vanished,
             "restores": self.restores,
             "scanner_owned_kept": self.scanner_owned_kept,
@@ -162,7 +207,7 @@ def _records(frame: pd.DataFrame | Iterable[Mapping]) -> list[dict]:
 
 def _cancel_entry(
     existing: Mapping, reason: str, kind: str, new_row: Mapping | None = None
-) -> dict:
+) -> Cancel:
     """Cancel `existing`: with the booking's new content when given, else its own."""
     base = dict(new_row) if new_row is not None else {c: existing.get(c) for c in SYNC_COLUMNS}
     values = {c: base.get(c) for c in SYNC_COLUMNS}
@@ -173,15 +218,15 @@ def _cancel_entry(
         if new_row is not None and not new_row.get("skip_reason")
         else content_hash(values)
     )
-    return {
-        "id": existing["id"],
-        "booking_id": existing["booking_id"],
-        "reason": reason,
-        "kind": kind,
-        "values": values,
-        "changes": _changes(existing, values),
-        "old_step_status": existing.get("step_status", ""),
-    }
+    return Cancel(
+        id=existing["id"],
+        booking_id=existing["booking_id"],
+        reason=reason,
+        kind=kind,
+        values=values,
+        changes=_changes(existing, values),
+        old_step_status=existing.get("step_status", ""),
+    )
 
 
 def plan_reconciliation(
@@ -251,19 +296,19 @@ def plan_reconciliation(
 
         values = {c: row.get(c) for c in SYNC_COLUMNS}
         if e is None:
-            plan.inserts.append(values)
+            plan.inserts.append(Insert(bid, values))
             continue
         if _scanner_owned(e):
             plan.scanner_owned_kept += 1
             if row["content_hash"] != e.get("content_hash"):
                 plan.scanner_notes.append(
-                    {
-                        "id": e["id"],
-                        "booking_id": bid,
-                        "content_hash": row["content_hash"],
-                        "changes": _changes(e, values),
-                        "step_status": e.get("step_status", ""),
-                    }
+                    ScannerNote(
+                        id=e["id"],
+                        booking_id=bid,
+                        content_hash=row["content_hash"],
+                        changes=_changes(e, values),
+                        step_status=e.get("step_status", ""),
+                    )
                 )
             continue
         if row["content_hash"] == e.get("content_hash"):
@@ -280,16 +325,16 @@ def plan_reconciliation(
             event = EVENT_RESTORE
             plan.restores += 1
         plan.updates.append(
-            {
-                "id": e["id"],
-                "booking_id": bid,
-                "event": event,
-                "values": values,
-                "changes": _changes(e, values),
-                "old_step_status": old_status or "",
-                "new_step_status": new_status,
-                "old_discontinued_at": e.get("discontinued_at"),
-            }
+            Update(
+                id=e["id"],
+                booking_id=bid,
+                event=event,
+                values=values,
+                changes=_changes(e, values),
+                old_step_status=old_status or "",
+                new_step_status=new_status,
+                old_discontinued_at=e.get("discontinued_at"),
+            )
         )
 
     for bid, e in by_booking.items():
@@ -381,22 +426,6 @@ def _frame_ids(frame) -> list[str]:
     return [str(r["booking_id"]) for r in frame]
 
 
-def plan_against_db(
-    engine: Engine,
-    source_name: str,
-    frame,
-    window,
-    fetch_complete: bool,
-    present_ids: Iterable[str],
-) -> ReconciliationPlan:
-    """The plan against the current database (read-only; `publish` re-plans)."""
-    with engine.connect() as conn:
-        existing = load_existing(conn, source_name, window, _frame_ids(frame))
-    return plan_reconciliation(
-        existing, frame, window, fetch_complete, present_ids, source=source_name
-    )
-
-
 @dataclass
 class PublishResult:
     inserted: int = 0
@@ -406,6 +435,27 @@ class PublishResult:
     restored: int = 0
     scanner_owned_kept: int = 0
     skipped: int = 0
+
+    @classmethod
+    def of(cls, plan: ReconciliationPlan) -> PublishResult:
+        return cls(
+            inserted=len(plan.inserts),
+            updated=sum(1 for u in plan.updates if u.event == EVENT_UPDATE),
+            unchanged=plan.unchanged,
+            cancelled=len(plan.cancels),
+            restored=plan.restores,
+            scanner_owned_kept=plan.scanner_owned_kept,
+            skipped=plan.skipped,
+        )
+
+
+@dataclass
+class Reconciled:
+    """What `reconcile` decided: the plan, and what it wrote (None: nothing)."""
+
+    plan: ReconciliationPlan
+    published: PublishResult | None = None
+    refused: str = ""  # why a publish that was asked for wrote nothing
 
 
 def _plain(values: Mapping) -> dict:
@@ -417,23 +467,6 @@ def _plain(values: Mapping) -> dict:
     return out
 
 
-def _json(details: dict) -> str:
-    return json.dumps(details, ensure_ascii=False, sort_keys=True, default=canonical_value)
-
-
-def _history_row(item_id, source, booking_id, event, old_status, new_status, details, now) -> dict:
-    return {
-        "worklist_item_id": item_id,
-        "source": source,
-        "booking_id": booking_id,
-        "event": event,
-        "old_step_status": old_status or "",
-        "new_step_status": new_status or "",
-        "details": _json(details),
-        "changed_at": now,
-    }
-
-
 def _begin_write(conn: Connection) -> None:
     """Start the write transaction. SQLite: BEGIN IMMEDIATE takes the write lock up
     front, so the plan is made on data no other writer can change before commit
@@ -442,86 +475,66 @@ def _begin_write(conn: Connection) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
+def _history_entries(plan: ReconciliationPlan, run_id: str | None, ids: Mapping[str, int]):
+    source = plan.source
+    for i in plan.inserts:
+        details = {"run_id": run_id, "values": _plain(i.values)}
+        if i.values["step_status"] == DISCONTINUED:
+            details["reason"] = i.values["discontinued_reason"]
+        yield HistoryEntry(
+            EVENT_INSERT, ids[i.booking_id], source, i.booking_id, "", i.values["step_status"],
+            details,
+        )
+    for u in plan.updates:
+        details = {"run_id": run_id, "changes": u.changes}
+        if u.event == EVENT_RESTORE:
+            details["reason"] = "booking active in Calpendo again"
+        yield HistoryEntry(
+            u.event, u.id, source, u.booking_id, u.old_step_status, u.new_step_status, details
+        )
+    for c in plan.cancels:
+        details = {"run_id": run_id, "reason": c.reason, "kind": c.kind, "changes": c.changes}
+        yield HistoryEntry(
+            EVENT_CANCEL, c.id, source, c.booking_id, c.old_step_status, DISCONTINUED, details
+        )
+    for n in plan.scanner_notes:
+        details = {
+            "run_id": run_id,
+            "applied": False,
+            "reason": f"scanner-owned (step {n.step_status} set by MPPS): Calpendo change not applied",
+            "changes": n.changes,
+        }
+        yield HistoryEntry(
+            EVENT_UPDATE, n.id, source, n.booking_id, n.step_status, n.step_status, details
+        )
+
+
 def _apply(
     conn: Connection, plan: ReconciliationPlan, now: dt.datetime, run_id: str | None
 ) -> None:
-    source = plan.source
-    history: list[dict] = []
-
+    ids: dict[str, int] = {}
     if plan.inserts:
-        params = []
-        for values in plan.inserts:
-            discontinued = values["step_status"] == DISCONTINUED
-            params.append(
-                {
-                    **values,
-                    "step_status_owner": OWNER_SYNC,
-                    "discontinued_at": now if discontinued else None,
-                    "created_at": now,
-                    "updated_at": now,
-                }
-            )
+        params = [
+            {
+                **i.values,
+                "step_status_owner": OWNER_SYNC,
+                "discontinued_at": now if i.values["step_status"] == DISCONTINUED else None,
+                "created_at": now,
+                "updated_at": now,
+            }
+            for i in plan.inserts
+        ]
         stmt = insert(ITEMS).returning(ITEMS.c.id, ITEMS.c.booking_id, sort_by_parameter_order=True)
         ids = {r.booking_id: r.id for r in conn.execute(stmt, params)}
-        for values in plan.inserts:
-            details = {"run_id": run_id, "values": _plain(values)}
-            if values["step_status"] == DISCONTINUED:
-                details["reason"] = values["discontinued_reason"]
-            history.append(
-                _history_row(
-                    ids[values["booking_id"]],
-                    source,
-                    values["booking_id"],
-                    EVENT_INSERT,
-                    "",
-                    values["step_status"],
-                    details,
-                    now,
-                )
-            )
 
-    writes = []
-    for u in plan.updates:
-        if u["new_step_status"] == DISCONTINUED:
-            discontinued_at = u["old_discontinued_at"] or now
-        else:
-            discontinued_at = None
-        writes.append((u["id"], u["values"], discontinued_at))
-        details = {"run_id": run_id, "changes": u["changes"]}
-        if u["event"] == EVENT_RESTORE:
-            details["reason"] = "booking active in Calpendo again"
-        history.append(
-            _history_row(
-                u["id"],
-                source,
-                u["booking_id"],
-                u["event"],
-                u["old_step_status"],
-                u["new_step_status"],
-                details,
-                now,
-            )
+    writes = [
+        (
+            u.id,
+            u.values,
+            (u.old_discontinued_at or now) if u.new_step_status == DISCONTINUED else None,
         )
-    for c in plan.cancels:
-        writes.append((c["id"], c["values"], now))
-        details = {
-            "run_id": run_id,
-            "reason": c["reason"],
-            "kind": c["kind"],
-            "changes": c["changes"],
-        }
-        history.append(
-            _history_row(
-                c["id"],
-                source,
-                c["booking_id"],
-                EVENT_CANCEL,
-                c["old_step_status"],
-                DISCONTINUED,
-                details,
-                now,
-            )
-        )
+        for u in plan.updates
+    ] + [(c.id, c.values, now) for c in plan.cancels]
     if writes:
         columns = [c for c in SYNC_COLUMNS if c not in ("source", "booking_id")]
         stmt = (
@@ -552,34 +565,35 @@ def _apply(
             .where(ITEMS.c.id == bindparam("w_id"))
             .values(content_hash=bindparam("w_hash"))
         )
-        conn.execute(
-            stmt, [{"w_id": n["id"], "w_hash": n["content_hash"]} for n in plan.scanner_notes]
+        conn.execute(stmt, [{"w_id": n.id, "w_hash": n.content_hash} for n in plan.scanner_notes])
+
+    write_history(conn, _history_entries(plan, run_id, ids), now)
+
+
+def _stale_fetch(conn: Connection, source: str, fetched_at: dt.datetime) -> str:
+    """Why a publish of a fetch made at `fetched_at` must be refused ("" if it may go)."""
+    stmt = select(SYNC_STATE.c.last_fetched_at).where(SYNC_STATE.c.source == source)
+    if conn.dialect.name != "sqlite":
+        stmt = stmt.with_for_update()
+    newest = conn.execute(stmt).scalar_one_or_none()
+    if newest is not None and newest > fetched_at:
+        return (
+            f"source {source!r}: a newer fetch (made {newest.isoformat()}) is already "
+            f"published; this fetch (made {fetched_at.isoformat()}) was not published"
         )
-        for n in plan.scanner_notes:
-            details = {
-                "run_id": run_id,
-                "applied": False,
-                "reason": f"scanner-owned (step {n['step_status']} set by MPPS): Calpendo change not applied",
-                "changes": n["changes"],
-            }
-            history.append(
-                _history_row(
-                    n["id"],
-                    source,
-                    n["booking_id"],
-                    EVENT_UPDATE,
-                    n["step_status"],
-                    n["step_status"],
-                    details,
-                    now,
-                )
-            )
-
-    if history:
-        conn.execute(insert(HISTORY), history)
+    return ""
 
 
-def publish(
+def _record_publish(
+    conn: Connection, source: str, fetched_at: dt.datetime, now: dt.datetime, run_id: str | None
+) -> None:
+    values = {"last_fetched_at": fetched_at, "last_published_at": now, "last_run_id": run_id or ""}
+    done = conn.execute(update(SYNC_STATE).where(SYNC_STATE.c.source == source).values(values))
+    if not done.rowcount:
+        conn.execute(insert(SYNC_STATE).values(source=source, **values))
+
+
+def reconcile(
     engine: Engine,
     source_name: str,
     frame,
@@ -587,42 +601,77 @@ def publish(
     fetch_complete: bool,
     present_ids: Iterable[str],
     *,
-    max_cancel_fraction: float | None = None,
-    min_cancel_guard_rows: int = 5,
+    approve: Callable[[ReconciliationPlan], bool] | None = None,
+    fetched_at: dt.datetime | None = None,
     run_id: str | None = None,
     now: dt.datetime | None = None,
-) -> PublishResult:
-    """Re-plan inside one write transaction, check the guard, write, commit once.
+) -> Reconciled:
+    """Plan once; with `approve`, publish that plan in the same transaction.
 
-    Raises `MassCancellationError` (nothing written) when the guard trips.
+    Without `approve` the plan is made read-only. With it, the plan is made inside
+    the write transaction and handed to `approve` (the blocking checks); it is
+    applied only when `approve` returns True and no fetch newer than `fetched_at`
+    (default: now) was published for this source. Nothing is written otherwise,
+    and an exception from `approve` rolls back too.
     """
     now = now or utcnow()
     if now.tzinfo is None:
         raise ValueError("`now` must be an aware datetime")
+    fetched_at = fetched_at or now
     ids = _frame_ids(frame)
     records = _records(frame)
+
+    def plan_on(conn: Connection, lock: bool) -> ReconciliationPlan:
+        existing = load_existing(conn, source_name, window, ids, for_update=lock)
+        return plan_reconciliation(
+            existing, records, window, fetch_complete, present_ids, source=source_name
+        )
+
     with engine.connect() as conn:
+        if approve is None:
+            return Reconciled(plan_on(conn, lock=False))
         try:
             _begin_write(conn)
-            existing = load_existing(conn, source_name, window, ids, for_update=True)
-            plan = plan_reconciliation(
-                existing, records, window, fetch_complete, present_ids, source=source_name
-            )
-            problem = mass_cancellation_problem(plan, max_cancel_fraction, min_cancel_guard_rows)
-            if problem:
-                raise MassCancellationError(problem)
+            plan = plan_on(conn, lock=True)
+            if not approve(plan):
+                conn.rollback()
+                return Reconciled(plan, refused="a blocking check failed")
+            stale = _stale_fetch(conn, source_name, fetched_at)
+            if stale:
+                conn.rollback()
+                return Reconciled(plan, refused=stale)
             if plan.writes:
                 _apply(conn, plan, now, run_id)
+            _record_publish(conn, source_name, fetched_at, now, run_id)
             conn.commit()
         except BaseException:
             conn.rollback()
             raise
-    return PublishResult(
-        inserted=len(plan.inserts),
-        updated=sum(1 for u in plan.updates if u["event"] == EVENT_UPDATE),
-        unchanged=plan.unchanged,
-        cancelled=len(plan.cancels),
-        restored=plan.restores,
-        scanner_owned_kept=plan.scanner_owned_kept,
-        skipped=plan.skipped,
-    )
+    return Reconciled(plan, PublishResult.of(plan))
+
+
+def publish(
+    engine: Engine,
+    source_name: str,
+    *rows,
+    max_cancel_fraction: float | None = None,
+    min_cancel_guard_rows: int = 5,
+    **options,
+) -> PublishResult:
+    """`reconcile` with only the mass-cancellation guard as approval (scripts, benchmarks).
+
+    `rows` and `options` (run_id, now, fetched_at) as for `reconcile`. Raises
+    `MassCancellationError` when the guard trips and `StaleFetchError` when a newer
+    fetch is already published; nothing is written then.
+    """
+
+    def guard(plan: ReconciliationPlan) -> bool:
+        problem = mass_cancellation_problem(plan, max_cancel_fraction, min_cancel_guard_rows)
+        if problem:
+            raise MassCancellationError(problem)
+        return True
+
+    done = reconcile(engine, source_name, *rows, approve=guard, **options)
+    if done.published is None:
+        raise StaleFetchError(done.refused)
+    return done.published

@@ -1,4 +1,4 @@
-"""Dagster resources: the worklist database handle."""
+"""Dagster resources: Calpendo access and the worklist database handle."""
 
 from __future__ import annotations
 
@@ -7,6 +7,8 @@ import threading
 import dagster as dg
 from sqlalchemy.engine import Engine
 
+from calpendo_assets import sync
+from calpendo_assets.config import DataSource
 from mwl_service.schema import get_db_url, make_engine
 
 _engines: dict[str, Engine] = {}
@@ -25,3 +27,31 @@ class WorklistDatabase(dg.ConfigurableResource):
             if db_url not in _engines:
                 _engines[db_url] = make_engine(db_url)
             return _engines[db_url]
+
+
+class CalpendoResource(dg.ConfigurableResource):
+    """Calpendo web-API access (HTTP Basic) for the sync assets and the change sensor.
+
+    The code location sets both fields from dg.EnvVar("CALPENDO_USERNAME") /
+    dg.EnvVar("CALPENDO_PASSWORD"), so the UI shows the variable names, never values.
+    """
+
+    username: str
+    password: str
+
+    def credentials(self) -> sync.Credentials:
+        return sync.Credentials(self.username, self.password)
+
+    def fetch(self, source: DataSource, logger=None) -> sync.FetchedWindow:
+        """The whole window of `source`: bookings, details and operators."""
+        return sync.fetch(source, self.credentials(), logger=logger)
+
+    def fingerprint(self, source: DataSource, logger=None) -> str:
+        """One cheap window query whose answer changes when any booking in it does."""
+        return sync.fingerprint(source, self.credentials(), logger=logger)
+
+
+def calpendo_from_env() -> CalpendoResource:
+    return CalpendoResource(
+        username=dg.EnvVar("CALPENDO_USERNAME"), password=dg.EnvVar("CALPENDO_PASSWORD")
+    )

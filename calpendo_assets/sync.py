@@ -8,7 +8,6 @@ the same steps in one process.
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import logging
 import os
@@ -23,7 +22,6 @@ from calpendo_assets.reconcile import PublishResult, publish
 from calpendo_assets.rows.mapping import bookings_to_rows
 from calpendo_assets.rows.model import TransformResult, present_booking_ids
 from calpendo_assets.sources.base import Credentials, FetchResult
-from calpendo_assets.sources.calpendo import plugin as calpendo
 
 log = logging.getLogger(__name__)
 
@@ -119,48 +117,3 @@ def run_sync(
     details = fetch(source, creds, now)
     result = transform(source, details)
     return details, result, publish_rows(engine, source, result.frame, details)
-
-
-# ---------------------------------------------------------------- two-step fetch
-# The raw_bookings / booking_details assets fetch in two steps: for Calpendo the window
-# query, then the per-booking details and operators; other types fetch in step 1.
-
-
-def make_client(source: DataSource, env: Mapping[str, str] = os.environ, logger=None):
-    """A Calpendo client for `source` (credentials from the environment, ConfigError);
-    for other source types a context holding None."""
-    if source.type != calpendo.CalpendoPlugin.type:
-        return contextlib.nullcontext()
-    return calpendo.make_client(source, Credentials(*env_pair(source, env)), logger)
-
-
-fetch_statuses = calpendo.fetch_statuses
-
-
-def fetch_raw(client, source: DataSource, now: dt.datetime | None = None) -> FetchedWindow:
-    """Step 1: the window query: every needed field (bulk) or just the ids (per booking)."""
-    if client is None:
-        return fetch(source, now=now)
-    now = _now(now)
-    window = booking_window(source, now)
-    return FetchedWindow(source.name, window, calpendo.list_window(client, source, window), now)
-
-
-def enrich(client, source: DataSource, raw: FetchedWindow) -> FetchedWindow:
-    """Step 2: per-booking detail fetches (that strategy only) plus the operators."""
-    if client is None:
-        return raw
-    result = calpendo.complete_window(client, source, raw.window, raw.fetch)
-    return FetchedWindow(raw.source, raw.window, result, raw.fetched_at)
-
-
-def markdown_preview(frame: pd.DataFrame, columns: list[str], limit: int = 10) -> str:
-    """A small markdown table for the Dagster UI (no patient names: IDs only)."""
-    if frame.empty:
-        return "_no rows_"
-    view = frame[[c for c in columns if c in frame.columns]].head(limit).astype(str)
-    header = "| " + " | ".join(view.columns) + " |"
-    rule = "|" + "---|" * len(view.columns)
-    rows = ["| " + " | ".join(v.replace("|", "/") for v in r) + " |" for r in view.values]
-    more = [f"\n_{len(frame) - limit} more rows_"] if len(frame) > limit else []
-    return "\n".join([header, rule, *rows, *more])

@@ -9,6 +9,7 @@ import sys
 import threading
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from . import admin
 from .server import CalpendoSimulator
 
 
@@ -33,7 +34,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="calpendo-sim",
         description="Serve a simulated Calpendo web API (webdav/q and webdav/b, HTTP Basic "
-                    "auth) with generated bookings, for demos, tests and benchmarks.")
+                    "auth) with generated bookings, for demos, tests and benchmarks. "
+                    "`calpendo-sim list|edit|move|cancel --help`: change the bookings of a "
+                    "running simulator through its loopback admin endpoint (/admin/bookings).")
     parser.add_argument("--host", default="127.0.0.1",
                         help="address to listen on (default: %(default)s)")
     parser.add_argument("--port", type=_non_negative(int), default=8089,
@@ -69,6 +72,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if any(a in admin.COMMANDS for a in argv):  # the server itself takes no positionals
+        return admin.main(argv)
     args = build_parser().parse_args(argv)
     try:
         sim = CalpendoSimulator(

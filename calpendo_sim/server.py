@@ -24,6 +24,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 from zoneinfo import ZoneInfo
 
+from . import admin
 from .catalogue import Directory, default_type
 from .errors import ApiError, NotFound
 from .query import compile_predicate, parse_expression, parse_paths, split_segments
@@ -131,7 +132,20 @@ class _Handler(BaseHTTPRequestHandler):
     server: _Server
 
     def do_GET(self) -> None:  # noqa: N802 (http.server naming)
+        if self.path.startswith("/admin/"):
+            return self._admin("GET")
         self._send(self.server.app.respond(self.path, self.headers.get("Authorization")))
+
+    def do_POST(self) -> None:  # noqa: N802
+        if self.path.startswith("/admin/"):
+            return self._admin("POST")
+        self._send(Response.text(405, "the Calpendo API is read-only here"))
+
+    def _admin(self, method: str) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length else b""
+        self._send(self.server.app.respond_admin(
+            method, self.path, body, self.client_address[0], self.headers.get("Authorization")))
 
     def _send(self, response: Response) -> None:
         self.send_response(response.status)
@@ -323,6 +337,11 @@ class CalpendoSimulator:
         except Exception:  # a bug here must look like a server error, not hang the client
             LOG.exception("simulator failed on %s", raw_path)
             return Response.text(500, "Internal server error")
+
+    def respond_admin(self, method: str, path: str, body: bytes, client: str,
+                      authorization: str | None) -> Response:
+        """Answer one /admin/ request (see calpendo_sim.admin): loopback and auth only."""
+        return admin.respond(self, method, path, body, client, self._authorised(authorization))
 
     def _authorised(self, header: str | None) -> bool:
         scheme, _, encoded = (header or "").partition(" ")

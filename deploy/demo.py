@@ -1,13 +1,16 @@
 """`make demo`: the whole system on loopback, stopped cleanly with Ctrl-C.
 
-Starts the Calpendo simulator, the MWL service and `dagster dev` (schedule and
-sensor on), runs a first sync, then prints what to open and a ready findscu command.
+Starts the Calpendo simulator, runs a first sync, starts the MWL service and
+`dagster dev` (schedule and sensor on), then prints what to open, a ready findscu
+command and the `calpendo-sim` commands that edit, move and cancel a booking while
+the demo runs (the sensor brings each change to the worklist within seconds).
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime as dt
+import json
 import os
 import signal
 import socket
@@ -31,6 +34,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--mwl-aet", default="CALPENDO_MWL", help="MWL service AE title")
     p.add_argument("--dagster-port", type=int, default=3000, help="Dagster UI port (default 3000)")
     p.add_argument("--bookings", type=int, default=60, help="simulated bookings (default 60)")
+    p.add_argument("--sim-port", type=int, default=None,
+                   help="Calpendo simulator port (default: the port of the config's base_url, 8089)")
     return p.parse_args(argv)
 
 
@@ -67,10 +72,10 @@ class Processes:
     def __init__(self) -> None:
         self.procs: list[tuple[str, subprocess.Popen]] = []
 
-    def start(self, name: str, args: list[str], env: dict) -> subprocess.Popen:
+    def start(self, name: str, args: list[str], env: dict, cwd: Path | str = ROOT) -> subprocess.Popen:
         log = open(VAR / f"{name}.log", "ab")
         proc = subprocess.Popen(
-            args, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            args, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
         )
         self.procs.append((name, proc))
         return proc
@@ -104,6 +109,38 @@ def demo_env() -> dict:
     return env
 
 
+def enabled_config_sources(env: dict) -> list[DataSource]:
+    """The enabled sources of the config (through load_config: validated); one at
+    least must be a Calpendo source, for the simulator."""
+    try:
+        sources = enabled_sources(load_config(env["CALPENDO_MWL_CONFIG"], env))
+    except ConfigError as exc:
+        raise SystemExit(f"error: {exc}") from None
+    if not any(s.type == "calpendo" for s in sources):
+        raise SystemExit("error: the demo needs an enabled calpendo source (for the simulator)")
+    return sources
+
+
+def point_sources_at(env: dict, sources: list[DataSource], port: int) -> str:
+    """The simulator URL on `port`; when that differs from the config's base_url, the
+    demo syncs with a copy of the config (var/demo-calpendo.json) that says so."""
+    url = f"http://127.0.0.1:{port}"
+    if all(urlparse(s.settings.base_url).port == port for s in sources):
+        return url
+    path = Path(env["CALPENDO_MWL_CONFIG"])
+    cfg = json.loads(path.read_text())
+    for source in cfg["data_sources"]:
+        if source.get("enabled", True) and source.get("type") == "calpendo":
+            source["config"]["base_url"] = url
+        elif source.get("type") == "file":
+            # The copy lives in var/: keep a relative entries path pointing where it did.
+            source["config"]["path"] = str(path.resolve().parent / source["config"]["path"])
+    copy = VAR / "demo-calpendo.json"
+    copy.write_text(json.dumps(cfg, indent=2))
+    env["CALPENDO_MWL_CONFIG"] = str(copy)
+    return url
+
+
 def _interrupt(*_):
     # SIGTERM and SIGINT both stop the demo the way Ctrl-C does.
     raise KeyboardInterrupt
@@ -113,14 +150,10 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     VAR.mkdir(exist_ok=True)
     env = demo_env()
-    try:
-        sources = enabled_sources(load_config(env["CALPENDO_MWL_CONFIG"], env))
-    except ConfigError as exc:
-        raise SystemExit(f"error: {exc}") from None
+    sources = enabled_config_sources(env)
     calpendo = [s for s in sources if s.type == "calpendo"]
-    if not calpendo:
-        raise SystemExit("error: the demo needs an enabled calpendo source (for the simulator)")
-    sim_url = urlparse(calpendo[0].settings.base_url)
+    sim_port = args.sim_port or urlparse(calpendo[0].settings.base_url).port
+    sim_url = urlparse(point_sources_at(env, calpendo, sim_port))
     for port in (sim_url.port, args.mwl_port, args.dagster_port):
         if not port_free(port):
             raise SystemExit(f"error: port {port} on 127.0.0.1 is in use; stop what uses it first")
@@ -136,11 +169,7 @@ def main(argv=None) -> int:
                    "calpendo-sim", sim)
         print(f"Calpendo simulator   {sim_url.scheme}://{sim_url.netloc}")
 
-        mwl = procs.start("mwl-service", [str(BIN / "mwl-service"), "--host", "127.0.0.1",
-                          "--port", str(args.mwl_port), "--ae-title", args.mwl_aet], env)
-        wait_until(lambda: not port_free(args.mwl_port), "mwl-service", mwl)
-        print(f"MWL service          {args.mwl_aet} @ 127.0.0.1:{args.mwl_port}")
-
+        # The first sync before the MWL service, so it starts on a filled worklist.
         for source in sources:
             job = f"{source.name}_sync"
             print(f"First sync           {job} ...", end=" ", flush=True)
@@ -149,11 +178,19 @@ def main(argv=None) -> int:
                                  stdout=open(VAR / "first-sync.log", "ab"), stderr=subprocess.STDOUT)
             print("ok" if run.returncode == 0 else f"FAILED (see {VAR / 'first-sync.log'})")
 
+        mwl = procs.start("mwl-service", [str(BIN / "mwl-service"), "--host", "127.0.0.1",
+                          "--port", str(args.mwl_port), "--ae-title", args.mwl_aet], env)
+        wait_until(lambda: not port_free(args.mwl_port), "mwl-service", mwl)
+        print(f"MWL service          {args.mwl_aet} @ 127.0.0.1:{args.mwl_port}")
+
+        # Run from DAGSTER_HOME: dagster dev warns about the repository's dagster.yaml
+        # in its working directory (DAGSTER_HOME links to that very file).
         dagster = procs.start("dagster", [str(BIN / "dagster"), "dev", "-h", "127.0.0.1",
-                              "-p", str(args.dagster_port), "-w", str(ROOT / "workspace.yaml")], env)
+                              "-p", str(args.dagster_port), "-w", str(ROOT / "workspace.yaml")],
+                              env, cwd=env["DAGSTER_HOME"])
         ui = f"http://127.0.0.1:{args.dagster_port}"
         wait_until(lambda: http_ok(f"{ui}/server_info"), "dagster dev", dagster, timeout=180)
-        print_next_steps(ui, args, calpendo[0])
+        print_next_steps(ui, args, calpendo[0], f"{sim_url.scheme}://{sim_url.netloc}")
         while all(p.poll() is None for _, p in procs.procs):
             time.sleep(1)
         dead = [n for n, p in procs.procs if p.poll() is not None]
@@ -166,8 +203,10 @@ def main(argv=None) -> int:
         procs.stop()
 
 
-def print_next_steps(ui: str, args, source: DataSource) -> None:
-    today = dt.datetime.now(source.tz).strftime("%Y%m%d")
+def print_next_steps(ui: str, args, source: DataSource, sim: str) -> None:
+    now = dt.datetime.now(source.tz)
+    today = now.strftime("%Y%m%d")
+    sim_cli = f"{BIN / 'calpendo-sim'} --url {sim}"
     print(f"""
 Dagster UI           {ui}   (Assets -> Global asset lineage; Jobs -> {source.name}_sync)
 
@@ -178,6 +217,13 @@ Today's worklist over DICOM (DCMTK):
     -k "ScheduledProcedureStepSequence[0].ScheduledProcedureStepStartDate={today}" \\
     -k "ScheduledProcedureStepSequence[0].ScheduledProcedureStepStartTime" \\
     -k "ScheduledProcedureStepSequence[0].Modality"
+
+Change Calpendo while the demo runs; the sensor ({source.name}_sensor) looks every
+10 s and a changed booking is in the worklist within about 20 s (run findscu again):
+  {sim_cli} list --day {now:%Y-%m-%d}
+  {sim_cli} edit ID --title "SUB0999 - Roe^Jane"
+  {sim_cli} move ID "{now:%Y-%m-%d} 16:30"
+  {sim_cli} cancel ID --reason "participant ill"
 
 Logs in {VAR}/ . Press Ctrl-C to stop everything.""")
 

@@ -35,7 +35,6 @@ Status codes (PS3.7 Annex C, PS3.4 F.7.2):
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass, field
 
@@ -47,7 +46,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from mwl_service import schema
-from mwl_service.schema import MppsInstance, WorklistHistory, WorklistItem
+from mwl_service.history import HistoryEntry, write_history
+from mwl_service.schema import MppsInstance, WorklistItem
 
 LOG = logging.getLogger(__name__)
 
@@ -190,18 +190,16 @@ def _history(
     new: str,
     details: dict,
 ) -> None:
-    session.add(
-        WorklistHistory(
-            worklist_item_id=row.id if row is not None else None,
-            source=row.source if row is not None else "",
-            booking_id=row.booking_id if row is not None else "",
-            event=event,
-            old_step_status=old,
-            new_step_status=new,
-            details=json.dumps(details, sort_keys=True),
-            changed_at=schema.utcnow(),
-        )
+    entry = HistoryEntry(
+        event=event,
+        worklist_item_id=row.id if row is not None else None,
+        source=row.source if row is not None else "",
+        booking_id=row.booking_id if row is not None else "",
+        old_step_status=old,
+        new_step_status=new,
+        details=details,
     )
+    write_history(session, [entry])
 
 
 def _move_row(row: WorklistItem, status: str, reason: str = "") -> str:

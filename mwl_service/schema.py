@@ -1,7 +1,8 @@
 """The worklist database: the one definition of its tables, identifiers and engine.
 
 mwl_service owns this schema; the Dagster assets import it. Nothing else defines
-these columns.
+these columns. Its versions are the Alembic revisions in ``mwl_service/migrations``
+(see :mod:`mwl_service.migrate`): a change here needs a new revision there.
 """
 
 from __future__ import annotations
@@ -59,7 +60,26 @@ MAPPABLE_FIELDS = (
     "modality",
     "scheduled_station_ae_title",
     "admission_id",
+    "patient_weight",
+    "patient_size",
+    "medical_alerts",
+    "allergies",
+    "pregnancy_status",
+    "patient_comments",
+    "scheduled_procedure_step_comments",
+    "requesting_physician",
+    "requested_procedure_priority",
+    "requested_contrast_agent",
+    "pre_medication",
 )
+
+# Pregnancy Status (0010,21C0) values, PS3.3 C.7.1.3: stored as these integers.
+PREGNANCY_STATUSES = {1: "not pregnant", 2: "possibly pregnant", 3: "definitely pregnant",
+                      4: "unknown"}
+
+# Several consoles of one room: Scheduled Station AE Title holds up to this many
+# AE titles joined by a backslash (multi-valued AE).
+MAX_STATION_AE_TITLES = 10
 
 
 class UTCDateTime(TypeDecorator):
@@ -81,6 +101,23 @@ class UTCDateTime(TypeDecorator):
         return value.replace(tzinfo=dt.timezone.utc)
 
 
+class OptionalInt(TypeDecorator):
+    """An integer column whose "unknown" is NULL in the database and "" in Python,
+    as for the text columns: a row says "unknown" the same way for every field.
+    Digit strings bind as their integer."""
+
+    impl = Integer
+    cache_ok = True
+
+    def process_bind_param(self, value, dialect):
+        if value is None or (isinstance(value, str) and not value.strip()):
+            return None
+        return int(value)
+
+    def process_result_value(self, value, dialect):
+        return "" if value is None else value
+
+
 def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc)
 
@@ -89,15 +126,21 @@ class Base(DeclarativeBase):
     pass
 
 
+def _text(type_) -> Mapped[str]:
+    """A NOT NULL text column whose "" means unknown (or: no code)."""
+    return mapped_column(type_, nullable=False, default="")
+
+
 class WorklistItem(Base):
     """One scheduled procedure step per booking per source."""
 
     __tablename__ = "worklist_items"
     __table_args__ = (
         UniqueConstraint("source", "booking_id", name="uq_worklist_source_booking"),
-        # C-FIND keys: local date/time ranges per station, modality, patient.
+        # C-FIND keys: local date/time ranges, modality, patient.
         Index("ix_worklist_date_time", "scheduled_start_date", "scheduled_start_time"),
-        Index("ix_worklist_station_date", "scheduled_station_ae_title", "scheduled_start_date"),
+        # No station index: a station matches any of its AE titles (A\B), which no
+        # B-tree serves; station queries come with a date.
         Index("ix_worklist_modality_date", "modality", "scheduled_start_date"),
         Index("ix_worklist_patient_id", "patient_id"),
         Index("ix_worklist_patient_name", "patient_name"),
@@ -116,6 +159,15 @@ class WorklistItem(Base):
     patient_sex: Mapped[str] = mapped_column(String(16), nullable=False, default="")
     other_patient_ids: Mapped[str] = mapped_column(String(64), nullable=False, default="")
     admission_id: Mapped[str] = mapped_column(String(64), nullable=False, default="")
+    # Patient medical (what an MR console needs for SAR limits and safety). DS values
+    # as their DICOM text ("72.5"; kg and m); "" / NULL = unknown, never invented.
+    patient_weight: Mapped[str] = _text(String(16))
+    patient_size: Mapped[str] = _text(String(16))
+    medical_alerts: Mapped[str] = _text(String(64))
+    allergies: Mapped[str] = _text(String(64))
+    # 1-4 (PREGNANCY_STATUSES); "" = unknown, stored as NULL.
+    pregnancy_status: Mapped[int | str] = mapped_column(OptionalInt, nullable=True)
+    patient_comments: Mapped[str] = _text(Text)
 
     # Requested procedure / imaging service request
     accession_number: Mapped[str] = mapped_column(String(16), nullable=False, unique=True)
@@ -126,19 +178,35 @@ class WorklistItem(Base):
     )
     study_description: Mapped[str] = mapped_column(String(64), nullable=False, default="")
     referring_physician_name: Mapped[str] = mapped_column(String(324), nullable=False, default="")
+    requesting_physician: Mapped[str] = _text(String(324))
+    requested_procedure_priority: Mapped[str] = _text(String(16))
+    # Requested Procedure Code Sequence; an empty code value = no code.
+    requested_procedure_code_value: Mapped[str] = _text(String(16))
+    requested_procedure_coding_scheme_designator: Mapped[str] = _text(String(16))
+    requested_procedure_code_meaning: Mapped[str] = _text(String(64))
 
     # Scheduled procedure step
     scheduled_procedure_step_id: Mapped[str] = mapped_column(String(16), nullable=False)
     scheduled_procedure_step_description: Mapped[str] = mapped_column(
         String(64), nullable=False, default=""
     )
-    scheduled_station_ae_title: Mapped[str] = mapped_column(String(16), nullable=False, default="")
+    # One AE title, or several joined by a backslash (16 chars each).
+    scheduled_station_ae_title: Mapped[str] = mapped_column(
+        String(17 * MAX_STATION_AE_TITLES - 1), nullable=False, default=""
+    )
     scheduled_station_name: Mapped[str] = mapped_column(String(16), nullable=False, default="")
     scheduled_procedure_step_location: Mapped[str] = mapped_column(
         String(16), nullable=False, default=""
     )
     modality: Mapped[str] = mapped_column(String(16), nullable=False, default="")
     performing_physician_name: Mapped[str] = mapped_column(String(324), nullable=False, default="")
+    scheduled_procedure_step_comments: Mapped[str] = _text(Text)
+    requested_contrast_agent: Mapped[str] = _text(String(64))
+    pre_medication: Mapped[str] = _text(String(64))
+    # Scheduled Protocol Code Sequence (inside the step); an empty code value = no code.
+    scheduled_protocol_code_value: Mapped[str] = _text(String(16))
+    scheduled_protocol_coding_scheme_designator: Mapped[str] = _text(String(16))
+    scheduled_protocol_code_meaning: Mapped[str] = _text(String(64))
     # The absolute instant plus the site zone; date/time are the site-local wall
     # clock (DICOM DA/TM) kept beside it so C-FIND ranges match in SQL.
     scheduled_start_utc: Mapped[dt.datetime] = mapped_column(UTCDateTime, nullable=False)
@@ -169,6 +237,7 @@ EVENT_CANCEL = "cancel"
 EVENT_RESTORE = "restore"
 EVENT_MPPS_CREATE = "mpps_create"
 EVENT_MPPS_SET = "mpps_set"
+EVENT_PURGE = "purge"  # the row (and its MPPS instances) deleted by retention
 
 
 class WorklistHistory(Base):
@@ -286,8 +355,16 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:
     cur.close()
 
 
-def make_engine(url: str | None = None, *, create: bool = True) -> Engine:
-    """Engine for the worklist DB; creates missing tables (idempotent) unless told not to."""
+def make_engine(
+    url: str | None = None, *, create: bool = True, check_schema: bool = True
+) -> Engine:
+    """Engine for the worklist DB.
+
+    ``create``: an empty database gets its tables at the newest schema revision.
+    ``check_schema``: a database at an older revision (e.g. one written by the first
+    release) is refused with :class:`mwl_service.migrate.SchemaOutOfDateError`,
+    whose message names ``calpendo-mwl db upgrade``.
+    """
     db_url = get_db_url(url)
     if db_url.startswith("sqlite"):
         path = db_url.split("///", 1)[1] if "///" in db_url else ""
@@ -297,6 +374,24 @@ def make_engine(url: str | None = None, *, create: bool = True) -> Engine:
         event.listen(engine, "connect", _sqlite_pragmas)
     else:
         engine = create_engine(db_url, pool_pre_ping=True)
-    if create:
-        Base.metadata.create_all(engine)
+    if create or check_schema:
+        from mwl_service import migrate  # imports this module
+
+        try:
+            if create:
+                migrate.create_at_head(engine)
+            if check_schema:
+                migrate.require_current(engine)
+        except Exception:
+            engine.dispose()
+            raise
     return engine
+
+
+class SourceSyncState(Base):
+    """Per data source: the newest fetch that was published (an older one is refused)."""
+    __tablename__ = "source_sync_state"
+    source: Mapped[str] = mapped_column(String(64), primary_key=True)
+    last_fetched_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, nullable=False)
+    last_published_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, nullable=False)
+    last_run_id: Mapped[str] = mapped_column(String(64), nullable=False, default="")

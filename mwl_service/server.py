@@ -52,6 +52,8 @@ from sqlalchemy.engine import Engine
 
 from mwl_service import mpps, schema
 from mwl_service.matching import QueryError, find_worklist, find_worklist_encoded
+from mwl_service.retention import DEFAULT_OFFER_PAST_DAYS
+from mwl_service.vr import validate_ae_title
 
 LOG = logging.getLogger("mwl_service.server")
 
@@ -113,20 +115,15 @@ class ServerConfig:
     # Send C-FIND Pending responses through PendingFindResponses (False: always
     # pynetdicom's per-response path; tests compare the two).
     find_fast_path: bool = True
+    # A query that leaves Scheduled Station AE Title universal gets the calling AE
+    # title's steps only (for consoles that never send their own AE title).
+    station_from_calling_aet: bool = False
+    # Steps that started longer ago are not offered unless the query has a date.
+    offer_past_days: float | None = DEFAULT_OFFER_PAST_DAYS
 
     @property
     def tls(self) -> bool:
         return bool(self.tls_cert)
-
-
-def validate_ae_title(value: str, what: str = "AE title") -> str:
-    """An AE title per PS3.5 (AE VR): 1-16 chars, no backslash or control chars."""
-    title = value.strip()
-    if not title or len(title) > 16:
-        raise ValueError(f"{what} must be 1 to 16 characters: {value!r}")
-    if "\\" in title or any(ord(c) < 0x20 or ord(c) > 0x7E for c in title):
-        raise ValueError(f"{what} may only contain printable ASCII without '\\': {value!r}")
-    return title
 
 
 def make_ssl_context(config: ServerConfig) -> ssl.SSLContext | None:
@@ -365,6 +362,14 @@ def _fast_responses(event: Any, config: ServerConfig) -> PendingFindResponses | 
 # ----------------------------------------------------------------- C-FIND handler
 
 
+def _matcher_options(event: Any, config: ServerConfig) -> dict[str, Any]:
+    calling = (event.assoc.requestor.ae_title or "").strip()
+    return {
+        "calling_station": calling if config.station_from_calling_aet and calling else None,
+        "offer_past_days": config.offer_past_days,
+    }
+
+
 def handle_find(event: Any, engine: Engine, config: ServerConfig) -> Iterator[tuple[Any, Any]]:
     """EVT_C_FIND: stream the matcher's answers; honour C-CANCEL between answers."""
     peer = _peer(event.assoc)
@@ -391,7 +396,8 @@ def handle_find(event: Any, engine: Engine, config: ServerConfig) -> Iterator[tu
             if responses is None:
                 # Standard path: pynetdicom encodes and sends each Pending response.
                 for result in find_worklist(
-                    conn, identifier, limit=config.max_results, implicit_vr=implicit_vr
+                    conn, identifier, limit=config.max_results, implicit_vr=implicit_vr,
+                    **_matcher_options(event, config),
                 ):
                     if event.is_cancelled:
                         outcome = "cancelled"
@@ -404,7 +410,8 @@ def handle_find(event: Any, engine: Engine, config: ServerConfig) -> Iterator[tu
                 # nothing for them, so pynetdicom sends only the final status, after
                 # them on the same DUL queue (Success when we simply return).
                 for encoded in find_worklist_encoded(
-                    conn, identifier, limit=config.max_results, implicit_vr=implicit_vr
+                    conn, identifier, limit=config.max_results, implicit_vr=implicit_vr,
+                    **_matcher_options(event, config),
                 ):
                     if event.is_cancelled:
                         outcome = "cancelled"

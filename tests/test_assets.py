@@ -1,11 +1,13 @@
 """The Dagster assets end to end: real simulator on loopback, real worklist DB.
 
-Each test materialises the five assets and their blocking checks with
-`dg.materialize`, then reads the published table back with SQLAlchemy.
+Each test materialises the source's sync (five assets, four blocking checks, or a
+selection of them) with `dg.materialize`, then reads the published table back with
+SQLAlchemy.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 
@@ -16,9 +18,8 @@ from sqlalchemy.orm import Session
 
 from calpendo_assets import sync
 from calpendo_assets.assets import build_source_assets
-from calpendo_assets.checks import build_source_checks
 from calpendo_assets.config import load_config
-from calpendo_assets.resources import WorklistDatabase
+from calpendo_assets.resources import CalpendoResource, WorklistDatabase
 from mwl_service.schema import (
     DISCONTINUED,
     IN_PROGRESS,
@@ -79,11 +80,25 @@ def source_config(url: str) -> dict:
     }
 
 
-def materialize(source, db_url):
-    defs = build_source_assets(source, retry_policy=None) + build_source_checks(source)
+def resources(db_url, password=SIM_PASSWORD) -> dict:
+    return {
+        "worklist_db": WorklistDatabase(url=db_url),
+        "calpendo": CalpendoResource(username=SIM_USER, password=password),
+    }
+
+
+def materialize(source, db_url, selection=None, retry_policy=None, password=SIM_PASSWORD):
     return dg.materialize(
-        defs, resources={"worklist_db": WorklistDatabase(url=db_url)}, raise_on_error=False
+        [build_source_assets(source, retry_policy=retry_policy)],
+        resources=resources(db_url, password),
+        selection=selection,
+        raise_on_error=False,
     )
+
+
+def materialized(result, name) -> list:
+    key = dg.AssetKey(["mri", name])
+    return [e for e in result.get_asset_materialization_events() if e.asset_key == key]
 
 
 def rows(engine, **filters) -> dict[str, WorklistItem]:
@@ -157,7 +172,7 @@ def test_resync_unchanged_writes_nothing(calpendo_sim, source, engine, db_url):
     assert result.success
     assert history_count(engine) == before_hist
     assert {b: r.updated_at for b, r in rows(engine).items()} == before
-    meta = result.asset_materializations_for_node("mri__worklist")[0].metadata
+    meta = materialized(result, "worklist")[0].materialization.metadata
     assert meta["inserted"].value == 0 and meta["updated"].value == 0
 
 
@@ -228,7 +243,7 @@ def test_failing_check_publishes_nothing(calpendo_sim, source, engine, db_url, m
     result = materialize(source, db_url)
     assert not result.success
     assert checks_passed(result)["dicom_values_valid"] is False
-    assert result.asset_materializations_for_node("mri__worklist") == []
+    assert materialized(result, "worklist") == []
     assert history_count(engine) == before_hist
     assert {b: (r.updated_at, r.patient_id) for b, r in rows(engine).items()} == before
     assert "SUB0905" not in {r.patient_id for r in rows(engine).values()}
@@ -244,10 +259,16 @@ def test_mass_cancellation_guard_blocks_publish(calpendo_sim, source, engine, db
     before_hist = history_count(engine)
     result = materialize(source, db_url)
     assert checks_passed(result)["mass_cancellation_guard"] is False
-    # The blocking check stopped it: `worklist` never ran (not even to fail).
-    assert result.asset_materializations_for_node("mri__worklist") == []
-    worklist_steps = {e.step_key for e in result.all_events if e.step_key == "mri__worklist"}
-    assert worklist_steps == set()
+    # The blocking check stopped the publish: the step fails, saying so.
+    assert not result.success
+    assert materialized(result, "worklist") == []
+    assert {e.asset_key.path[1] for e in result.get_asset_materialization_events()} == {
+        "raw_bookings", "booking_details", "worklist_rows", "cancellation_reconciliation",
+    }
+    failure = next(e for e in result.all_events if e.event_type == dg.DagsterEventType.STEP_FAILURE)
+    message = str(failure.event_specific_data.error)
+    assert "mri/cancellation_reconciliation:mass_cancellation_guard" in message
+    assert "Nothing was published" in message
     assert history_count(engine) == before_hist
     assert all(r.step_status == SCHEDULED for b, r in rows(engine).items() if b in scheduled)
 
@@ -266,17 +287,116 @@ def test_scanner_owned_status_survives_sync(calpendo_sim, source, engine, db_url
     assert rows(engine)[bid].step_status == IN_PROGRESS
 
 
-def test_refused_credentials_fail_at_once_without_step_retries(source, db_url, monkeypatch):
-    monkeypatch.setenv("CALPENDO_PASSWORD", "wrong-password")
-    assets = build_source_assets(source) + build_source_checks(source)  # default retry policy
-    result = dg.materialize(
-        assets, resources={"worklist_db": WorklistDatabase(url=db_url)}, raise_on_error=False
+def test_refused_credentials_fail_at_once_without_step_retries(source, db_url):
+    # The default retry policy: a refusal is not retried.
+    result = materialize(
+        source, db_url, retry_policy=dg.RetryPolicy(max_retries=2), password="wrong-password"
     )
     assert not result.success
     events = result.all_events
     assert not [e for e in events if e.event_type == dg.DagsterEventType.STEP_UP_FOR_RETRY]
     failure = next(e for e in events if e.event_type == dg.DagsterEventType.STEP_FAILURE)
-    assert failure.step_key == "mri__raw_bookings"
+    assert failure.step_key == "mri__sync"
     message = str(failure.event_specific_data.error)
     assert "refused the credentials" in message
     assert "wrong-password" not in message
+
+
+ALL = ["raw_bookings", "booking_details", "worklist_rows", "cancellation_reconciliation", "worklist"]
+CHECKS = {
+    "required_fields_present": "worklist_rows",
+    "dicom_values_valid": "worklist_rows",
+    "identifiers_unique": "worklist_rows",
+    "mass_cancellation_guard": "cancellation_reconciliation",
+}
+
+
+def names(result) -> set[str]:
+    return {e.asset_key.path[1] for e in result.get_asset_materialization_events()}
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_each_asset_alone_reports_only_itself(calpendo_sim, source, engine, db_url, name):
+    bid = add(calpendo_sim, "SUB0910 - Ann Alone", hour=8)
+    result = materialize(source, db_url, selection=[dg.AssetKey(["mri", name])])
+    assert result.success
+    assert names(result) == {name}
+    # Only `worklist` publishes, from a fresh fetch: the others leave the table alone.
+    assert (bid in rows(engine)) is (name == "worklist")
+
+
+@pytest.mark.parametrize("check", sorted(CHECKS))
+def test_each_check_alone_runs_without_publishing(calpendo_sim, source, engine, db_url, check):
+    key = dg.AssetCheckKey(dg.AssetKey(["mri", CHECKS[check]]), check)
+    result = dg.materialize(
+        [build_source_assets(source, retry_policy=None)],
+        resources=resources(db_url),
+        selection=dg.AssetSelection.checks(key),
+        raise_on_error=False,
+    )
+    assert result.success
+    assert checks_passed(result) == {check: True}
+    assert names(result) == set() and rows(engine) == {}
+
+
+def test_worklist_alone_after_a_failed_guard_publishes_nothing(calpendo_sim, source, engine, db_url):
+    assert materialize(source, db_url).success
+    scheduled = [b for b, r in rows(engine).items() if r.step_status == SCHEDULED]
+    for bid in scheduled:
+        calpendo_sim.delete_booking(int(bid))
+    assert checks_passed(materialize(source, db_url))["mass_cancellation_guard"] is False
+    before_hist = history_count(engine)
+    # The UI's "Materialize" on mri/worklist alone: the guard is evaluated again in
+    # the step (not selected, not reported) and still refuses.
+    result = materialize(source, db_url, selection=[dg.AssetKey(["mri", "worklist"])])
+    assert not result.success
+    assert names(result) == set()
+    failure = next(e for e in result.all_events if e.event_type == dg.DagsterEventType.STEP_FAILURE)
+    assert "mass_cancellation_guard" in str(failure.event_specific_data.error)
+    assert history_count(engine) == before_hist
+    assert all(rows(engine)[b].step_status == SCHEDULED for b in scheduled)
+
+
+def test_an_older_fetch_is_not_published_over_a_newer_one(calpendo_sim, source, engine, db_url, monkeypatch):
+    bid = add(calpendo_sim, "SUB0911 - Old Fetch", hour=9)
+    real_fetch = sync.fetch
+    stale = dt.datetime.now(dt.timezone.utc) - dt.timedelta(hours=1)
+    assert materialize(source, db_url).success
+    calpendo_sim.move_booking(int(bid), dt.datetime.combine(today_local(), dt.time(17, 0)))
+    # A run whose fetch predates the last published one (a slow run finishing late).
+    monkeypatch.setattr(sync, "fetch", lambda *a, **kw: dataclasses.replace(
+        real_fetch(*a, **kw), fetched_at=stale))
+    result = materialize(source, db_url)
+    assert result.success and "worklist" not in names(result)
+    assert rows(engine)[bid].scheduled_start_time == "090000"
+
+
+class FlakyFetch:
+    def __init__(self, exc, real):
+        self.exc, self.real, self.calls = exc, real, 0
+
+    def __call__(self, *args, **kwargs):
+        self.calls += 1
+        if self.calls == 1:
+            raise self.exc
+        return self.real(*args, **kwargs)
+
+
+class TransientError(RuntimeError):
+    transient = True
+
+
+@pytest.mark.parametrize(
+    ("exc", "retried"),
+    [
+        (TransientError("Calpendo answered 503"), True),
+        (__import__("requests").ConnectionError("connection refused"), True),
+        (ValueError("bad answer"), False),
+    ],
+)
+def test_only_transient_fetch_errors_are_retried(source, db_url, monkeypatch, exc, retried):
+    flaky = FlakyFetch(exc, sync.fetch)
+    monkeypatch.setattr(sync, "fetch", flaky)
+    result = materialize(source, db_url, retry_policy=dg.RetryPolicy(max_retries=1))
+    retries = [e for e in result.all_events if e.event_type == dg.DagsterEventType.STEP_UP_FOR_RETRY]
+    assert (len(retries), result.success, flaky.calls) == ((1, True, 2) if retried else (0, False, 1))

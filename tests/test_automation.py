@@ -11,6 +11,8 @@ import pytest
 
 from calpendo_assets.automation import build_job, build_schedule, build_sensor, cron_for_interval
 from calpendo_assets.config import load_config
+from calpendo_assets.resources import CalpendoResource, calpendo_from_env
+from tests.fixtures.sim import SIM_PASSWORD, SIM_USER
 
 
 @pytest.mark.parametrize(
@@ -52,39 +54,55 @@ def test_schedule_runs_only_inside_operation_interval(source):
     assert tick(6, 55).run_requests == []
 
 
+def context(cursor=None, resource=None):
+    resource = resource or CalpendoResource(username=SIM_USER, password=SIM_PASSWORD)
+    return dg.build_sensor_context(cursor=cursor, resources={"calpendo": resource})
+
+
 def test_sensor_requests_a_run_only_when_the_window_changed(calpendo_sim, source):
     sensor = build_sensor(source, build_job(source))
     assert sensor.name == f"{source.name}_sensor"
+    assert sensor.minimum_interval_seconds == 10
 
-    first = sensor.evaluate_tick(dg.build_sensor_context())
+    calpendo_sim.reset_counts()
+    first = sensor.evaluate_tick(context())
+    assert calpendo_sim.request_count == 1  # one cheap window query per tick
     assert len(first.run_requests) == 1 and first.cursor
     key = first.run_requests[0].run_key
 
-    again = sensor.evaluate_tick(dg.build_sensor_context(cursor=first.cursor))
+    again = sensor.evaluate_tick(context(first.cursor))
     assert again.run_requests == [] and "unchanged" in again.skip_message
 
     booking = next(b for b in calpendo_sim.bookings() if b["properties"]["status"] == "APPROVED")
     calpendo_sim.update_booking(booking["id"], title="SUB4321 - Changed Title")
-    changed = sensor.evaluate_tick(dg.build_sensor_context(cursor=first.cursor))
+    changed = sensor.evaluate_tick(context(first.cursor))
     assert len(changed.run_requests) == 1
     assert changed.cursor != first.cursor
     assert changed.run_requests[0].run_key != key
     # Same tick evaluated twice gives the same key: Dagster will not launch it twice.
-    repeat = sensor.evaluate_tick(dg.build_sensor_context(cursor=first.cursor))
+    repeat = sensor.evaluate_tick(context(first.cursor))
     assert repeat.run_requests[0].run_key == changed.run_requests[0].run_key
 
     # Changing back and forth (A -> B -> A -> B) launches a run every time.
     calpendo_sim.update_booking(booking["id"], title=booking["properties"]["title"])
-    back = sensor.evaluate_tick(dg.build_sensor_context(cursor=changed.cursor))
+    back = sensor.evaluate_tick(context(changed.cursor))
     calpendo_sim.update_booking(booking["id"], title="SUB4321 - Changed Title")
-    forth = sensor.evaluate_tick(dg.build_sensor_context(cursor=back.cursor))
+    forth = sensor.evaluate_tick(context(back.cursor))
     keys = [r.run_requests[0].run_key for r in (first, changed, back, forth)]
     assert len(set(keys)) == 4
 
 
-def test_sensor_without_credentials_skips_with_the_reason(source, monkeypatch):
+def test_sensor_without_credentials_names_the_missing_variable(source, monkeypatch):
     monkeypatch.delenv("CALPENDO_PASSWORD")
     sensor = build_sensor(source, build_job(source))
-    result = sensor.evaluate_tick(dg.build_sensor_context())
-    assert result.run_requests == []
-    assert "CALPENDO_PASSWORD" in result.skip_message
+    with pytest.raises(Exception, match="CALPENDO_PASSWORD"):
+        sensor.evaluate_tick(context(resource=calpendo_from_env()))
+
+
+def test_sensor_skips_while_calpendo_is_down(calpendo_sim, source):
+    calpendo_sim.fail_requests(status=503, count=None)
+    try:
+        result = build_sensor(source, build_job(source)).evaluate_tick(context())
+    finally:
+        calpendo_sim.clear_failures()
+    assert result.run_requests == [] and "window query failed" in result.skip_message

@@ -1,134 +1,246 @@
-"""Dagster for real: `dagster dev` on loopback with the project's dagster.yaml,
-`NAME_sync` launched through the GraphQL API (dagster-graphql's client), its
-blocking asset checks read back over GraphQL, the published rows over DICOM."""
+"""Every action the Dagster UI offers, through a real `dagster dev` on loopback.
+
+One `dagster dev` (the project's dagster.yaml and workspace.yaml) and one simulator
+serve the whole module. Runs are launched with the GraphQL calls the UI makes
+(`launchPipelineExecution` with an asset / asset-check selection on __ASSET_JOB,
+the launchpad's job launch, `launchPipelineReexecution`), and the published rows
+are read back from the worklist database and over DICOM. The schedule and sensor
+are kept out of the way (the operation interval excludes the test's hours), so
+every run here is one the test launched.
+"""
 
 from __future__ import annotations
 
+import datetime as dt
+import itertools
+import json
 import os
-import signal
-import subprocess
-import sys
-import time
-import urllib.request
-from pathlib import Path
+from zoneinfo import ZoneInfo
 
-import requests
-from dagster import DagsterRunStatus
-from dagster_graphql import DagsterGraphQLClient
+import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from mwl_service.schema import SCHEDULED, WorklistItem, make_engine
+from mwl_service.schema import (
+    DISCONTINUED,
+    SCHEDULED,
+    SourceSyncState,
+    WorklistHistory,
+    WorklistItem,
+    make_engine,
+)
+from tests.fixtures.dagster_ui import DagsterUI, start_dagster_dev, stop_process_group
 from tests.fixtures.dicom import free_port, run_findscu
-from tests.fixtures.sim import ROOT
+from tests.fixtures.sim import SIM_PASSWORD, SIM_USER, make_simulator, shipped_config_for
 
-DAGSTER = str(Path(sys.executable).parent / "dagster")
+ASSETS = ["raw_bookings", "booking_details", "worklist_rows", "cancellation_reconciliation",
+          "worklist"]
 CHECKS = {
-    "worklist_rows": ["required_fields_present", "dicom_values_valid", "identifiers_unique"],
-    "cancellation_reconciliation": ["mass_cancellation_guard"],
+    "required_fields_present": "worklist_rows",
+    "dicom_values_valid": "worklist_rows",
+    "identifiers_unique": "worklist_rows",
+    "mass_cancellation_guard": "cancellation_reconciliation",
 }
-CHECK_QUERY = """
-query Checks($key: AssetKeyInput!, $name: String!) {
-  assetCheckExecutions(assetKey: $key, checkName: $name, limit: 10) {
-    runId status evaluation { success }
-  }
-}"""
+_titles = itertools.count(7001)
 
 
-def start_dagster_dev(tmp_path: Path, port: int) -> subprocess.Popen:
-    home = tmp_path / "dagster_home"
-    home.mkdir()
-    (home / "dagster.yaml").symlink_to(ROOT / "dagster.yaml")
-    env = {**os.environ, "DAGSTER_HOME": str(home)}
-    log = open(tmp_path / "dagster-dev.log", "wb")  # noqa: SIM115 - closed with the process
-    return subprocess.Popen(
-        [DAGSTER, "dev", "-h", "127.0.0.1", "-p", str(port), "-w", str(ROOT / "workspace.yaml")],
-        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-    )
+class Env:
+    def __init__(self, sim, ui: DagsterUI, db_url: str, home, source: str, tz: str):
+        self.sim, self.ui, self.db_url, self.home = sim, ui, db_url, home
+        self.source, self.tz = source, ZoneInfo(tz)
+        self.engine = make_engine(db_url)
+
+    def key(self, name: str) -> list[str]:
+        return [self.source, name]
+
+    def check(self, name: str) -> tuple[list[str], str]:
+        return self.key(CHECKS[name]), name
+
+    def everything(self) -> dict:
+        """What the UI's "Materialize all" sends: every asset of the group and its checks."""
+        return {"assets": [self.key(a) for a in ASSETS],
+                "checks": [self.check(c) for c in CHECKS]}
+
+    def rows(self) -> dict[str, WorklistItem]:
+        with Session(self.engine) as s:
+            return {r.booking_id: r for r in s.scalars(select(WorklistItem))}
+
+    def snapshot(self) -> tuple:
+        with Session(self.engine) as s:
+            items = [(r.booking_id, r.patient_id, r.step_status, r.updated_at)
+                     for r in s.scalars(select(WorklistItem).order_by(WorklistItem.id))]
+            history = s.query(WorklistHistory).count()
+        return items, history
+
+    def edit(self) -> tuple[str, str, str]:
+        """Retitle and move an approved booking today: (booking id, patient id, HHMMSS)."""
+        today = dt.datetime.now(self.tz).date()
+        booking = next(
+            b for b in self.sim.bookings()
+            if b["properties"]["status"] == "APPROVED" and b["properties"]["resource"]["name"] == "3T MRI"
+        )
+        n = next(_titles)
+        patient = f"SUB{n}"
+        minute = n % 60
+        self.sim.update_booking(booking["id"], title=f"{patient} - Edit Person{n}")
+        self.sim.move_booking(booking["id"], dt.datetime.combine(today, dt.time(6, minute)))
+        return str(booking["id"]), patient, f"06{minute:02d}00"
+
+    def run(self, **launch) -> str:
+        run_id = self.ui.launch(**launch)
+        status = self.ui.wait(run_id)
+        assert status == "SUCCESS", self.ui.failure_message(run_id)
+        return run_id
 
 
-def wait_for_ui(proc: subprocess.Popen, url: str, log: Path, timeout: float = 180) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, f"dagster dev exited:\n{log.read_text()[-4000:]}"
-        try:
-            with urllib.request.urlopen(f"{url}/server_info", timeout=2):
-                return
-        except OSError:
-            time.sleep(0.5)
-    raise AssertionError(f"dagster dev did not answer in {timeout}s:\n{log.read_text()[-4000:]}")
-
-
-def wait_for_run(client: DagsterGraphQLClient, run_id: str, timeout: float = 240):
-    deadline = time.monotonic() + timeout
-    status = None
-    while time.monotonic() < deadline:
-        status = client.get_run_status(run_id)
-        if status in (DagsterRunStatus.SUCCESS, DagsterRunStatus.FAILURE, DagsterRunStatus.CANCELED):
-            return status
-        time.sleep(1)
-    raise AssertionError(f"run {run_id} still {status} after {timeout}s")
-
-
-def stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGINT)
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-
-
-def test_sync_launched_over_graphql(calpendo_sim, pipeline_env, tmp_path, mwl_service_process):
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("dagster_ui")
+    sim = make_simulator()
+    config_path, names = shipped_config_for(sim.url, tmp)
+    cfg = json.loads(config_path.read_text())
+    source = cfg["data_sources"][0]
+    tz = source["config"]["timezone"]
+    # Schedule and sensor only run inside the operation interval: put it hours away.
+    hour = dt.datetime.now(ZoneInfo(tz)).hour
+    source["operation_interval"] = {"start_time": [(hour + 3) % 24, 0],
+                                    "end_time": [(hour + 4) % 24, 0]}
+    config_path.write_text(json.dumps(cfg))
+    db_url = f"sqlite:///{tmp / 'worklist.db'}"
+    environment = {**os.environ, "CALPENDO_MWL_CONFIG": str(config_path),
+                   "WORKLIST_DB_URL": db_url, "CALPENDO_USERNAME": SIM_USER,
+                   "CALPENDO_PASSWORD": SIM_PASSWORD}
     port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    proc = start_dagster_dev(tmp_path, port)
+    log = tmp / "dagster-dev.log"
+    proc = start_dagster_dev(tmp / "dagster_home", port, environment, log)
+    ui = DagsterUI(port)
     try:
-        wait_for_ui(proc, url, tmp_path / "dagster-dev.log")
-        name = pipeline_env["source_names"][0]
-        client = DagsterGraphQLClient("127.0.0.1", port_number=port)
-        run_id = client.submit_job_execution(
-            f"{name}_sync", repository_location_name="calpendo_assets",
-            repository_name="__repository__",
-        )
-        assert wait_for_run(client, run_id) == DagsterRunStatus.SUCCESS
-
-        for asset, check_names in CHECKS.items():
-            for check in check_names:
-                answer = requests.post(f"{url}/graphql", timeout=30, json={
-                    "query": CHECK_QUERY,
-                    "variables": {"key": {"path": [name, asset]}, "name": check},
-                }).json()
-                runs = {e["runId"]: e for e in answer["data"]["assetCheckExecutions"]}
-                assert run_id in runs, f"{check} did not run in {run_id}: {answer}"
-                assert runs[run_id]["status"] == "SUCCEEDED"
-                assert runs[run_id]["evaluation"]["success"] is True
+        ui.wait_until_up(proc, log)
+        yield Env(sim, ui, db_url, tmp / "dagster_home", names[0], tz)
     finally:
-        stop(proc)
+        stop_process_group(proc)
+        sim.stop()
 
-    engine = make_engine(pipeline_env["WORKLIST_DB_URL"])
-    with Session(engine) as s:
-        scheduled = {
-            r.accession_number: r for r in s.scalars(select(WorklistItem)) if r.step_status == SCHEDULED
-        }
-    engine.dispose()
-    assert scheduled
-    server = mwl_service_process(pipeline_env["WORKLIST_DB_URL"])
-    answers = run_findscu(server.host, server.port, server.ae_title, [
-        "AccessionNumber", "PatientID",
-        "(0040,0100)[0].ScheduledProcedureStepStartDate",
-        "(0040,0100)[0].ScheduledProcedureStepStartTime",
-    ])
-    got = {
-        str(ds.AccessionNumber): (
-            str(ds.PatientID),
-            ds.ScheduledProcedureStepSequence[0].ScheduledProcedureStepStartDate,
-            ds.ScheduledProcedureStepSequence[0].ScheduledProcedureStepStartTime,
-        )
-        for ds in answers
+
+def test_every_ui_action_succeeds_and_publishes_the_latest_state(env, mwl_service_process):
+    # Actions that publish: each edit in Calpendo must be in the worklist after it.
+    publishing = {
+        "worklist alone": {"assets": [env.key("worklist")]},
+        "a subset": {"assets": [env.key("worklist_rows"), env.key("worklist")]},
+        "Materialize all": env.everything(),
+        "launchpad": {"job": f"{env.source}_sync"},
     }
-    assert got == {
-        acc: (r.patient_id, r.scheduled_start_date, r.scheduled_start_time)
-        for acc, r in scheduled.items()
-    }
+    for label, launch in publishing.items():
+        bid, patient, start = env.edit()
+        run_id = env.run(**launch)
+        row = env.rows()[bid]
+        assert (row.patient_id, row.scheduled_start_time, row.step_status) == (
+            patient, start, SCHEDULED), label
+        assert f"{env.source}/worklist" in env.ui.materialized(run_id), label
+
+    # A cancellation in Calpendo reaches the worklist through the UI too.
+    cancelled = env.edit()[0]
+    env.sim.cancel_booking(int(cancelled), reason="participant ill")
+    env.run(**env.everything())
+    assert env.rows()[cancelled].step_status == DISCONTINUED
+
+    # Actions that do not publish: launched at once (the pool runs them one by one),
+    # each succeeds and reports exactly what was selected.
+    before = env.snapshot()
+    alone = {f"asset {a}": ({"assets": [env.key(a)]}, {f"{env.source}/{a}"}, {})
+             for a in ASSETS if a != "worklist"}
+    alone |= {f"check {c}": ({"assets": [], "checks": [env.check(c)]}, set(), {c: True})
+              for c in CHECKS}
+    launched = {label: env.ui.launch(**launch) for label, (launch, _, _) in alone.items()}
+    for label, run_id in launched.items():
+        _, assets, checks = alone[label]
+        assert env.ui.wait(run_id) == "SUCCESS", (label, env.ui.failure_message(run_id))
+        assert env.ui.materialized(run_id) == assets, label
+        assert env.ui.check_results(run_id) == checks, label
+    assert env.snapshot() == before
+
+    # The last published state is what a scanner sees over DICOM.
+    scheduled = {r.accession_number: r.patient_id for r in env.rows().values()
+                 if r.step_status == SCHEDULED}
+    server = mwl_service_process(env.db_url)
+    answers = run_findscu(server.host, server.port, server.ae_title,
+                          ["AccessionNumber", "PatientID"])
+    assert {str(ds.AccessionNumber): str(ds.PatientID) for ds in answers} == scheduled
+
+
+def test_reexecution_of_a_failed_run_from_failure_and_all_steps(env):
+    env.sim.fail_requests(status=400, count=None)
+    try:
+        failed = env.ui.launch(**env.everything())
+        assert env.ui.wait(failed) == "FAILURE"
+    finally:
+        env.sim.clear_failures()
+    message = env.ui.failure_message(failed)
+    assert "fetching the booking window" in message and "Nothing was published" in message
+
+    for strategy in ("FROM_FAILURE", "ALL_STEPS"):
+        bid, patient, start = env.edit()
+        run_id = env.ui.reexecute(failed, strategy)
+        assert env.ui.wait(run_id) == "SUCCESS", env.ui.failure_message(run_id)
+        assert env.ui.materialized(run_id) == {f"{env.source}/{a}" for a in ASSETS}
+        assert env.ui.check_results(run_id) == dict.fromkeys(CHECKS, True)
+        row = env.rows()[bid]
+        assert (row.patient_id, row.scheduled_start_time) == (patient, start), strategy
+
+
+def test_concurrent_launches_of_one_source_never_publish_at_once(env):
+    env.edit()
+    job = f"{env.source}_sync"
+    runs = [env.ui.launch(job=job), env.ui.launch(job=job), env.ui.launch(**env.everything())]
+    for run_id in runs:
+        assert env.ui.wait(run_id) == "SUCCESS", env.ui.failure_message(run_id)
+    spans = sorted((s for r in runs for s in env.ui.step_spans(r)), key=lambda s: s.start)
+    assert [s.step_key for s in spans] == [f"{env.source}__sync"] * 3
+    # Dagster's own step start/end events: each publish ends before the next starts.
+    for earlier, later in zip(spans, spans[1:]):
+        assert earlier.end <= later.start, (earlier, later)
+    with Session(env.engine) as s:
+        state = s.get(SourceSyncState, env.source)
+    assert state.last_run_id == spans[-1].run_id
+
+
+def test_a_failed_check_is_never_published_by_a_later_partial_run(env):
+    scheduled = [b for b, r in env.rows().items() if r.step_status == SCHEDULED]
+    assert len(scheduled) >= 5
+    for bid in scheduled:  # Calpendo "loses" every booking: the guard must trip
+        env.sim.delete_booking(int(bid))
+    before = env.snapshot()
+    failed = env.ui.launch(**env.everything())
+    assert env.ui.wait(failed) == "FAILURE"
+    assert env.ui.check_results(failed)["mass_cancellation_guard"] is False
+    assert f"{env.source}/worklist" not in env.ui.materialized(failed)
+    # The UI's Materialize on NAME/worklist alone, right after: still refused.
+    alone = env.ui.launch(assets=[env.key("worklist")])
+    assert env.ui.wait(alone) == "FAILURE"
+    message = env.ui.failure_message(alone)
+    assert "mass_cancellation_guard" in message and "Nothing was published" in message
+    # Re-executing the failed run refuses the same way.
+    again = env.ui.reexecute(failed, "FROM_FAILURE")
+    assert env.ui.wait(again) == "FAILURE"
+    assert env.snapshot() == before
+
+
+def test_dagster_home_holds_no_participant_names(env):
+    """Last in the module: every run above wrote its events and logs by now."""
+    def personal(text: str) -> bool:  # a name, not an ID (IDs may be shown)
+        return len(text) >= 4 and not any(ch.isdigit() for ch in text)
+
+    titles = [b["properties"]["title"] for b in env.sim.bookings()]
+    names = {t.partition(" - ")[2] for t in titles} | {t for t in titles if " " in t}
+    names |= {r.patient_name for r in env.rows().values()}
+    names = {n for n in names if personal(n.partition(" - ")[2] or n)}
+    assert len(names) >= 10
+    files = [p for p in env.home.rglob("*") if p.is_file()]
+    assert files
+    leaked = {}
+    for path in files:
+        data = path.read_bytes()
+        found = sorted(n for n in names if n.encode() in data)
+        if found:
+            leaked[str(path.relative_to(env.home))] = found[:3]
+    assert leaked == {}

@@ -31,6 +31,9 @@ def test_names_per_data_source(tmp_path):
         assert set(job.asset_layer.selected_asset_keys) == keys
         assert defs.resolve_schedule_def(f"{name}_schedule").job_name == f"{name}_sync"
         assert defs.resolve_sensor_def(f"{name}_sensor").job_name == f"{name}_sync"
+        # One step, one pool per source: the publish limit of dagster.yaml applies.
+        assert job.graph.pools == {f"calpendo_mwl_{name}"}
+        assert {graph.get(k).group_name for k in keys} == {name}
         checks = {k.name for k in graph.asset_check_keys if k.asset_key.path[0] == name}
         assert checks == {
             "required_fields_present",
@@ -38,6 +41,15 @@ def test_names_per_data_source(tmp_path):
             "identifiers_unique",
             "mass_cancellation_guard",
         }
+
+
+def test_the_retention_job_and_its_schedule_are_in_the_code_location(tmp_path):
+    path, _ = shipped_config_for("http://127.0.0.1:9", tmp_path)
+    defs = build_definitions([s for s in load_config(str(path)) if s.enabled])
+    assert defs.resolve_job_def("worklist_retention").name == "worklist_retention"
+    schedule = defs.resolve_schedule_def("worklist_retention_schedule")
+    assert schedule.job_name == "worklist_retention"
+    assert schedule.default_status == dg.DefaultScheduleStatus.RUNNING
 
 
 def test_dg_check_defs_with_the_shipped_config():

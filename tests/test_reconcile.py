@@ -15,14 +15,16 @@ from calpendo_assets.config import Window, booking_window, parse_config
 from calpendo_assets.reconcile import (
     CANCEL_IN_CALPENDO,
     CANCEL_MISSING,
+    Cancel,
     MassCancellationError,
     PublishResult,
     ReconciliationPlan,
+    StaleFetchError,
     load_existing,
     mass_cancellation_problem,
-    plan_against_db,
     plan_reconciliation,
     publish,
+    reconcile,
 )
 from calpendo_assets.rows.mapping import bookings_to_rows
 from calpendo_assets.rows.model import VANISHED_REASON, frame_records
@@ -33,6 +35,7 @@ from mwl_service.schema import (
     OWNER_MPPS,
     OWNER_SYNC,
     SCHEDULED,
+    SourceSyncState,
     WorklistHistory,
     WorklistItem,
     make_engine,
@@ -401,19 +404,60 @@ def test_guard_counts_only_the_vanished_share(engine):
 def test_publish_replans_inside_its_transaction(engine):
     sync(engine, [booking(1), booking(2, hour=11)])
     result = bookings_to_rows([booking(2, hour=11)], SOURCE)
-    plan = plan_against_db(engine, SOURCE.name, result.frame, WINDOW, True, result.present_ids)
-    assert [c["booking_id"] for c in plan.cancels] == ["1"]
+    plan = reconcile(engine, SOURCE.name, result.frame, WINDOW, True, result.present_ids).plan
+    assert [c.booking_id for c in plan.cancels] == ["1"]
     set_mpps(engine, 1, IN_PROGRESS)  # the scanner starts between plan and publish
     published = publish(engine, SOURCE.name, result.frame, WINDOW, True, result.present_ids)
     assert published == PublishResult(unchanged=1, scanner_owned_kept=1)
     assert rows(engine)["1"]["step_status"] == IN_PROGRESS
 
 
-def test_plan_against_db_is_read_only(engine):
+def test_an_older_fetch_never_overwrites_a_newer_publish(engine):
+    t_old, t_new = NOW - dt.timedelta(minutes=2), NOW - dt.timedelta(minutes=1)
+    sync(engine, [booking(1, hour=11)], fetched_at=t_new, run_id="run-new")
+    before = snapshot(engine)
+    # A fetch made before the published one (a slow run finishing late) is refused.
+    with pytest.raises(StaleFetchError, match="newer fetch"):
+        sync(engine, [booking(1, hour=9)], fetched_at=t_old, run_id="run-old")
+    assert snapshot(engine) == before
+    assert rows(engine)["1"]["scheduled_start_time"] == "110000"
+    with engine.connect() as conn:
+        state = conn.execute(select(SourceSyncState.__table__)).one()
+    assert (state.source, state.last_fetched_at, state.last_run_id) == (
+        SOURCE.name, t_new, "run-new",
+    )
+    # The same or a newer fetch publishes; another source is not affected.
+    assert sync(engine, [booking(1, hour=12)], fetched_at=t_new).updated == 1
+    other = make_source("eeg")
+    assert sync(engine, [booking(7)], source=other, fetched_at=t_old).inserted == 1
+
+
+def test_reconcile_plans_once_and_publishes_only_what_was_approved(engine):
+    sync(engine, [booking(1)])
+    before = snapshot(engine)
+    result = bookings_to_rows([booking(1, hour=13), booking(2)], SOURCE)
+    seen = []
+
+    def refuse(plan):
+        seen.append(plan)
+        return False
+
+    done = reconcile(engine, SOURCE.name, result.frame, WINDOW, True, result.present_ids,
+                     approve=refuse)
+    assert done.published is None and done.refused == "a blocking check failed"
+    assert seen == [done.plan] and done.plan.counts()["inserts"] == 1
+    assert snapshot(engine) == before
+    done = reconcile(engine, SOURCE.name, result.frame, WINDOW, True, result.present_ids,
+                     approve=lambda plan: True, run_id="run-2")
+    assert done.published == PublishResult(inserted=1, updated=1)
+    assert rows(engine)["1"]["scheduled_start_time"] == "130000"
+
+
+def test_reconcile_without_approval_is_read_only(engine):
     sync(engine, [booking(1)])
     before = snapshot(engine)
     result = bookings_to_rows([booking(2)], SOURCE)
-    plan = plan_against_db(engine, SOURCE.name, result.frame, WINDOW, True, result.present_ids)
+    plan = reconcile(engine, SOURCE.name, result.frame, WINDOW, True, result.present_ids).plan
     assert plan.counts()["inserts"] == 1 and plan.counts()["cancels_missing"] == 1
     assert snapshot(engine) == before
 
@@ -574,9 +618,9 @@ def test_plan_pure_counts():
         "active_in_window": 4,
         "fetch_complete": True,
     }
-    assert plan.cancels[0]["booking_id"] == "4" and plan.cancels[0]["reason"] == VANISHED_REASON
+    assert plan.cancels[0].booking_id == "4" and plan.cancels[0].reason == VANISHED_REASON
     assert plan.vanished == 1 and plan.vanished_fraction == 0.25
-    assert plan.updates[0]["id"] == 2
+    assert plan.updates[0].id == 2
 
 
 def test_plan_incomplete_fetch_cancels_nothing():
@@ -613,7 +657,7 @@ def test_plan_rejects_rows_of_another_source():
 def test_mass_cancellation_problem(cancels, active, max_fraction, min_rows, trips):
     plan = ReconciliationPlan("mri3t", WINDOW.start, WINDOW.end, True)
     plan.cancels = [
-        {"id": i, "booking_id": str(i), "reason": "x", "kind": CANCEL_MISSING}
+        Cancel(i, str(i), "x", CANCEL_MISSING, values={}, changes={}, old_step_status=SCHEDULED)
         for i in range(cancels)
     ]
     plan.active_in_window = active

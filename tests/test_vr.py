@@ -113,3 +113,45 @@ def test_row_problems_lists_each_bad_field():
     problems = dict(row_problems(row))
     assert set(problems) == {"scheduled_start_date", "scheduled_station_ae_title"}
     assert "real date" in problems["scheduled_start_date"]
+
+
+@pytest.mark.parametrize(
+    "vr, value, problem",
+    [
+        ("DS", "72.5", None),
+        ("DS", "1e3", None),
+        ("DS", "-0.5", None),
+        ("DS", "seventy", "decimal number"),
+        ("DS", "1" * 17, "max 16"),
+        ("DS", "1\\2", "backslash"),
+        ("LT", "Line one\r\nLine two\tTabbed", None),
+        ("LT", "back\\slash is text in LT", None),
+        ("LT", "bell\x07", "control"),
+        ("LT", "x" * 10241, "max 10240"),
+        ("US", "4", None),
+        ("US", "65535", None),
+        ("US", "65536", "between 0 and 65535"),
+        ("US", "-1", "unsigned integer"),
+        ("US", "1.5", "unsigned integer"),
+    ],
+)
+def test_ds_lt_us_checks(vr, value, problem):
+    got = vr_problem(vr, value)
+    if problem is None:
+        assert got is None
+    else:
+        assert got is not None and problem in got
+        assert "http" not in got  # pydicom's "Please see <url>" is cut
+
+
+def test_one_ae_title_validator():
+    from mwl_service import server
+    from mwl_service.vr import validate_ae_title
+
+    assert server.validate_ae_title is validate_ae_title  # the CLI's import still works
+    assert validate_ae_title("  MR3T ") == "MR3T"
+    for bad, words in (("", "empty"), ("X" * 17, "max 16"), ("A\\B", "backslash"),
+                       ("MRÄ", "printable ASCII"), ("A\tB", "control")):
+        with pytest.raises(ValueError, match="1 to 16 characters") as exc:
+            validate_ae_title(bad, "called AE title")
+        assert words in str(exc.value) and "called AE title" in str(exc.value)
