@@ -54,7 +54,8 @@ def test_match_by_name_ties_keep_mapping_order():
     "name", ["BRISK Study", "brisk", "BRISK Study 2", "x", "", None, "brisk study pilot", " cardio"]
 )
 @pytest.mark.parametrize(
-    "mapping", [RULES, {}, {"": "any", "B": 1}, {"mri": 1, "MRI": 2}, {"brisk study": 9, "BRISK": 3}]
+    "mapping",
+    [RULES, {}, {"": "any", "B": 1}, {"mri": 1, "MRI": 2}, {"brisk study": 9, "BRISK": 3}],
 )
 def test_match_by_name_behaves_exactly_like_map_by_resource(name, mapping):
     # The lead can replace map_by_resource's body with a call to match_by_name.

@@ -42,7 +42,8 @@ def _pieces(template: str) -> tuple[tuple[str, str | None], ...]:
         if name is None:
             pieces.append((literal, None))
             continue
-        shown = "{" + name + (f"!{conversion}" if conversion else "") + (f":{spec}" if spec else "") + "}"
+        tail = (f"!{conversion}" if conversion else "") + (f":{spec}" if spec else "")
+        shown = "{" + name + tail + "}"
         if conversion is not None:
             raise ValueError(f"{shown}: conversions (!r, !s, !a) are not allowed")
         if spec:
