@@ -11,12 +11,13 @@ from pydicom.valuerep import validate_value
 
 from calpendo_assets.rows.clinical import (
     MR_FIELDS,
+    SIZE,
+    WEIGHT,
     calpendo_paths,
     long_string,
     long_text,
+    measure,
     mr_fields,
-    patient_size,
-    patient_weight,
     pregnancy_status,
     requested_procedure_priority,
 )
@@ -26,12 +27,12 @@ from calpendo_assets.transform import dicom_pn
 
 def weight(raw, unit="kg"):
     warnings: list[str] = []
-    return patient_weight(raw, unit, booking_id="B1", warnings=warnings), warnings
+    return measure(raw, WEIGHT, unit, booking_id="B1", warnings=warnings), warnings
 
 
 def size(raw, unit="m"):
     warnings: list[str] = []
-    return patient_size(raw, unit, booking_id="B1", warnings=warnings), warnings
+    return measure(raw, SIZE, unit, booking_id="B1", warnings=warnings), warnings
 
 
 def assert_valid_ds(value: str) -> None:
@@ -90,7 +91,7 @@ def test_weight_is_kilograms_to_a_tenth(raw, unit, expected):
         (0, "kg", "0 kg is outside 0.2-650 kg (no unit; units.patient_weight is 'kg')"),
         ("-5", "kg", "-5 kg is outside"),
         (700, "kg", "700 kg is outside"),
-        ("1500 lb", "kg", "680.4 kg is outside 0.2-650 kg (unit lb in the value)"),
+        ("1500 lb", "kg", "680.4 kg is outside 0.2-650 kg (unit written: lb)"),
         ("0.1", "kg", "0.1 kg is outside"),
     ],
 )
@@ -154,7 +155,7 @@ def test_size_is_metres_to_a_centimetre(raw, unit, expected):
         ("70 kg", "m", "has a weight unit"),
         ("1.75 yards", "m", "has an unknown unit (known: cm, in, m, mm)"),
         ("tall", "m", "is not a number with an optional unit"),
-        ("12 ft", "m", "3.658 m is outside 0.2-2.8 m (unit in in the value)"),
+        ("12 ft", "m", "3.658 m is outside 0.2-2.8 m (unit written: in)"),
     ],
 )
 def test_unusable_sizes_are_left_empty_with_a_warning(raw, unit, why):
@@ -344,6 +345,13 @@ def test_a_unit_the_config_should_have_refused_is_an_error_not_a_warning():
     with pytest.raises(ValueError, match=r"units.patient_weight must be one of kg, lb"):
         mr_fields({}, {"patient_weight": 80}, booking_id="1", project_name="",
                   units=SimpleNamespace(patient_weight="stone", patient_size="m"))
+
+
+def test_a_template_for_a_field_that_is_not_an_mr_field_is_an_error():
+    # The config refuses it (validate_templates with TEMPLATE_FIELDS); never served raw.
+    with pytest.raises(ValueError, match=r"'study_description' is not one of the MR fields"):
+        mr_fields({"id": 1}, {}, booking_id="1", project_name="",
+                  templates={"study_description": "{id}"})
 
 
 def test_templates_build_fields_that_are_then_normalised():

@@ -28,7 +28,8 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+from dataclasses import dataclass
+from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
 from pydicom.valuerep import MAX_VALUE_LEN
@@ -58,36 +59,66 @@ WORKLIST_FIELD_NAMES = frozenset(SYNC_COLUMNS) | frozenset(MR_FIELDS) | frozense
 
 # ---------------------------------------------------------------- weight and size
 
-# Exact factors to SI (the international yard and pound, 1959).
-WEIGHT_UNITS = {"kg": Decimal(1), "lb": Decimal("0.45359237")}
-SIZE_UNITS = {"m": Decimal(1), "cm": Decimal("0.01"), "in": Decimal("0.0254")}
-DEFAULT_UNITS = {"patient_weight": "kg", "patient_size": "m"}
-# Spellings a value may carry itself (case-insensitive). "mm" is understood in a
-# value although it is not offered as a config unit.
-_WEIGHT_SPELLINGS = {
-    **dict.fromkeys(("kg", "kgs", "kilo", "kilos", "kilogram", "kilograms"), "kg"),
-    **dict.fromkeys(("lb", "lbs", "pound", "pounds"), "lb"),
-}
-_SIZE_SPELLINGS = {
-    **dict.fromkeys(("m", "meter", "meters", "metre", "metres"), "m"),
-    **dict.fromkeys(("cm", "centimeter", "centimeters", "centimetre", "centimetres"), "cm"),
-    **dict.fromkeys(("mm", "millimeter", "millimeters", "millimetre", "millimetres"), "mm"),
-    **dict.fromkeys(("in", "inch", "inches", '"', "''"), "in"),
-}
-_SIZE_FACTORS = {**SIZE_UNITS, "mm": Decimal("0.001")}
-# Plausible human values after conversion (inclusive): wide enough for neonates and
-# the heaviest and tallest people recorded, narrow enough to catch a wrong unit
-# (175 read as metres, 1.75 read as centimetres, 0 meaning "not weighed").
-WEIGHT_RANGE_KG = (Decimal("0.2"), Decimal(650))
-SIZE_RANGE_M = (Decimal("0.2"), Decimal("2.8"))
-# Weight to 0.1 kg: a scale's resolution, and what SAR limits need; more digits from
-# a pound conversion (165 lb = 74.84274105 kg) would be false precision. Size to
-# 0.01 m: a stadiometer's centimetre, so 69 in gives 1.75, not 1.7526.
-WEIGHT_STEP = Decimal("0.1")
-SIZE_STEP = Decimal("0.01")
+
+@dataclass(frozen=True)
+class Quantity:
+    """How one measured field is read, converted, checked and rounded."""
+
+    field: str
+    si: str  # the unit DICOM serves it in
+    units: Mapping[str, Decimal]  # the units a source may configure -> factor to `si`
+    spellings: Mapping[str, str]  # a unit written in a value (casefolded) -> unit
+    factors: Mapping[str, Decimal]  # every unit a value may carry -> factor to `si`
+    plausible: tuple[Decimal, Decimal]  # inclusive, in `si`
+    step: Decimal  # rounding, in `si`
+    kind: str  # "a weight", "a length": to explain a unit of the wrong kind
+
+
+def _spellings(**units: tuple[str, ...]) -> dict[str, str]:
+    return {spelling: unit for unit, spellings in units.items() for spelling in spellings}
+
+
+# Factors are exact (the international yard and pound, 1959). Plausible ranges are
+# wide enough for neonates and the heaviest and tallest people recorded, and narrow
+# enough to catch a wrong unit (175 read as metres, 1.75 as centimetres, 0 for "not
+# weighed"). Weight to 0.1 kg: a scale's resolution and all SAR limits need; more
+# digits from a pound conversion (165 lb = 74.84274105 kg) would be false precision.
+# Size to 0.01 m, a stadiometer's centimetre: 69 in gives 1.75, not 1.7526.
+_KG = {"kg": Decimal(1), "lb": Decimal("0.45359237")}
+WEIGHT = Quantity(
+    field="patient_weight",
+    si="kg",
+    units=_KG,
+    spellings=_spellings(
+        kg=("kg", "kgs", "kilo", "kilos", "kilogram", "kilograms"),
+        lb=("lb", "lbs", "pound", "pounds"),
+    ),
+    factors=_KG,
+    plausible=(Decimal("0.2"), Decimal(650)),
+    step=Decimal("0.1"),
+    kind="a weight",
+)
+_M = {"m": Decimal(1), "cm": Decimal("0.01"), "in": Decimal("0.0254")}
+SIZE = Quantity(
+    field="patient_size",
+    si="m",
+    units=_M,
+    spellings=_spellings(
+        m=("m", "meter", "meters", "metre", "metres"),
+        cm=("cm", "centimeter", "centimeters", "centimetre", "centimetres"),
+        mm=("mm", "millimeter", "millimeters", "millimetre", "millimetres"),
+        **{"in": ("in", "inch", "inches", '"', "''")},
+    ),
+    factors={**_M, "mm": Decimal("0.001")},  # understood in a value, not a config unit
+    plausible=(Decimal("0.2"), Decimal("2.8")),
+    step=Decimal("0.01"),
+    kind="a length",
+)
+QUANTITIES = {WEIGHT.field: WEIGHT, SIZE.field: SIZE}
+DEFAULT_UNITS = {WEIGHT.field: "kg", SIZE.field: "m"}
 
 # A number with "." or one "," as the decimal mark ("72,5"), then an optional unit.
-_QUANTITY = re.compile(r"([+-]?(?:\d+(?:[.,]\d+)?|[.,]\d+))\s*([^\d\s].*?)?")
+_NUMBER_UNIT = re.compile(r"([+-]?(?:\d+(?:[.,]\d+)?|[.,]\d+))\s*([^\d\s].*?)?")
 _FEET_INCHES = re.compile(
     r"(\d+)\s*(?:'|’|ft|foot|feet)\s*(?:(\d+(?:[.,]\d+)?)\s*(?:\"|”|''|in|inch|inches)?)?",
     re.IGNORECASE,
@@ -98,105 +129,65 @@ def _decimal(text: str) -> Decimal:
     return Decimal(text.replace(",", "."))
 
 
-def _quantity(raw: Any, spellings: Mapping[str, str]) -> tuple[Decimal, str | None] | str:
-    """(amount, unit named in the value or None), or why the value is not one."""
+def _amount(raw: Any, q: Quantity) -> tuple[Decimal, str | None] | str:
+    """(amount, the unit written in the value or None), or why the value is not one."""
     if isinstance(raw, bool):
         return "is not a number"
     if isinstance(raw, (int, float, Decimal)):
-        try:
-            amount = Decimal(str(raw))
-        except InvalidOperation:
-            return "is not a number"
+        amount = Decimal(str(raw))
         return (amount, None) if amount.is_finite() else "is not a finite number"
     text = _clean(_as_text(raw))
-    if spellings is _SIZE_SPELLINGS:
-        feet = _FEET_INCHES.fullmatch(text)
-        if feet:
-            inches = Decimal(12) * int(feet.group(1)) + _decimal(feet.group(2) or "0")
-            return inches, "in"
-    m = _QUANTITY.fullmatch(text)
+    feet = _FEET_INCHES.fullmatch(text) if q is SIZE else None
+    if feet:
+        return Decimal(12) * int(feet.group(1)) + _decimal(feet.group(2) or "0"), "in"
+    m = _NUMBER_UNIT.fullmatch(text)
     if not m:
         return "is not a number with an optional unit"
-    unit = m.group(2)
-    if unit is None:
+    if m.group(2) is None:
         return _decimal(m.group(1)), None
-    folded = unit.strip().casefold()
-    if folded not in spellings:
-        other = _SIZE_SPELLINGS if spellings is _WEIGHT_SPELLINGS else _WEIGHT_SPELLINGS
-        kind = "a length" if other is _SIZE_SPELLINGS else "a weight"
-        if folded in other:
-            return f"has {kind} unit"
-        return f"has an unknown unit (known: {', '.join(sorted(set(spellings.values())))})"
-    return _decimal(m.group(1)), spellings[folded]
+    written = m.group(2).casefold()
+    if written in q.spellings:
+        return _decimal(m.group(1)), q.spellings[written]
+    other = SIZE if q is WEIGHT else WEIGHT
+    if written in other.spellings:
+        return f"has {other.kind} unit"
+    return f"has an unknown unit (known: {', '.join(sorted(set(q.spellings.values())))})"
 
 
-def _ds(amount: Decimal, step: Decimal) -> str:
-    """`amount` rounded half-up to `step`, as the shortest DS text ("75", "74.8")."""
-    text = format(amount.quantize(step, rounding=ROUND_HALF_UP).normalize(), "f")
-    assert len(text) <= MAX_VALUE_LEN["DS"], text  # by construction: plausible range
-    return text
+def measure(raw: Any, q: Quantity, unit: str, *, booking_id: str, warnings: list[str]) -> str:
+    """`raw` as DS text in `q.si`, rounded half-up to `q.step` ("74.8"); "" when empty.
 
-
-def _measure(
-    field: str,
-    raw: Any,
-    config_unit: str,
-    *,
-    spellings: Mapping[str, str],
-    factors: Mapping[str, Decimal],
-    plausible: tuple[Decimal, Decimal],
-    si: str,
-    step: Decimal,
-    booking_id: str,
-    warnings: list[str],
-) -> str:
+    `unit` is the source's unit for values without one; a unit written in the value
+    wins (it is the more specific statement). Unusable values: "" and a warning.
+    """
     if raw is None or (isinstance(raw, str) and not raw.strip()):
         return ""
-    parsed = _quantity(raw, spellings)
+    parsed = _amount(raw, q)
     if isinstance(parsed, str):
-        warnings.append(f"booking {booking_id}: {field} {parsed}; left empty")
+        warnings.append(f"booking {booking_id}: {q.field} {parsed}; left empty")
         return ""
-    amount, unit = parsed
-    # A unit written in the value is more specific than the source's default unit.
-    converted = amount * factors[unit or config_unit]
-    low, high = plausible
-    if not low <= converted <= high:
-        where = (
-            f"unit {unit} in the value" if unit else f"no unit; units.{field} is {config_unit!r}"
-        )
+    amount, written = parsed
+    value = amount * q.factors[written or unit]
+    low, high = q.plausible
+    if not low <= value <= high:
+        why = f"unit written: {written}" if written else f"no unit; units.{q.field} is {unit!r}"
         warnings.append(
-            f"booking {booking_id}: {field} {float(converted):.4g} {si} is outside "
-            f"{low}-{high} {si} ({where}); left empty"
+            f"booking {booking_id}: {q.field} {float(value):.4g} {q.si} is outside "
+            f"{low}-{high} {q.si} ({why}); left empty"
         )
         return ""
-    return _ds(converted, step)
+    # Shortest DS text ("75", "1.8"); at most 5 characters within the plausible range.
+    return format(value.quantize(q.step, rounding=ROUND_HALF_UP).normalize(), "f")
 
 
-def _unit(units: Any, field: str, allowed: Mapping[str, Decimal]) -> str:
-    unit = units.get(field) if isinstance(units, Mapping) else getattr(units, field, None)
-    unit = unit or DEFAULT_UNITS[field]
-    if unit not in allowed:
+def configured_unit(units: Any, q: Quantity) -> str:
+    """The source's unit for `q` (``units.patient_weight`` ...), default kg / m."""
+    unit = units.get(q.field) if isinstance(units, Mapping) else getattr(units, q.field, None)
+    unit = unit or DEFAULT_UNITS[q.field]
+    if unit not in q.units:
         # A config error, not a booking's: the config must refuse it at load time.
-        raise ValueError(f"units.{field} must be one of {', '.join(allowed)}, got {unit!r}")
+        raise ValueError(f"units.{q.field} must be one of {', '.join(q.units)}, got {unit!r}")
     return unit
-
-
-def patient_weight(raw: Any, unit: str, *, booking_id: str, warnings: list[str]) -> str:
-    """Weight as DS kilograms to 0.1 kg; `unit` ("kg"|"lb") for values without one."""
-    return _measure(
-        "patient_weight", raw, unit, spellings=_WEIGHT_SPELLINGS, factors=WEIGHT_UNITS,
-        plausible=WEIGHT_RANGE_KG, si="kg", step=WEIGHT_STEP,
-        booking_id=booking_id, warnings=warnings,
-    )
-
-
-def patient_size(raw: Any, unit: str, *, booking_id: str, warnings: list[str]) -> str:
-    """Height as DS metres to 0.01 m; `unit` ("m"|"cm"|"in") for values without one."""
-    return _measure(
-        "patient_size", raw, unit, spellings=_SIZE_SPELLINGS, factors=_SIZE_FACTORS,
-        plausible=SIZE_RANGE_M, si="m", step=SIZE_STEP,
-        booking_id=booking_id, warnings=warnings,
-    )
 
 
 # ---------------------------------------------------------------- coded values
@@ -291,12 +282,9 @@ def long_text(field: str, raw: Any, *, booking_id: str, warnings: list[str]) -> 
 def _normalise(
     field: str, raw: Any, units: Any, booking_id: str, warnings: list[str]
 ) -> Any:
-    if field == "patient_weight":
-        unit = _unit(units, field, WEIGHT_UNITS)
-        return patient_weight(raw, unit, booking_id=booking_id, warnings=warnings)
-    if field == "patient_size":
-        unit = _unit(units, field, SIZE_UNITS)
-        return patient_size(raw, unit, booking_id=booking_id, warnings=warnings)
+    q = QUANTITIES.get(field)
+    if q is not None:
+        return measure(raw, q, configured_unit(units, q), booking_id=booking_id, warnings=warnings)
     if field == "pregnancy_status":
         return pregnancy_status(raw, booking_id=booking_id, warnings=warnings)
     if field == "requested_procedure_priority":
@@ -306,7 +294,9 @@ def _normalise(
         return dicom_pn(raw)
     if field in LT_FIELDS:
         return long_text(field, raw, booking_id=booking_id, warnings=warnings)
-    return long_string(field, raw, booking_id=booking_id, warnings=warnings)
+    if field in LO_FIELDS:
+        return long_string(field, raw, booking_id=booking_id, warnings=warnings)
+    raise ValueError(f"{field!r} is not one of the MR fields ({', '.join(MR_FIELDS)})")
 
 
 def mr_fields(
