@@ -133,3 +133,10 @@ def test_an_unusable_rule_leaves_its_sequence_empty_and_warns_with_the_booking()
         "booking B7: the scheduled protocol code rule for its project is not usable "
         "(code_value (SH) is 17 characters long (max 16)); left empty"
     ]
+
+
+def test_the_documented_example_rules():
+    rules = {"BRISK": "BRISK-T1", "BRISK Pilot": "BRISK-P"}
+    assert match_by_name("BRISK Pilot 2", rules) == "BRISK-P"
+    assert match_by_name("BRISKP (Brain network models)", rules) == "BRISK-T1"
+    assert match_by_name("CARDIO", {"": "MRBRAIN"}) == "MRBRAIN"
