@@ -25,143 +25,106 @@ from calpendo_assets.rows.codes import CODE_COLUMNS
 from calpendo_assets.transform import dicom_pn
 
 
-def weight(raw, unit="kg"):
+def measured(q, raw, unit):
     warnings: list[str] = []
-    return measure(raw, WEIGHT, unit, booking_id="B1", warnings=warnings), warnings
+    return measure(raw, q, unit, booking_id="B1", warnings=warnings), warnings
 
 
-def size(raw, unit="m"):
-    warnings: list[str] = []
-    return measure(raw, SIZE, unit, booking_id="B1", warnings=warnings), warnings
+# ---------------------------------------------------------------- weight and size
+
+CONVERTED = [
+    (WEIGHT, 70, "kg", "70"),
+    (WEIGHT, 72.5, "kg", "72.5"),
+    (WEIGHT, Decimal("72.5"), "kg", "72.5"),
+    (WEIGHT, "72.5", "kg", "72.5"),
+    (WEIGHT, " 80 ", "kg", "80"),
+    (WEIGHT, "+80", "kg", "80"),
+    (WEIGHT, "72,5", "kg", "72.5"),  # decimal comma
+    (WEIGHT, "72,5 kg", "kg", "72.5"),
+    (WEIGHT, "80kg", "kg", "80"),
+    (WEIGHT, "80 KG", "kg", "80"),
+    (WEIGHT, "80 kgs", "kg", "80"),
+    (WEIGHT, "80 kilograms", "kg", "80"),
+    (WEIGHT, 72.45, "kg", "72.5"),  # half up to 0.1 kg, not half even
+    (WEIGHT, 72.44, "kg", "72.4"),
+    (WEIGHT, 165, "lb", "74.8"),  # 74.84274105 kg
+    (WEIGHT, "165", "lb", "74.8"),
+    (WEIGHT, "165 lb", "lb", "74.8"),
+    (WEIGHT, "165 lbs", "kg", "74.8"),  # a unit in the value wins over the source's unit
+    (WEIGHT, "165 Pounds", "kg", "74.8"),
+    (WEIGHT, "80 kg", "lb", "80"),
+    (WEIGHT, 1000, "lb", "453.6"),
+    (WEIGHT, "0.2", "kg", "0.2"),  # smallest plausible (neonates)
+    (WEIGHT, "650", "kg", "650"),
+    (SIZE, 1.75, "m", "1.75"),
+    (SIZE, "1,75", "m", "1.75"),
+    (SIZE, "1.80", "m", "1.8"),
+    (SIZE, 1.755, "m", "1.76"),  # half up to 0.01 m
+    (SIZE, 1.754, "m", "1.75"),
+    (SIZE, 175, "cm", "1.75"),
+    (SIZE, "175 cm", "m", "1.75"),  # a unit in the value wins
+    (SIZE, "175cm", "in", "1.75"),
+    (SIZE, "1750 mm", "m", "1.75"),
+    (SIZE, "1.75 metres", "cm", "1.75"),
+    (SIZE, 69, "in", "1.75"),  # 1.7526 m
+    (SIZE, "69 in", "m", "1.75"),
+    (SIZE, '69"', "m", "1.75"),
+    (SIZE, "69 inches", "cm", "1.75"),
+    (SIZE, "5'9\"", "m", "1.75"),
+    (SIZE, "5' 9\"", "m", "1.75"),
+    (SIZE, "5 ft 9 in", "cm", "1.75"),
+    (SIZE, "5 feet 9 inches", "m", "1.75"),
+    (SIZE, "5'9", "m", "1.75"),
+    (SIZE, "5’9”", "m", "1.75"),
+    (SIZE, "5' 9.5\"", "m", "1.77"),
+    (SIZE, "6 ft", "m", "1.83"),
+    (SIZE, "6'", "m", "1.83"),
+    (SIZE, "0.2", "m", "0.2"),
+    (SIZE, "280 cm", "m", "2.8"),
+]
 
 
-def assert_valid_ds(value: str) -> None:
+@pytest.mark.parametrize(("q", "raw", "unit", "expected"), CONVERTED)
+def test_weight_in_kg_to_a_tenth_and_size_in_m_to_a_centimetre(q, raw, unit, expected):
+    value, warnings = measured(q, raw, unit)
+    assert (value, warnings) == (expected, [])
     validate_value("DS", value, pydicom_config.RAISE)  # pydicom's own DS check
-    assert len(value) <= 16
 
 
-# ---------------------------------------------------------------- weight
+REFUSED = [
+    (WEIGHT, "abc", "kg", "is not a number with an optional unit"),
+    (WEIGHT, "1.2.3", "kg", "has an unknown unit (known: kg, lb)"),
+    (WEIGHT, "1e3", "kg", "has an unknown unit (known: kg, lb)"),
+    (WEIGHT, "80 stone", "kg", "has an unknown unit (known: kg, lb)"),
+    (WEIGHT, "72 kg (approx.)", "kg", "has an unknown unit (known: kg, lb)"),
+    (WEIGHT, "175 cm", "kg", "has a length unit"),
+    (WEIGHT, True, "kg", "is not a number"),
+    (WEIGHT, float("nan"), "kg", "is not a finite number"),
+    (WEIGHT, float("inf"), "kg", "is not a finite number"),
+    (WEIGHT, 0, "kg", "0 kg is outside 0.2-650 kg (no unit; units.patient_weight is 'kg')"),
+    (WEIGHT, "-5", "kg", "-5 kg is outside 0.2-650 kg (no unit; units.patient_weight is 'kg')"),
+    (WEIGHT, 700, "kg", "700 kg is outside 0.2-650 kg (no unit; units.patient_weight is 'kg')"),
+    (WEIGHT, 0.1, "lb",
+     "0.04536 kg is outside 0.2-650 kg (no unit; units.patient_weight is 'lb')"),
+    (WEIGHT, "1500 lb", "kg", "680.4 kg is outside 0.2-650 kg (unit written: lb)"),
+    (SIZE, "175", "m", "175 m is outside 0.2-2.8 m (no unit; units.patient_size is 'm')"),
+    (SIZE, 1.75, "cm", "0.0175 m is outside 0.2-2.8 m (no unit; units.patient_size is 'cm')"),
+    (SIZE, "70 kg", "m", "has a weight unit"),
+    (SIZE, "1.75 yards", "m", "has an unknown unit (known: cm, in, m, mm)"),
+    (SIZE, "tall", "m", "is not a number with an optional unit"),
+    (SIZE, "12 ft", "m", "3.658 m is outside 0.2-2.8 m (unit written: in)"),
+]
 
 
-@pytest.mark.parametrize(
-    ("raw", "unit", "expected"),
-    [
-        (70, "kg", "70"),
-        (72.5, "kg", "72.5"),
-        (Decimal("72.5"), "kg", "72.5"),
-        ("72.5", "kg", "72.5"),
-        (" 80 ", "kg", "80"),
-        ("+80", "kg", "80"),
-        ("72,5", "kg", "72.5"),  # decimal comma
-        ("72,5 kg", "kg", "72.5"),
-        ("80kg", "kg", "80"),
-        ("80 KG", "kg", "80"),
-        ("80 kgs", "kg", "80"),
-        ("80 kilograms", "kg", "80"),
-        (72.45, "kg", "72.5"),  # half up to 0.1 kg, not half even
-        (72.44, "kg", "72.4"),
-        (165, "lb", "74.8"),  # 74.84274105 kg
-        ("165", "lb", "74.8"),
-        ("165 lb", "lb", "74.8"),
-        ("165 lbs", "kg", "74.8"),  # a unit in the value wins over the source's unit
-        ("165 Pounds", "kg", "74.8"),
-        ("80 kg", "lb", "80"),
-        (1000, "lb", "453.6"),
-        ("0.2", "kg", "0.2"),  # smallest plausible (neonates)
-        ("650", "kg", "650"),
-    ],
-)
-def test_weight_is_kilograms_to_a_tenth(raw, unit, expected):
-    value, warnings = weight(raw, unit)
-    assert (value, warnings) == (expected, [])
-    assert_valid_ds(value)
+@pytest.mark.parametrize(("q", "raw", "unit", "why"), REFUSED)
+def test_unusable_measures_are_left_empty_with_a_warning(q, raw, unit, why):
+    assert measured(q, raw, unit) == ("", [f"booking B1: {q.field} {why}; left empty"])
 
 
-@pytest.mark.parametrize(
-    ("raw", "unit", "why"),
-    [
-        ("abc", "kg", "is not a number with an optional unit"),
-        ("1.2.3", "kg", "has an unknown unit"),
-        ("1e3", "kg", "has an unknown unit"),
-        ("80 stone", "kg", "has an unknown unit (known: kg, lb)"),
-        ("175 cm", "kg", "has a length unit"),
-        (True, "kg", "is not a number"),
-        (float("nan"), "kg", "is not a finite number"),
-        (float("inf"), "kg", "is not a finite number"),
-        (0, "kg", "0 kg is outside 0.2-650 kg (no unit; units.patient_weight is 'kg')"),
-        ("-5", "kg", "-5 kg is outside"),
-        (700, "kg", "700 kg is outside"),
-        ("1500 lb", "kg", "680.4 kg is outside 0.2-650 kg (unit written: lb)"),
-        ("0.1", "kg", "0.1 kg is outside"),
-    ],
-)
-def test_unusable_weights_are_left_empty_with_a_warning(raw, unit, why):
-    value, warnings = weight(raw, unit)
-    assert value == ""
-    assert len(warnings) == 1
-    assert warnings[0].startswith(f"booking B1: patient_weight {why}")
-    assert warnings[0].endswith("; left empty")
-
-
+@pytest.mark.parametrize("q", [WEIGHT, SIZE])
 @pytest.mark.parametrize("raw", [None, "", "   "])
-def test_absent_weight_is_empty_without_a_warning(raw):
-    assert weight(raw) == ("", [])
-
-
-# ---------------------------------------------------------------- size
-
-
-@pytest.mark.parametrize(
-    ("raw", "unit", "expected"),
-    [
-        (1.75, "m", "1.75"),
-        ("1,75", "m", "1.75"),
-        ("1.80", "m", "1.8"),
-        (1.755, "m", "1.76"),  # half up to 0.01 m
-        (1.754, "m", "1.75"),
-        (175, "cm", "1.75"),
-        ("175 cm", "m", "1.75"),  # a unit in the value wins
-        ("175cm", "in", "1.75"),
-        ("1750 mm", "m", "1.75"),
-        ("1.75 metres", "cm", "1.75"),
-        (69, "in", "1.75"),  # 1.7526 m
-        ("69 in", "m", "1.75"),
-        ('69"', "m", "1.75"),
-        ("69 inches", "cm", "1.75"),
-        ("5'9\"", "m", "1.75"),
-        ("5' 9\"", "m", "1.75"),
-        ("5 ft 9 in", "cm", "1.75"),
-        ("5 feet 9 inches", "m", "1.75"),
-        ("5'9", "m", "1.75"),
-        ("5’9”", "m", "1.75"),
-        ("5' 9.5\"", "m", "1.77"),
-        ("6 ft", "m", "1.83"),
-        ("6'", "m", "1.83"),
-        ("0.2", "m", "0.2"),
-        ("280 cm", "m", "2.8"),
-    ],
-)
-def test_size_is_metres_to_a_centimetre(raw, unit, expected):
-    value, warnings = size(raw, unit)
-    assert (value, warnings) == (expected, [])
-    assert_valid_ds(value)
-
-
-@pytest.mark.parametrize(
-    ("raw", "unit", "why"),
-    [
-        ("175", "m", "175 m is outside 0.2-2.8 m (no unit; units.patient_size is 'm')"),
-        (1.75, "cm", "0.0175 m is outside 0.2-2.8 m (no unit; units.patient_size is 'cm')"),
-        ("70 kg", "m", "has a weight unit"),
-        ("1.75 yards", "m", "has an unknown unit (known: cm, in, m, mm)"),
-        ("tall", "m", "is not a number with an optional unit"),
-        ("12 ft", "m", "3.658 m is outside 0.2-2.8 m (unit written: in)"),
-    ],
-)
-def test_unusable_sizes_are_left_empty_with_a_warning(raw, unit, why):
-    value, warnings = size(raw, unit)
-    assert value == ""
-    assert warnings == [f"booking B1: patient_size {why}; left empty"]
+def test_absent_measures_are_empty_without_a_warning(q, raw):
+    assert measured(q, raw, "m" if q is SIZE else "kg") == ("", [])
 
 
 # ---------------------------------------------------------------- pregnancy status
