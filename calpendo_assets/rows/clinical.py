@@ -15,7 +15,7 @@ medical_alerts, allergies               LO (64)       any text; cut with a warni
 patient_comments,                       LT (10240)    any text, line breaks kept
 scheduled_procedure_step_comments
 requesting_physician (0032,1032)        PN            a person's name
-requested_procedure_priority            CS            STAT HIGH ROUTINE MEDIUM LOW
+requested_procedure_priority            SH            STAT HIGH ROUTINE MEDIUM LOW
 ======================================  ============  ==============================
 
 A value that cannot be used is left empty with a warning naming the booking: never
@@ -203,7 +203,8 @@ _PREGNANCY_WORDS = {
     "definitely pregnant": DEFINITELY_PREGNANT,
     "unknown": PREGNANCY_UNKNOWN,
 }
-# PS3.3 C.4.11, Requested Procedure Priority (0040,1003): defined terms.
+# PS3.3 C.4.11, Requested Procedure Priority (0040,1003): defined terms. Its VR is SH
+# (PS3.6), not CS; these terms are valid as either.
 PRIORITIES = ("STAT", "HIGH", "ROUTINE", "MEDIUM", "LOW")
 
 
