@@ -12,6 +12,7 @@ from pydicom.valuerep import validate_value
 from calpendo_assets.rows.clinical import (
     MR_FIELDS,
     SIZE,
+    TEMPLATE_FIELDS,
     WEIGHT,
     calpendo_paths,
     long_string,
@@ -22,6 +23,7 @@ from calpendo_assets.rows.clinical import (
     requested_procedure_priority,
 )
 from calpendo_assets.rows.codes import CODE_COLUMNS
+from calpendo_assets.rows.templates import validate_templates
 from calpendo_assets.transform import dicom_pn
 
 
@@ -308,6 +310,13 @@ def test_a_unit_the_config_should_have_refused_is_an_error_not_a_warning():
     with pytest.raises(ValueError, match=r"units.patient_weight must be one of kg, lb"):
         mr_fields({}, {"patient_weight": 80}, booking_id="1", project_name="",
                   units=SimpleNamespace(patient_weight="stone", patient_size="m"))
+
+
+def test_the_config_check_takes_templates_for_the_mr_fields_only():
+    ok = {"patient_comments": "Project:{project.name}", "patient_weight": "{Weight} {Unit}"}
+    assert validate_templates(ok, TEMPLATE_FIELDS) is ok
+    with pytest.raises(ValueError, match=r"^_templates.study_description: not a field that"):
+        validate_templates({"study_description": "{id}"}, TEMPLATE_FIELDS)
 
 
 def test_a_template_for_a_field_that_is_not_an_mr_field_is_an_error():
