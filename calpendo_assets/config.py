@@ -38,7 +38,6 @@ import json
 import logging
 import os
 import re
-import string
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -59,6 +58,9 @@ from pydantic import (
     field_validator,
 )
 
+from calpendo_assets.rows.clinical import TEMPLATE_FIELDS
+from calpendo_assets.rows.clinical import calpendo_paths as template_calpendo_paths
+from calpendo_assets.rows.templates import validate_templates
 from calpendo_assets.sources.base import Credentials
 from mwl_service.schema import MAPPABLE_FIELDS
 from mwl_service.vr import vr_problem
@@ -326,24 +328,7 @@ class FieldMapping(BaseModel):
     @field_validator("templates")
     @classmethod
     def _placeholders(cls, value: dict[str, str]) -> dict[str, str]:
-        for target, text in value.items():
-            try:
-                template_fields(text)
-            except ValueError as exc:
-                raise ValueError(f"{target}: {exc}") from None
-        return value
-
-
-def template_fields(text: str) -> tuple[str, ...]:
-    """The ``{name}`` placeholders of a template, in order (ValueError if malformed)."""
-    names = []
-    for _, name, spec, conversion in string.Formatter().parse(text):
-        if name is None:
-            continue
-        if not _PATH_PATTERN.fullmatch(name) or spec or conversion:
-            raise ValueError(f"placeholder {{{name}}} is not a dotted path or worklist field")
-        names.append(name)
-    return tuple(names)
+        return dict(validate_templates(value, TEMPLATE_FIELDS))
 
 
 class SourceBase(Model):
@@ -464,8 +449,7 @@ class DataSource:
         """The dotted record paths the mapping reads (mapping order, unique), including
         template placeholders that are not worklist fields."""
         paths = [p for p, _ in self.direct_mappings] + [p for p, _ in self.extractions]
-        for text in self.templates.values():
-            paths += [p for p in template_fields(text) if p not in MAPPABLE_FIELDS]
+        paths += template_calpendo_paths(self.templates)
         paths += [self.status_path, self.duration_path]
         return tuple(dict.fromkeys(paths))
 

@@ -24,7 +24,7 @@ from calpendo_assets.rows.clinical import (
 )
 from calpendo_assets.rows.codes import CODE_COLUMNS
 from calpendo_assets.rows.templates import validate_templates
-from calpendo_assets.transform import dicom_pn
+from calpendo_assets.rows.names import dicom_pn
 
 
 def measured(q, raw, unit):
@@ -312,15 +312,17 @@ def test_a_unit_the_config_should_have_refused_is_an_error_not_a_warning():
                   units=SimpleNamespace(patient_weight="stone", patient_size="m"))
 
 
-def test_the_config_check_takes_templates_for_the_mr_fields_only():
-    ok = {"patient_comments": "Project:{project.name}", "patient_weight": "{Weight} {Unit}"}
+def test_the_config_check_takes_templates_for_mappable_fields_only():
+    ok = {"patient_comments": "Project:{project.name}", "patient_weight": "{Weight} {Unit}",
+          "study_description": "{project.name}"}
     assert validate_templates(ok, TEMPLATE_FIELDS) is ok
-    with pytest.raises(ValueError, match=r"^_templates.study_description: not a field that"):
-        validate_templates({"study_description": "{id}"}, TEMPLATE_FIELDS)
+    # Identifiers are the schema's own: no template may build them.
+    with pytest.raises(ValueError, match=r"^accession_number: not a field that"):
+        validate_templates({"accession_number": "{id}"}, TEMPLATE_FIELDS)
 
 
 def test_a_template_for_a_field_that_is_not_an_mr_field_is_an_error():
-    # The config refuses it (validate_templates with TEMPLATE_FIELDS); never served raw.
+    # The mapping step renders it (and normalises it for its VR); mr_fields never does.
     with pytest.raises(ValueError, match=r"'study_description' is not one of the MR fields"):
         mr_fields({"id": 1}, {}, booking_id="1", project_name="",
                   templates={"study_description": "{id}"})

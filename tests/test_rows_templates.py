@@ -110,9 +110,9 @@ def test_validate_templates_names_the_field_at_fault():
     targets = ("patient_comments", "scheduled_procedure_step_comments")
     good = {"patient_comments": XNAT}
     assert validate_templates(good, targets) is good
-    with pytest.raises(ValueError, match=r"^_templates.patient_comments: \{id!r\}: conversions"):
+    with pytest.raises(ValueError, match=r"^patient_comments: \{id!r\}: conversions"):
         validate_templates({"patient_comments": "{id!r}"}, targets)
-    with pytest.raises(ValueError, match=r"^_templates.patient_name: not a field that takes"):
+    with pytest.raises(ValueError, match=r"^patient_name: not a field that takes"):
         validate_templates({"patient_name": "{title}"}, targets)
     with pytest.raises(ValueError, match=r"\{patient_comments\} is itself built by a template"):
         validate_templates(

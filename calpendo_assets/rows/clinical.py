@@ -36,7 +36,9 @@ from pydicom.valuerep import MAX_VALUE_LEN
 
 from calpendo_assets.rows.codes import CODE_COLUMNS, code_columns
 from calpendo_assets.rows.templates import render_templates, template_paths
-from calpendo_assets.transform import SYNC_COLUMNS, _as_text, _clean, dicom_pn
+from calpendo_assets.rows.model import SYNC_COLUMNS
+from calpendo_assets.rows.names import as_text, clean, dicom_pn
+from mwl_service.schema import MAPPABLE_FIELDS
 from mwl_service.vr import MAX_LENGTH
 
 MR_FIELDS: tuple[str, ...] = (
@@ -52,8 +54,9 @@ MR_FIELDS: tuple[str, ...] = (
 )
 LO_FIELDS = ("medical_alerts", "allergies")
 LT_FIELDS = ("patient_comments", "scheduled_procedure_step_comments")
-# Every one of them may be built by a template (e.g. weight "{weight} {weightUnit}").
-TEMPLATE_FIELDS = MR_FIELDS
+# Any mappable field may be built by a template (e.g. weight "{weight} {weightUnit}");
+# mr_fields renders those of the MR fields, the mapping step the others.
+TEMPLATE_FIELDS = MAPPABLE_FIELDS
 # Placeholders with these names read the row; any other name is a Calpendo path.
 WORKLIST_FIELD_NAMES = frozenset(SYNC_COLUMNS) | frozenset(MR_FIELDS) | frozenset(CODE_COLUMNS)
 
@@ -136,7 +139,7 @@ def _amount(raw: Any, q: Quantity) -> tuple[Decimal, str | None] | str:
     if isinstance(raw, (int, float, Decimal)):
         amount = Decimal(str(raw))
         return (amount, None) if amount.is_finite() else "is not a finite number"
-    text = _clean(_as_text(raw))
+    text = clean(as_text(raw))
     feet = _FEET_INCHES.fullmatch(text) if q is SIZE else None
     if feet:
         return Decimal(12) * int(feet.group(1)) + _decimal(feet.group(2) or "0"), "in"
@@ -222,7 +225,7 @@ def pregnancy_status(raw: Any, *, booking_id: str, warnings: list[str]) -> int |
     elif isinstance(raw, float) and raw.is_integer():
         number = int(raw)
     else:
-        text = " ".join(_clean(_as_text(raw)).casefold().split())
+        text = " ".join(clean(as_text(raw)).casefold().split())
         if not text:
             return None
         number = int(text) if text.isascii() and text.isdigit() else _PREGNANCY_WORDS.get(text)
@@ -237,7 +240,7 @@ def pregnancy_status(raw: Any, *, booking_id: str, warnings: list[str]) -> int |
 
 def requested_procedure_priority(raw: Any, *, booking_id: str, warnings: list[str]) -> str:
     """One of `PRIORITIES`, matched case-insensitively; else "" with a warning."""
-    text = _clean(_as_text(raw)).upper()
+    text = clean(as_text(raw)).upper()
     if not text:
         return ""
     if text not in PRIORITIES:
@@ -256,7 +259,7 @@ _LT_BAD = re.compile(r"[\x00-\x09\x0b\x0e-\x1f\x7f]")  # LT keeps LF, FF and CR
 
 def long_string(field: str, raw: Any, *, booking_id: str, warnings: list[str]) -> str:
     """LO text: one line, no backslash; cut to 64 characters with a warning."""
-    text = _clean(_as_text(raw))
+    text = clean(as_text(raw))
     limit = MAX_LENGTH["LO"]
     if len(text) > limit:
         warnings.append(f"booking {booking_id}: {field} longer than {limit} characters; cut")
@@ -267,7 +270,7 @@ def long_string(field: str, raw: Any, *, booking_id: str, warnings: list[str]) -
 def long_text(field: str, raw: Any, *, booking_id: str, warnings: list[str]) -> str:
     """LT text: line breaks and backslashes kept (LT is single-valued); other control
     characters become spaces; cut to 10240 characters with a warning."""
-    text = _as_text(raw).replace("\r\n", "\n").replace("\r", "\n")
+    text = as_text(raw).replace("\r\n", "\n").replace("\r", "\n")
     # Line breaks as CR LF; trailing spaces are insignificant in LT (PS3.5 6.2).
     text = "\r\n".join(_LT_BAD.sub(" ", line).rstrip() for line in text.split("\n")).strip()
     limit = MAX_VALUE_LEN["LT"]

@@ -23,6 +23,9 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from calpendo_assets.config import DataSource, FieldExtraction
+from calpendo_assets.rows.clinical import MR_FIELDS, mr_fields
+from calpendo_assets.rows.codes import match_by_name
+from calpendo_assets.rows.templates import render_templates
 from calpendo_assets.rows.model import (
     COLUMN_LENGTH,
     ROW_COLUMNS,
@@ -70,17 +73,7 @@ def match_resource(resource_name: str | None, resources: Iterable[str]) -> bool:
 
 def map_by_resource(resource_name: str | None, mapping: Mapping[str, Any], default: Any) -> Any:
     """Exact (case-insensitive) match first, then the longest matching prefix, else default."""
-    name = (resource_name or "").strip().casefold()
-    if not mapping:
-        return default
-    best_len, best = -1, default
-    for key, value in mapping.items():
-        folded = key.strip().casefold()
-        if folded == name:
-            return value
-        if name.startswith(folded) and len(folded) > best_len:
-            best_len, best = len(folded), value
-    return best
+    return match_by_name(resource_name, mapping, default)
 
 
 def default_ae_title(resource_name: str | None) -> str:
@@ -277,6 +270,9 @@ def bookings_to_rows(
     seen: set[str] = set()
     resource_cache: dict[str, tuple[bool, str, str]] = {}
     not_modalities: dict[str, int] = {}  # mapped path -> values that were no modality
+    # mr_fields renders the MR fields' templates; the others are rendered here.
+    mr_templates = {f: t for f, t in source.templates.items() if f in MR_FIELDS}
+    text_templates = {f: t for f, t in source.templates.items() if f not in MR_FIELDS}
 
     def exclude(reason: str) -> None:
         excluded[reason] = excluded.get(reason, 0) + 1
@@ -330,7 +326,12 @@ def bookings_to_rows(
         row["booking_id"] = booking_id
         row_warnings: list[str] = []
 
+        # The MR fields keep their raw values (numbers, units, line breaks) for mr_fields.
+        mr_raw: dict[str, Any] = {}
         for path, target in source.direct_mappings:
+            if target in MR_FIELDS:
+                mr_raw[target] = get_path(booking, path)
+                continue
             text = as_text(get_path(booking, path))
             if target == "modality":
                 row[target] = _mapped_modality(text, source, path, not_modalities)
@@ -340,10 +341,20 @@ def bookings_to_rows(
             values, extract_warnings = extract_fields(get_path(booking, path), items, booking_id)
             row_warnings += extract_warnings
             for target, value in values.items():
-                if target == "modality":
+                if target in MR_FIELDS:
+                    mr_raw[target] = value
+                elif target == "modality":
                     row[target] = _mapped_modality(value, source, path, not_modalities)
                 else:
                     row[target] = _normalise_field(target, value, booking_id, row_warnings)
+
+        if text_templates:
+            rendered, template_warnings = render_templates(
+                text_templates, booking, row | mr_raw, booking_id=booking_id
+            )
+            row_warnings += template_warnings
+            for target, text in rendered.items():
+                row[target] = _normalise_field(target, text, booking_id, row_warnings)
 
         if not row["patient_name"] and row["patient_id"]:
             # Patient's Name is type 1 in the worklist; research sites commonly use the
@@ -379,6 +390,19 @@ def bookings_to_rows(
         row["project_name"] = clean(as_text(get_path(booking, "project.name")))[
             : COLUMN_LENGTH.get("project_name", 255)
         ]
+
+        mr_values, mr_warnings = mr_fields(
+            booking,
+            row | mr_raw,
+            booking_id=booking_id,
+            project_name=row["project_name"],
+            units=source.units,
+            scheduled_protocol_codes=source.scheduled_protocol_codes,
+            requested_procedure_codes=source.requested_procedure_codes,
+            templates=mr_templates,
+        )
+        row_warnings += mr_warnings
+        row |= {k: "" if v is None else v for k, v in mr_values.items()}
 
         skip = []
         if start is None:

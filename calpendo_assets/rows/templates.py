@@ -22,8 +22,8 @@ import string
 from collections.abc import Collection, Mapping
 from typing import Any
 
-from calpendo_assets.calpendo_api import get_path
-from calpendo_assets.transform import _as_text
+from calpendo_assets.rows.names import as_text
+from calpendo_assets.sources.base import get_path
 
 # A dotted name: what `field_mapping` keys look like, and all a placeholder may be.
 _PLACEHOLDER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*")
@@ -85,16 +85,16 @@ def validate_templates(
     for field, template in templates.items():
         if field not in targets:
             raise ValueError(
-                f"_templates.{field}: not a field that takes a template "
+                f"{field}: not a field that takes a template "
                 f"(one of: {', '.join(targets)})"
             )
         problem = template_error(template)
         if problem:
-            raise ValueError(f"_templates.{field}: {problem}")
+            raise ValueError(f"{field}: {problem}")
         chained = [name for name in placeholders(template) if name in templates]
         if chained:
             raise ValueError(
-                f"_templates.{field}: {{{chained[0]}}} is itself built by a template; "
+                f"{field}: {{{chained[0]}}} is itself built by a template; "
                 "templates read mapped fields and Calpendo paths only"
             )
     return templates
@@ -112,7 +112,7 @@ def template_paths(templates: Mapping[str, str], field_names: Collection[str]) -
 
 
 def _missing(value: Any) -> bool:
-    return value is None or not _as_text(value).strip()
+    return value is None or not as_text(value).strip()
 
 
 def render(
@@ -131,7 +131,7 @@ def render(
             if name not in missing:
                 missing.append(name)
             continue
-        out.append(_as_text(value).strip())
+        out.append(as_text(value).strip())
     return ("" if missing else "".join(out)), missing
 
 
