@@ -1,53 +1,71 @@
-"""Data-source configuration: load, validate, and derive the sync window.
+"""Data-source configuration: pydantic models of the config file, loading, the window.
 
 The file is JSON, its path from env ``CALPENDO_MWL_CONFIG`` (default
-``config/calpendo.json`` relative to the current directory)::
+``config/calpendo.json`` relative to the current directory), in the seed's format::
 
     {"data_sources": [
-      {"name": "mri3t", "type": "calpendo", "enabled": true,
-       "sync_interval": 300,
+      {"name": "mri3t", "type": "calpendo", "enabled": true, "sync_interval": 300,
        "operation_interval": {"start_time": [6, 0], "end_time": [22, 0]},
        "config": {"base_url": "http://127.0.0.1:8089", "resources": ["3T MRI"], ...},
        "field_mapping": {"title": {"_extract": {...}}, "project.name": "study_description"}}
     ]}
 
-Everything is validated before any request is made; a `ConfigError` names the data
-source and the exact key path at fault (``data source 'mri3t': config.timezone:
-unknown time zone 'Mars/Base'``). Unknown keys are errors, so a typo is never
-silently ignored.
+The models below are the reference: `config/calpendo-mwl.schema.json` is generated from
+them (`python -m calpendo_assets.config --schema`) and the README's configuration
+reference lists the same keys. Each source type (`calpendo_assets.sources.registry`)
+brings the model of its ``config`` object, a subclass of `SourceSettings` (the keys
+every type shares). Everything is validated before any request is made; a
+`ConfigError` names the file, the data source and the dotted key at fault
+(``data source 'mri3t': config.timezone: unknown time zone 'Mars/Base'``). Unknown keys
+are errors, so a typo is never silently ignored.
 
-Per source keys: ``name`` (required; usable as a Dagster asset-key prefix),
-``type`` (required; ``"calpendo"``), ``enabled`` (default true), ``sync_interval``
-(seconds, >= 60, default 300), ``operation_interval`` (optional; absent or
-``[0, 0]``-``[0, 0]`` = always), ``config`` (required object, see `_CONFIG_KEYS`),
-``field_mapping`` (optional; `DEFAULT_FIELD_MAPPING` when absent).
-
-``field_mapping`` maps a Calpendo dotted path to
+``field_mapping`` maps a record's dotted path to
   - a worklist field name (one of ``mwl_service.schema.MAPPABLE_FIELDS``),
   - a list of such names (the same value feeds several fields), or
   - ``{"_extract": {field: {"pattern": regex, "group": n-or-name}}}`` to pull several
-    fields out of one source value (``group`` defaults to 1).
-A worklist field may be targeted only once. When ``modality`` or
-``scheduled_station_ae_title`` are mapped and the booking has a value, it wins over
-the resource mappings.
+    fields out of one source value (``group`` defaults to 1);
+  - the key ``_templates`` maps worklist fields to text with ``{path}`` / ``{field}``
+    placeholders.
+A worklist field may be targeted only once. Pylantir's derived field names are
+accepted with one warning per source and given their meaning (`DERIVED_FIELDS`).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
-import math
+import logging
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal, Union
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from calpendo_assets.calpendo_api import STRATEGIES
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    StringConstraints,
+    Tag,
+    ValidationError,
+    ValidationInfo,
+    create_model,
+    field_validator,
+)
+
+from calpendo_assets.rows.clinical import TEMPLATE_FIELDS
+from calpendo_assets.rows.clinical import calpendo_paths as template_calpendo_paths
+from calpendo_assets.rows.templates import validate_templates
+from calpendo_assets.sources.base import Credentials
 from mwl_service.schema import MAPPABLE_FIELDS
 from mwl_service.vr import vr_problem
+
+log = logging.getLogger(__name__)
 
 CONFIG_ENV = "CALPENDO_MWL_CONFIG"
 DEFAULT_CONFIG_PATH = Path("config") / "calpendo.json"
@@ -55,10 +73,27 @@ URL_ENV = "CALPENDO_API_URL"
 USERNAME_ENV = "CALPENDO_USERNAME"
 PASSWORD_ENV = "CALPENDO_PASSWORD"
 
-SOURCE_TYPES = ("calpendo",)
 MIN_SYNC_INTERVAL = 60
+DEFAULT_SYNC_INTERVAL = 300
 NAME_PATTERN = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _PATH_PATTERN = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
+
+# Worklist field names Pylantir configs target that the sync derives itself. Each is
+# accepted (one warning per source) with the meaning given here, never copied blindly.
+DERIVED_FIELDS: dict[str, str] = {
+    "scheduled_start_date": "the booking's start (dateRange.start, else formattedName), "
+    "converted DST-safely to site-local DA",
+    "scheduled_start_time": "the booking's start (dateRange.start, else formattedName), "
+    "converted DST-safely to site-local TM",
+    "scheduled_procedure_step_duration": "the booking's duration in minutes",
+    "performed_procedure_step_status": "the booking status through the status mapping "
+    "(status_filter -> SCHEDULED, CANCELLED/DENIED -> DISCONTINUED; MPPS owns it after)",
+}
+# Derived fields whose mapped path is honoured as the source of what they derive from.
+_PATH_FIELDS = {
+    "scheduled_procedure_step_duration": "duration_path",
+    "performed_procedure_step_status": "status_path",
+}
 
 # Participant ID then an optional name, e.g. "SUB0013 - Jane Doe", "SUB0013_Jane Doe",
 # "BRISK-005_Smith", "sub-01: Doe, Jane", "P123". The ID is letters/digits with a digit,
@@ -83,41 +118,283 @@ DEFAULT_FIELD_MAPPING: dict[str, Any] = {
     "Operator": "performing_physician_name",
 }
 
-# `config` keys and their defaults. base_url has none: it falls back to
-# CALPENDO_API_URL (the config value wins) and is an error when neither is set.
-_CONFIG_DEFAULTS: dict[str, Any] = {
-    "base_url": None,
-    "resources": [],
-    "status_filter": ["APPROVED"],
-    "past_days": 1,
-    "future_days": 7,
-    "timezone": "America/Edmonton",
-    "resource_modality_mapping": {},
-    "resource_ae_title_mapping": {},
-    "default_modality": "MR",
-    "fetch_strategy": "bulk",
-    "timeout": 30,
-    "retries": 3,
-    "backoff_factor": 0.5,
-    "max_workers": 5,
-    "max_cancel_fraction": 0.5,
-    "min_cancel_guard_rows": 5,
-}
-_CONFIG_KEYS = tuple(_CONFIG_DEFAULTS)
-_SOURCE_KEYS = (
-    "name",
-    "type",
-    "enabled",
-    "sync_interval",
-    "operation_interval",
-    "config",
-    "field_mapping",
-)
-DEFAULT_SYNC_INTERVAL = 300
-
 
 class ConfigError(ValueError):
-    """A configuration problem; the message names the source and the key path."""
+    """A configuration problem; the message names the file, source and key path."""
+
+
+# ---------------------------------------------------------------- value types
+
+
+def _vr_value(vr: str, what: str):
+    def check(value: str) -> str:
+        problem = vr_problem(vr, value)
+        if problem:
+            raise ValueError(f"{value!r} is not a valid {vr} value ({what}): {problem}")
+        return value
+
+    return check
+
+
+def _ae_title(value: str) -> str:
+    # A backslash would split the value when several titles are joined (DICOM multi-value).
+    if "\\" in value or re.search(r"[\x00-\x1f\x7f]", value):
+        raise ValueError(f"{value!r} is not a valid AE value: backslash or control character")
+    return _vr_value("AE", "an AE title")(value)
+
+
+def _time_zone(value: str) -> str:
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"unknown time zone {value!r}") from None
+    return value
+
+
+def _names(value: str | list[str]) -> tuple[str, ...]:
+    return tuple(dict.fromkeys([value] if isinstance(value, str) else value))
+
+
+def _unique_resources(mapping: dict[str, Any]) -> dict[str, Any]:
+    seen: dict[str, str] = {}
+    for key in mapping:
+        folded = key.casefold()
+        if folded in seen:
+            raise ValueError(f"{key!r} duplicates {seen[folded]!r} (resource names are case-insensitive)")
+        seen[folded] = key
+    return mapping
+
+
+def one_or_many(item: Any, what: str) -> Any:
+    """``item`` or a list of them (tagged, so an error names one reading, not two)."""
+    return Annotated[
+        Union[Annotated[item, Tag("<one>")], Annotated[list[item], Tag("<many>")]],
+        Discriminator(
+            lambda v: "<many>" if isinstance(v, list) else "<one>" if isinstance(v, str) else None,
+            custom_error_type="one_or_many",
+            custom_error_message=f"must be {what} or a list of them",
+        ),
+    ]
+
+
+Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)]
+Names = Annotated[one_or_many(Text, "a string"), AfterValidator(_names)]
+Modality = Annotated[Text, AfterValidator(_vr_value("CS", "a modality"))]
+AETitle = Annotated[Text, AfterValidator(_ae_title)]
+TimeZone = Annotated[Text, AfterValidator(_time_zone)]
+Hour = Annotated[int, Field(ge=0, le=23)]
+Minute = Annotated[int, Field(ge=0, le=59)]
+Count = Annotated[int, Field(ge=0)]
+WorklistField = Literal[tuple([*MAPPABLE_FIELDS, *DERIVED_FIELDS])]  # type: ignore[valid-type]
+
+
+class Model(BaseModel):
+    """Strict JSON types, unknown keys refused, immutable once loaded."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
+class OperationInterval(Model):
+    """Local hours in which the schedule and sensor run; equal bounds mean always."""
+
+    start_time: tuple[Hour, Minute] = Field(description="[hour, minute], site-local")
+    end_time: tuple[Hour, Minute] = Field(description="[hour, minute]; before start spans midnight")
+
+
+class Units(Model):
+    """Units of the weight and size values the field mapping reads."""
+
+    patient_weight: Literal["kg", "lb"] = "kg"
+    patient_size: Literal["m", "cm", "in"] = "m"
+
+
+class Code(Model):
+    """A DICOM code (code sequence item)."""
+
+    code_value: Text
+    coding_scheme_designator: Text
+    code_meaning: Text
+
+
+class SourceSettings(Model):
+    """The ``config`` keys every source type shares (not about fetching)."""
+
+    timezone: TimeZone = Field("America/Edmonton", description="site zone of booking times")
+    resources: Names = Field(
+        (), description="resource names in scope (case-insensitive prefixes); empty = all"
+    )
+    past_days: Count = Field(1, description="window starts this many days before today")
+    future_days: Count = Field(7, description="window ends this many days after today")
+    resource_modality_mapping: Annotated[
+        dict[Text, Modality], AfterValidator(_unique_resources)
+    ] = Field(default_factory=dict, description="resource name -> modality (CS)")
+    resource_ae_title_mapping: Annotated[
+        dict[Text, one_or_many(AETitle, "an AE title")],
+        AfterValidator(_unique_resources),
+    ] = Field(default_factory=dict, description="resource name -> station AE title(s)")
+    default_modality: Modality = Field("MR", description="modality of unmapped resources")
+    max_cancel_fraction: Annotated[float, Field(ge=0, le=1)] = Field(
+        0.5, description="largest share of the window one sync may cancel"
+    )
+    min_cancel_guard_rows: Count = Field(
+        5, description="windows with fewer active rows skip the fraction guard"
+    )
+    units: Units = Field(default_factory=Units)
+    scheduled_protocol_codes: dict[Text, Code] = Field(
+        default_factory=dict, description="project name -> Scheduled Protocol Code"
+    )
+    requested_procedure_codes: dict[Text, Code] = Field(
+        default_factory=dict, description="project name -> Requested Procedure Code"
+    )
+
+    def scheduled_statuses(self) -> tuple[str, ...]:
+        """Upper-case booking statuses published as SCHEDULED; empty: every status that
+        is not cancelled or denied (a type without a status filter)."""
+        return ()
+
+    def notes(self) -> tuple[str, ...]:
+        """Warnings about accepted-but-unused keys, logged once per load."""
+        return ()
+
+
+class Extraction(Model):
+    """One regex capture feeding one worklist field."""
+
+    pattern: Annotated[str, StringConstraints(min_length=1)]
+    group: Annotated[
+        Union[Annotated[int, Tag("<number>")], Annotated[str, Tag("<name>")]],
+        Discriminator(
+            lambda v: "<name>" if isinstance(v, str)
+            else "<number>" if isinstance(v, int) and not isinstance(v, bool) else None,
+            custom_error_type="group",
+            custom_error_message="must be a group number or name",
+        ),
+    ] = Field(1, description="group number or name")
+
+    @field_validator("pattern")
+    @classmethod
+    def _compiles(cls, value: str) -> str:
+        try:
+            re.compile(value)
+        except re.error as exc:
+            raise ValueError(f"invalid regular expression: {exc}") from None
+        return value
+
+    @field_validator("group")
+    @classmethod
+    def _in_pattern(cls, value: int | str, info: ValidationInfo) -> int | str:
+        text = info.data.get("pattern")
+        if text is None:
+            return value
+        pattern = re.compile(text)
+        if isinstance(value, str) and value not in pattern.groupindex:
+            named = ", ".join(pattern.groupindex) or "none"
+            raise ValueError(f"no group named {value!r} in pattern (named groups: {named})")
+        if isinstance(value, int) and not 0 <= value <= pattern.groups:
+            raise ValueError(f"group {value} not in pattern (it has {pattern.groups} groups)")
+        return value
+
+
+class Extract(Model):
+    extract: dict[WorklistField, Extraction] = Field(alias="_extract", min_length=1)
+
+
+def _target_kind(value: Any) -> str | None:
+    return {str: "<field>", list: "<fields>", dict: "<extract>"}.get(type(value))
+
+
+# Tags in angle brackets: `_dotted` drops them from error paths.
+Target = Annotated[
+    Union[
+        Annotated[WorklistField, Tag("<field>")],
+        Annotated[list[WorklistField], Field(min_length=1), Tag("<fields>")],
+        Annotated[Extract, Tag("<extract>")],
+    ],
+    Discriminator(
+        _target_kind,
+        custom_error_type="target",
+        custom_error_message='must be a worklist field, a list of them or {"_extract": ...}',
+    ),
+]
+
+
+class FieldMapping(BaseModel):
+    """Record path -> worklist field(s); ``_templates``: field -> text with placeholders."""
+
+    model_config = ConfigDict(extra="allow", frozen=True, strict=True)
+    templates: dict[WorklistField, str] = Field(default_factory=dict, alias="_templates")
+    __pydantic_extra__: dict[str, Target]  # type: ignore[assignment]
+
+    @field_validator("templates")
+    @classmethod
+    def _placeholders(cls, value: dict[str, str]) -> dict[str, str]:
+        return dict(validate_templates(value, TEMPLATE_FIELDS))
+
+
+class SourceBase(Model):
+    """One entry of ``data_sources``; ``type`` picks the plugin and its ``config`` model."""
+
+    name: Annotated[str, StringConstraints(min_length=1)] = Field(
+        description="letters, digits and _; prefixes the Dagster asset keys"
+    )
+    enabled: bool = True
+    sync_interval: Annotated[int, Field(ge=MIN_SYNC_INTERVAL)] = Field(
+        DEFAULT_SYNC_INTERVAL, description="seconds between scheduled syncs"
+    )
+    operation_interval: OperationInterval | None = None
+    field_mapping: FieldMapping | None = Field(
+        None, description="absent: the default mapping (title -> patient ID and name, ...)"
+    )
+
+    @field_validator("name")
+    @classmethod
+    def _prefix(cls, value: str) -> str:
+        if not NAME_PATTERN.fullmatch(value):
+            raise ValueError(
+                f"{value!r} cannot prefix Dagster asset keys (letters, digits and _, "
+                "not starting with a digit)"
+            )
+        return value
+
+
+def _source_kind(value: Any) -> str | None:
+    kind = value.get("type") if isinstance(value, dict) else None
+    return f"<{kind}>" if isinstance(kind, str) else None
+
+
+@functools.cache
+def file_model() -> type[BaseModel]:
+    """The model of the whole file, built from the registered source types."""
+    from calpendo_assets.sources.registry import PLUGINS
+
+    members = []
+    for type_name, plugin in PLUGINS.items():
+        model = create_model(
+            f"{plugin.config_model.__name__.removesuffix('Settings')}Source",
+            __base__=SourceBase,
+            __doc__=f"A data source of type {type_name!r}.",
+            type=(Literal[type_name], ...),
+            config=(plugin.config_model, ...),
+        )
+        members.append(Annotated[model, Tag(f"<{type_name}>")])
+    source = Annotated[Union[tuple(members)], Discriminator(_source_kind)]
+
+    class ConfigFile(Model):
+        """The calpendo-mwl data-source config file (CALPENDO_MWL_CONFIG)."""
+
+        model_config = ConfigDict(title="calpendo-mwl configuration")
+        data_sources: list[source]  # type: ignore[valid-type]
+
+    return ConfigFile
+
+
+def json_schema() -> dict:
+    """The JSON Schema shipped as config/calpendo-mwl.schema.json."""
+    schema = file_model().model_json_schema(by_alias=True)
+    return {"$schema": "https://json-schema.org/draft/2020-12/schema", **schema}
+
+
+# ---------------------------------------------------------------- the loaded form
 
 
 @dataclass(frozen=True)
@@ -129,38 +406,51 @@ class FieldExtraction:
 
 @dataclass(frozen=True)
 class DataSource:
+    """A validated data source, as the sync and the Dagster layer use it."""
+
     name: str
     type: str
     enabled: bool
     sync_interval: int
     operation_start: tuple[int, int]
     operation_end: tuple[int, int]
-    base_url: str
+    settings: SourceSettings  # the plugin's config model instance
+    timezone: str
     resources: tuple[str, ...]
-    status_filter: tuple[str, ...]
+    status_filter: tuple[str, ...]  # empty: every status that is not cancelled/denied
     past_days: int
     future_days: int
-    timezone: str
-    resource_modality_mapping: dict
-    resource_ae_title_mapping: dict
+    resource_modality_mapping: dict[str, str]
+    resource_ae_title_mapping: dict[str, str]  # several titles joined by "\\"
     default_modality: str
-    fetch_strategy: str
-    timeout: float
-    retries: int
-    backoff_factor: float
-    max_workers: int
     max_cancel_fraction: float
     min_cancel_guard_rows: int
+    units: Units
+    scheduled_protocol_codes: dict[str, Code]
+    requested_procedure_codes: dict[str, Code]
+    templates: dict[str, str]
     direct_mappings: tuple[tuple[str, str], ...]
     extractions: tuple[tuple[str, tuple[FieldExtraction, ...]], ...]
+    status_path: str = "status"
+    duration_path: str = "durationInMinutes"
+    notes: tuple[str, ...] = field(default=(), compare=False)  # config warnings
 
     @property
     def tz(self) -> ZoneInfo:
         return ZoneInfo(self.timezone)
 
-    def calpendo_paths(self) -> tuple[str, ...]:
-        """The dotted Calpendo paths the field mapping reads (in mapping order, unique)."""
+    @property
+    def plugin(self):
+        from calpendo_assets.sources.registry import plugin_for
+
+        return plugin_for(self.type)
+
+    def record_paths(self) -> tuple[str, ...]:
+        """The dotted record paths the mapping reads (mapping order, unique), including
+        template placeholders that are not worklist fields."""
         paths = [p for p, _ in self.direct_mappings] + [p for p, _ in self.extractions]
+        paths += template_calpendo_paths(self.templates)
+        paths += [self.status_path, self.duration_path]
         return tuple(dict.fromkeys(paths))
 
     def mapped_fields(self) -> tuple[str, ...]:
@@ -170,355 +460,228 @@ class DataSource:
         return tuple(fields)
 
 
-# ---------------------------------------------------------------- validation helpers
+def _compile_mapping(label: str, mapping: FieldMapping) -> dict[str, Any]:
+    """Cross-key rules the models cannot see: paths, one target per field, patient_id,
+    and the meaning of Pylantir's derived fields."""
 
+    def error(path: str, message: str) -> ConfigError:
+        return ConfigError(f"{label}: {path}: {message}")
 
-class _Ctx:
-    """Builds error messages: the source label plus a key path."""
-
-    def __init__(self, label: str):
-        self.label = label
-
-    def error(self, path: str, message: str) -> ConfigError:
-        return ConfigError(
-            f"{self.label}: {path}: {message}" if path else f"{self.label}: {message}"
-        )
-
-
-def _type_name(value: Any) -> str:
-    if value is None:
-        return "null"
-    return {
-        bool: "boolean",
-        int: "integer",
-        float: "number",
-        str: "string",
-        list: "list",
-        dict: "object",
-    }.get(type(value), type(value).__name__)
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def is_number(value: Any) -> bool:
-    """A finite int or float; bool is not a number here (JSON true is no count)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return False
-    return math.isfinite(value)
-
-
-def _int(ctx: _Ctx, path: str, value: Any, minimum: int | None = None) -> int:
-    if not _is_int(value):
-        raise ctx.error(path, f"must be an integer, got {_type_name(value)} {value!r}")
-    if minimum is not None and value < minimum:
-        raise ctx.error(path, f"must be >= {minimum}, got {value}")
-    return value
-
-
-def _number(
-    ctx: _Ctx,
-    path: str,
-    value: Any,
-    minimum: float | None = None,
-    maximum: float | None = None,
-    strict_min: bool = False,
-) -> float:
-    if not is_number(value):
-        raise ctx.error(path, f"must be a number, got {_type_name(value)} {value!r}")
-    if minimum is not None and (value < minimum or (strict_min and value == minimum)):
-        raise ctx.error(path, f"must be {'>' if strict_min else '>='} {minimum}, got {value}")
-    if maximum is not None and value > maximum:
-        raise ctx.error(path, f"must be <= {maximum}, got {value}")
-    return value
-
-
-def _str(ctx: _Ctx, path: str, value: Any, allow_empty: bool = False) -> str:
-    if not isinstance(value, str):
-        raise ctx.error(path, f"must be a string, got {_type_name(value)} {value!r}")
-    if not allow_empty and not value.strip():
-        raise ctx.error(path, "must not be empty")
-    return value
-
-
-def _bool(ctx: _Ctx, path: str, value: Any) -> bool:
-    if not isinstance(value, bool):
-        raise ctx.error(path, f"must be true or false, got {_type_name(value)} {value!r}")
-    return value
-
-
-def _object(ctx: _Ctx, path: str, value: Any) -> dict:
-    if not isinstance(value, dict):
-        raise ctx.error(path, f"must be an object, got {_type_name(value)}")
-    return value
-
-
-def _no_unknown(ctx: _Ctx, path: str, obj: dict, allowed: tuple[str, ...]) -> None:
-    for key in obj:
-        if key not in allowed:
-            where = f"{path}.{key}" if path else str(key)
-            raise ctx.error(where, f"unknown key (allowed: {', '.join(allowed)})")
-
-
-def _str_list(ctx: _Ctx, path: str, value: Any) -> tuple[str, ...]:
-    """One string or a list of non-empty strings."""
-    if isinstance(value, str):
-        value = [value]
-    if not isinstance(value, list):
-        raise ctx.error(path, f"must be a string or a list of strings, got {_type_name(value)}")
-    out = []
-    for i, item in enumerate(value):
-        out.append(_str(ctx, f"{path}[{i}]", item).strip())
-    return tuple(out)
-
-
-def _clock(ctx: _Ctx, path: str, value: Any) -> tuple[int, int]:
-    if not isinstance(value, list) or len(value) != 2:
-        raise ctx.error(path, f"must be [hour, minute], got {value!r}")
-    hour = _int(ctx, f"{path}[0]", value[0])
-    minute = _int(ctx, f"{path}[1]", value[1])
-    if not 0 <= hour <= 23:
-        raise ctx.error(f"{path}[0]", f"hour must be 0-23, got {hour}")
-    if not 0 <= minute <= 59:
-        raise ctx.error(f"{path}[1]", f"minute must be 0-59, got {minute}")
-    return hour, minute
-
-
-def _resource_mapping(ctx: _Ctx, path: str, value: Any, vr: str) -> dict[str, str]:
-    mapping = _object(ctx, path, value)
-    seen: dict[str, str] = {}
-    out = {}
-    for key, target in mapping.items():
-        where = f"{path}.{key}"
-        if not key.strip():
-            raise ctx.error(path, "resource names must not be empty")
-        _str(ctx, where, target)
-        problem = vr_problem(vr, target)
-        if problem:
-            raise ctx.error(where, f"{target!r} is not a valid {vr} value: {problem}")
-        folded = key.strip().casefold()
-        if folded in seen:
-            raise ctx.error(
-                where, f"duplicates {seen[folded]!r} (resource names are case-insensitive)"
-            )
-        seen[folded] = key
-        out[key.strip()] = target
-    return out
-
-
-def _field_name(ctx: _Ctx, path: str, value: Any) -> str:
-    _str(ctx, path, value)
-    if value not in MAPPABLE_FIELDS:
-        raise ctx.error(
-            path, f"unknown worklist field {value!r} (known: {', '.join(MAPPABLE_FIELDS)})"
-        )
-    return value
-
-
-def _extraction(ctx: _Ctx, path: str, field: str, spec: Any) -> FieldExtraction:
-    spec = _object(ctx, path, spec)
-    _no_unknown(ctx, path, spec, ("pattern", "group"))
-    if "pattern" not in spec:
-        raise ctx.error(f"{path}.pattern", "missing")
-    pattern_text = _str(ctx, f"{path}.pattern", spec["pattern"])
-    try:
-        pattern = re.compile(pattern_text)
-    except re.error as exc:
-        raise ctx.error(f"{path}.pattern", f"invalid regular expression: {exc}") from None
-    group = spec.get("group", 1)
-    if isinstance(group, str):
-        if group not in pattern.groupindex:
-            named = ", ".join(pattern.groupindex) or "none"
-            raise ctx.error(
-                f"{path}.group", f"no group named {group!r} in pattern (named groups: {named})"
-            )
-    elif _is_int(group):
-        if not 0 <= group <= pattern.groups:
-            raise ctx.error(
-                f"{path}.group", f"group {group} not in pattern (it has {pattern.groups} groups)"
-            )
-    else:
-        raise ctx.error(f"{path}.group", f"must be a group number or name, got {_type_name(group)}")
-    return FieldExtraction(field=field, pattern=pattern, group=group)
-
-
-def _field_mapping(ctx: _Ctx, value: Any):
-    mapping = _object(ctx, "field_mapping", value)
     direct: list[tuple[str, str]] = []
     extractions: list[tuple[str, tuple[FieldExtraction, ...]]] = []
     targeted: dict[str, str] = {}
+    derived: list[str] = []
+    paths: dict[str, str] = {}
 
-    def claim(field: str, where: str) -> None:
-        if field in targeted:
-            raise ctx.error(
-                where, f"worklist field {field!r} is already mapped by {targeted[field]}"
-            )
-        targeted[field] = where
+    def claim(target: str, where: str, path: str, extracted: bool) -> bool:
+        if target in targeted:
+            raise error(where, f"worklist field {target!r} is already mapped by {targeted[target]}")
+        targeted[target] = where
+        if target in DERIVED_FIELDS:
+            if target in _PATH_FIELDS and not extracted:
+                paths[_PATH_FIELDS[target]] = path
+                derived.append(f"{where} ({DERIVED_FIELDS[target]}, read from {path!r})")
+            else:
+                derived.append(f"{where} ({DERIVED_FIELDS[target]}; this mapping is not used)")
+            return False
+        return True
 
-    for source_path, target in mapping.items():
-        base = f"field_mapping.{source_path}"
-        if not _PATH_PATTERN.fullmatch(source_path):
-            raise ctx.error(base, "not a Calpendo dotted path (e.g. 'title', 'project.name')")
-        if isinstance(target, dict):
-            _no_unknown(ctx, base, target, ("_extract",))
-            specs = _object(ctx, f"{base}._extract", target.get("_extract"))
-            if not specs:
-                raise ctx.error(f"{base}._extract", "must name at least one worklist field")
+    for path, target in (mapping.model_extra or {}).items():
+        where = f"field_mapping.{path}"
+        if not _PATH_PATTERN.fullmatch(path):
+            raise error(where, "not a dotted record path (e.g. 'title', 'project.name')")
+        if isinstance(target, Extract):
             items = []
-            for field, spec in specs.items():
-                where = f"{base}._extract.{field}"
-                if field not in MAPPABLE_FIELDS:
-                    raise ctx.error(
-                        where,
-                        f"unknown worklist field {field!r} (known: {', '.join(MAPPABLE_FIELDS)})",
-                    )
-                claim(field, where)
-                items.append(_extraction(ctx, where, field, spec))
-            extractions.append((source_path, tuple(items)))
-        elif isinstance(target, list):
-            if not target:
-                raise ctx.error(base, "an empty list maps nothing")
-            for i, item in enumerate(target):
-                field = _field_name(ctx, f"{base}[{i}]", item)
-                claim(field, f"{base}[{i}]")
-                direct.append((source_path, field))
+            for name, spec in target.extract.items():
+                if claim(name, f"{where}._extract.{name}", path, True):
+                    items.append(FieldExtraction(name, re.compile(spec.pattern), spec.group))
+            if items:
+                extractions.append((path, tuple(items)))
         else:
-            field = _field_name(ctx, base, target)
-            claim(field, base)
-            direct.append((source_path, field))
-    return tuple(direct), tuple(extractions)
-
-
-def _base_url(ctx: _Ctx, value: Any, env: Mapping[str, str]) -> str:
-    if value is None:
-        value = (env.get(URL_ENV) or "").strip()
-        if not value:
-            raise ctx.error("config.base_url", f"missing (set it in the config or in {URL_ENV})")
-        path = f"config.base_url (from {URL_ENV})"
-    else:
-        path = "config.base_url"
-        _str(ctx, path, value)
-    value = value.strip()
-    if not re.match(r"https?://[^/\s]+", value):
-        raise ctx.error(path, "must be an http:// or https:// URL")
-    if "@" in value.split("/", 3)[2]:
-        # Credentials come only from CALPENDO_USERNAME / CALPENDO_PASSWORD.
-        raise ctx.error(path, f"must not contain credentials (use {USERNAME_ENV}/{PASSWORD_ENV})")
-    return value.rstrip("/")
-
-
-def _source(index: int, raw: Any, env: Mapping[str, str]) -> DataSource:
-    ctx = _Ctx(f"data source #{index + 1}")
-    if not isinstance(raw, dict):
-        raise ctx.error("", f"must be an object, got {_type_name(raw)}")
-    if "name" not in raw:
-        raise ctx.error("name", "missing")
-    name = _str(ctx, "name", raw["name"])
-    if not NAME_PATTERN.fullmatch(name):
-        raise ctx.error(
-            "name",
-            f"{name!r} cannot prefix Dagster asset keys (letters, digits and _, not starting "
-            "with a digit)",
+            names = [target] if isinstance(target, str) else target
+            for i, name in enumerate(names):
+                at = where if isinstance(target, str) else f"{where}[{i}]"
+                if claim(name, at, path, False):
+                    direct.append((path, name))
+    for name in mapping.templates:
+        claim(name, f"field_mapping._templates.{name}", "", True)
+    if "patient_id" not in targeted:
+        raise error("field_mapping", "nothing is mapped to patient_id")
+    notes = []
+    if derived:
+        notes.append(
+            f"{label}: field_mapping names fields the sync derives itself; they are "
+            "accepted with this meaning: " + "; ".join(derived)
         )
-    ctx = _Ctx(f"data source {name!r}")
-    _no_unknown(ctx, "", raw, _SOURCE_KEYS)
-    for key in ("type", "config"):
-        if key not in raw:
-            raise ctx.error(key, "missing")
-    source_type = _str(ctx, "type", raw["type"])
-    if source_type not in SOURCE_TYPES:
-        raise ctx.error("type", f"unknown type {source_type!r} (known: {', '.join(SOURCE_TYPES)})")
-    enabled = _bool(ctx, "enabled", raw.get("enabled", True))
-    sync_interval = _int(ctx, "sync_interval", raw.get("sync_interval", DEFAULT_SYNC_INTERVAL))
-    if sync_interval < MIN_SYNC_INTERVAL:
-        raise ctx.error(
-            "sync_interval", f"must be >= {MIN_SYNC_INTERVAL} seconds, got {sync_interval}"
-        )
+    return {
+        "direct_mappings": tuple(direct),
+        "extractions": tuple(extractions),
+        "templates": dict(mapping.templates),
+        "notes": tuple(notes),
+        **paths,
+    }
 
-    op_start, op_end = (0, 0), (0, 0)
-    if raw.get("operation_interval") is not None:
-        op = _object(ctx, "operation_interval", raw["operation_interval"])
-        _no_unknown(ctx, "operation_interval", op, ("start_time", "end_time"))
-        for key in ("start_time", "end_time"):
-            if key not in op:
-                raise ctx.error(f"operation_interval.{key}", "missing")
-        op_start = _clock(ctx, "operation_interval.start_time", op["start_time"])
-        op_end = _clock(ctx, "operation_interval.end_time", op["end_time"])
 
-    cfg = _object(ctx, "config", raw["config"])
-    _no_unknown(ctx, "config", cfg, _CONFIG_KEYS)
-    c = {**_CONFIG_DEFAULTS, **cfg}
-    base_url = _base_url(ctx, c["base_url"], env)
-    resources = _str_list(ctx, "config.resources", c["resources"])
-    status_filter = tuple(
-        dict.fromkeys(s.upper() for s in _str_list(ctx, "config.status_filter", c["status_filter"]))
-    )
-    if not status_filter:
-        raise ctx.error("config.status_filter", "must name at least one status")
-    past_days = _int(ctx, "config.past_days", c["past_days"], 0)
-    future_days = _int(ctx, "config.future_days", c["future_days"], 0)
-    timezone = _str(ctx, "config.timezone", c["timezone"]).strip()
-    try:
-        ZoneInfo(timezone)
-    except (ZoneInfoNotFoundError, ValueError):
-        raise ctx.error("config.timezone", f"unknown time zone {timezone!r}") from None
-    modality_map = _resource_mapping(
-        ctx, "config.resource_modality_mapping", c["resource_modality_mapping"], "CS"
-    )
-    ae_map = _resource_mapping(
-        ctx, "config.resource_ae_title_mapping", c["resource_ae_title_mapping"], "AE"
-    )
-    default_modality = _str(ctx, "config.default_modality", c["default_modality"])
-    problem = vr_problem("CS", default_modality)
-    if problem:
-        raise ctx.error("config.default_modality", f"not a valid modality (CS): {problem}")
-    strategy = _str(ctx, "config.fetch_strategy", c["fetch_strategy"])
-    if strategy not in STRATEGIES:
-        raise ctx.error(
-            "config.fetch_strategy",
-            f"unknown strategy {strategy!r} (known: {', '.join(STRATEGIES)})",
-        )
-    timeout = _number(ctx, "config.timeout", c["timeout"], 0, strict_min=True)
-    retries = _int(ctx, "config.retries", c["retries"], 0)
-    backoff = _number(ctx, "config.backoff_factor", c["backoff_factor"], 0)
-    max_workers = _int(ctx, "config.max_workers", c["max_workers"], 1)
-    max_cancel = _number(ctx, "config.max_cancel_fraction", c["max_cancel_fraction"], 0, 1)
-    min_guard = _int(ctx, "config.min_cancel_guard_rows", c["min_cancel_guard_rows"], 0)
-
-    mapping = raw.get("field_mapping")
-    direct, extractions = _field_mapping(ctx, DEFAULT_FIELD_MAPPING if mapping is None else mapping)
-    if not any(f == "patient_id" for _, f in direct) and not any(
-        x.field == "patient_id" for _, xs in extractions for x in xs
-    ):
-        raise ctx.error("field_mapping", "nothing is mapped to patient_id")
-
+def _data_source(model: SourceBase) -> DataSource:
+    label = f"data source {model.name!r}"
+    settings: SourceSettings = model.config  # type: ignore[attr-defined]
+    mapping = model.field_mapping or FieldMapping.model_validate(DEFAULT_FIELD_MAPPING)
+    compiled = _compile_mapping(label, mapping)
+    op = model.operation_interval
+    notes = compiled.pop("notes") + tuple(f"{label}: {note}" for note in settings.notes())
     return DataSource(
-        name=name,
-        type=source_type,
-        enabled=enabled,
-        sync_interval=sync_interval,
-        operation_start=op_start,
-        operation_end=op_end,
-        base_url=base_url,
-        resources=resources,
-        status_filter=status_filter,
-        past_days=past_days,
-        future_days=future_days,
-        timezone=timezone,
-        resource_modality_mapping=modality_map,
-        resource_ae_title_mapping=ae_map,
-        default_modality=default_modality,
-        fetch_strategy=strategy,
-        timeout=timeout,
-        retries=retries,
-        backoff_factor=backoff,
-        max_workers=max_workers,
-        max_cancel_fraction=max_cancel,
-        min_cancel_guard_rows=min_guard,
-        direct_mappings=direct,
-        extractions=extractions,
+        name=model.name,
+        type=model.type,  # type: ignore[attr-defined]
+        enabled=model.enabled,
+        sync_interval=model.sync_interval,
+        operation_start=op.start_time if op else (0, 0),
+        operation_end=op.end_time if op else (0, 0),
+        settings=settings,
+        timezone=settings.timezone,
+        resources=settings.resources,
+        status_filter=settings.scheduled_statuses(),
+        past_days=settings.past_days,
+        future_days=settings.future_days,
+        resource_modality_mapping=dict(settings.resource_modality_mapping),
+        resource_ae_title_mapping={
+            k: v if isinstance(v, str) else "\\".join(v)
+            for k, v in settings.resource_ae_title_mapping.items()
+        },
+        default_modality=settings.default_modality,
+        max_cancel_fraction=settings.max_cancel_fraction,
+        min_cancel_guard_rows=settings.min_cancel_guard_rows,
+        units=settings.units,
+        scheduled_protocol_codes=dict(settings.scheduled_protocol_codes),
+        requested_procedure_codes=dict(settings.requested_procedure_codes),
+        notes=notes,
+        **compiled,
     )
+
+
+# ---------------------------------------------------------------- error messages
+
+
+def _dotted(loc: tuple) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif not part.startswith("<") and part != "[key]":
+            out += f".{part}" if out else part
+    return out
+
+
+_KINDS = {
+    "int": "an integer",
+    "float": "a number",
+    "bool": "true or false",
+    "string": "a string",
+    "dict": "an object",
+    "model": "an object",
+    "list": "a list",
+    "tuple": "a list",
+}
+_BOUNDS = {"greater_than_equal": ">=", "greater_than": ">", "less_than_equal": "<=", "less_than": "<"}
+
+
+def _json_kind(value: Any) -> str:
+    return {bool: "boolean", int: "integer", float: "number", str: "string", list: "list",
+            dict: "object"}.get(type(value), "null" if value is None else type(value).__name__)
+
+
+def _got(value: Any) -> str:
+    if isinstance(value, (dict, list)):
+        return f", got {_json_kind(value)}"
+    return f", got {_json_kind(value)} {value!r}"
+
+
+def _allowed_keys(model: type[BaseModel] | None) -> str:
+    if model is None:
+        return ""
+    keys = [f.alias or name for name, f in model.model_fields.items()]
+    return f" (allowed: {', '.join(keys)})"
+
+
+def _model_at(raw_source: Any, path: tuple) -> type[BaseModel] | None:
+    """The model that owns the object at `path` of a source, for "allowed keys"."""
+    from calpendo_assets.sources.registry import PLUGINS
+
+    plugin = PLUGINS.get(raw_source.get("type")) if isinstance(raw_source, dict) else None
+    where = tuple(p for p in path if not (isinstance(p, str) and p.startswith("<")))
+    return {
+        (): SourceBase if plugin else None,
+        ("config",): plugin.config_model if plugin else None,
+        ("operation_interval",): OperationInterval,
+        ("config", "units"): Units,
+    }.get(where[:-1])
+
+
+def _message(error: dict, raw_source: Any, path: tuple) -> str:
+    kind, value, ctx = error["type"], error.get("input"), error.get("ctx") or {}
+    if kind == "missing":
+        return "missing"
+    if kind == "extra_forbidden":
+        model = _model_at(raw_source, path)
+        if model is SourceBase:
+            return "unknown key" + _allowed_keys(model).replace(")", ", type, config)")
+        return "unknown key" + _allowed_keys(model)
+    if kind == "union_tag_invalid":
+        from calpendo_assets.sources.registry import PLUGINS
+
+        return f"unknown type {raw_source.get('type')!r} (known: {', '.join(PLUGINS)})"
+    if kind == "literal_error" and "patient_id" in ctx.get("expected", ""):
+        return f"unknown worklist field {value!r} (known: {', '.join(MAPPABLE_FIELDS)})"
+    if kind == "literal_error":
+        return f"must be {ctx.get('expected')}, got {value!r}"
+    if kind == "value_error":
+        return str(ctx.get("error", error["msg"]))
+    if kind in _BOUNDS:
+        limit = next(iter(ctx.values()))
+        limit = int(limit) if isinstance(limit, float) and limit.is_integer() else limit
+        return f"must be {_BOUNDS[kind]} {limit}, got {value!r}"
+    if kind in ("string_too_short", "too_short"):
+        return "must not be empty"
+    base = kind.removesuffix("_type").removesuffix("_parsing")
+    if base in _KINDS:
+        return f"must be {_KINDS[base]}{_got(value)}"
+    if kind in ("target", "one_or_many", "group"):
+        return error["msg"] + _got(value)
+    if kind == "union_tag_not_found":
+        return "must be an object with a type" if not isinstance(value, dict) else "missing"
+    return error["msg"] + ("" if isinstance(value, (dict, list)) else _got(value))
+
+
+def _config_error(exc: ValidationError, data: Any) -> ConfigError:
+    """The first problem, as "<source label>: <dotted key>: <what is wrong>"."""
+    errors = exc.errors(include_url=False)
+    # An unknown key is usually the typo behind a "missing" one: name it first.
+    error = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
+    loc = tuple(error["loc"])
+    sources = data.get("data_sources") if isinstance(data, dict) else None
+    if loc[:1] == ("data_sources",) and len(loc) >= 2 and isinstance(loc[1], int):
+        raw = sources[loc[1]] if isinstance(sources, list) and loc[1] < len(sources) else None
+        name = raw.get("name") if isinstance(raw, dict) else None
+        named = isinstance(name, str) and bool(NAME_PATTERN.fullmatch(name))
+        label = f"data source {name!r}" if named else f"data source #{loc[1] + 1}"
+        path = loc[2:]
+        if error["type"] == "union_tag_not_found" and isinstance(raw, dict):
+            path = ("type",)
+        elif error["type"] == "union_tag_invalid":
+            path = ("type",)
+    else:
+        label, path, raw = "config", loc, None
+        if error["type"] == "extra_forbidden":
+            return ConfigError(f"{label}: {_dotted(path)}: unknown key (allowed: data_sources)")
+    if error["type"] in ("model_type", "dict_type") and not path:
+        message = f"must be an object, got {_json_kind(error.get('input'))}"
+    elif error["type"] == "union_tag_not_found" and not isinstance(raw, dict):
+        message = f"must be an object, got {_json_kind(error.get('input'))}"
+    elif error["type"] == "union_tag_not_found" and path == ("type",) and "type" in raw:
+        message = f"must be a string{_got(raw['type'])}"
+    else:
+        message = _message(error, raw, path)
+    dotted = _dotted(path)
+    return ConfigError(f"{label}: {dotted}: {message}" if dotted else f"{label}: {message}")
 
 
 # ---------------------------------------------------------------- public API
@@ -532,20 +695,24 @@ def config_path(path: str | os.PathLike | None = None, env: Mapping[str, str] = 
     return Path(from_env) if from_env else DEFAULT_CONFIG_PATH
 
 
-def parse_config(data: Any, env: Mapping[str, str] = os.environ) -> list[DataSource]:
-    """Validate an already-parsed config document; every source, enabled or not."""
-    ctx = _Ctx("config")
-    data = _object(ctx, "", data)
-    _no_unknown(ctx, "", data, ("data_sources",))
-    if "data_sources" not in data:
-        raise ctx.error("data_sources", "missing")
-    raw_sources = data["data_sources"]
-    if not isinstance(raw_sources, list):
-        raise ctx.error("data_sources", f"must be a list, got {_type_name(raw_sources)}")
+def parse_config(
+    data: Any, env: Mapping[str, str] = os.environ, base_dir: Path | None = None
+) -> list[DataSource]:
+    """Validate an already-parsed config document; every source, enabled or not.
+
+    `base_dir` is where relative paths in the config (a file source's ``path``) start:
+    the config file's directory when loaded from a file.
+    """
+    context = {"env": env, "base_dir": base_dir or Path.cwd()}
+    try:
+        # JSON mode: JSON's own types, so "300" is no count and [6, 0] is a clock.
+        document = file_model().model_validate_json(json.dumps(data), context=context)
+    except ValidationError as exc:
+        raise _config_error(exc, data) from None
     sources: list[DataSource] = []
     seen: set[str] = set()
-    for i, raw in enumerate(raw_sources):
-        source = _source(i, raw, env)
+    for model in document.data_sources:
+        source = _data_source(model)
         if source.name in seen:
             raise ConfigError(f"data source {source.name!r}: name: duplicate data source name")
         seen.add(source.name)
@@ -553,8 +720,20 @@ def parse_config(data: Any, env: Mapping[str, str] = os.environ) -> list[DataSou
     return sources
 
 
+def json_document(text: str, where: str, error: type[Exception]) -> Any:
+    """Parsed JSON; `error` names `where` and the line and column of a syntax error
+    (never the text: a file of entries holds participant names)."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise error(f"{where}: invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from None
+
+
 def load_config(path: str | None = None, env: Mapping[str, str] = os.environ) -> list[DataSource]:
-    """Read and validate the config file; all sources (enabled and not)."""
+    """Read and validate the config file; all sources (enabled and not).
+
+    Config warnings (Pylantir keys given their meaning here) are logged once per load.
+    """
     file = config_path(path, env)
     try:
         text = file.read_text(encoding="utf-8")
@@ -564,24 +743,23 @@ def load_config(path: str | None = None, env: Mapping[str, str] = os.environ) ->
         ) from None
     except OSError as exc:
         raise ConfigError(f"config file {str(file)!r}: cannot read: {exc.strerror}") from None
+    data = json_document(text, f"config file {str(file)!r}", ConfigError)
     try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ConfigError(
-            f"config file {str(file)!r}: invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}"
-        ) from None
-    try:
-        return parse_config(data, env)
+        sources = parse_config(data, env, base_dir=file.resolve().parent)
     except ConfigError as exc:
         raise ConfigError(f"config file {str(file)!r}: {exc}") from None
+    for source in sources:
+        for note in source.notes:
+            log.warning(f"config file {str(file)!r}: {note}")
+    return sources
 
 
 def enabled_sources(sources) -> list[DataSource]:
     return [s for s in sources if s.enabled]
 
 
-def credentials(source: DataSource, env: Mapping[str, str] = os.environ) -> tuple[str, str]:
-    """(username, password) from the environment; the password never appears in errors."""
+def env_credentials(source: DataSource, env: Mapping[str, str] = os.environ) -> Credentials:
+    """CALPENDO_USERNAME / CALPENDO_PASSWORD; the password never appears in errors."""
     user = env.get(USERNAME_ENV) or ""
     password = env.get(PASSWORD_ENV) or ""
     for var, value in ((USERNAME_ENV, user), (PASSWORD_ENV, password)):
@@ -589,7 +767,16 @@ def credentials(source: DataSource, env: Mapping[str, str] = os.environ) -> tupl
             raise ConfigError(
                 f"data source {source.name!r}: credentials: environment variable {var} is not set"
             )
-    return user, password
+    return Credentials(user, password)
+
+
+def credentials(source: DataSource, env: Mapping[str, str] = os.environ) -> tuple[str, str]:
+    """(username, password) from the environment (see `env_credentials`)."""
+    found = env_credentials(source, env)
+    return found.username, found.password
+
+
+# ---------------------------------------------------------------- window and schedule
 
 
 @dataclass(frozen=True)
@@ -634,3 +821,11 @@ def in_operation_interval(source: DataSource, local_time: dt.time) -> bool:
     if start < end:
         return start <= t < end
     return t >= start or t < end
+
+
+if __name__ == "__main__":
+    import sys
+
+    if sys.argv[1:] != ["--schema"]:
+        raise SystemExit("usage: python -m calpendo_assets.config --schema > config/calpendo-mwl.schema.json")
+    print(json.dumps(json_schema(), indent=2))

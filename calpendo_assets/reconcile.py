@@ -7,7 +7,7 @@ lets the caller approve that plan (the blocking checks), refuses a fetch older t
 the newest one already published, and writes everything with bulk statements in one
 commit: a reader sees the old worklist or the new one, never a mix.
 
-Rules (DESIGN.md "Worklist data rules"):
+Rules (docs/architecture.md, "Data rules"):
 
 - One row per (source, booking_id): a re-sync updates, never adds a second row.
 - Same content hash -> no write at all (not even ``updated_at``).
@@ -38,7 +38,7 @@ import pandas as pd
 from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.engine import Connection, Engine
 
-from calpendo_assets.transform import (
+from calpendo_assets.rows.model import (
     HASH_COLUMNS,
     SYNC_COLUMNS,
     VANISHED_REASON,

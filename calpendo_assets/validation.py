@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from mwl_service.vr import ROW_FIELD_VRS, vr_problem
+from mwl_service.vr import ROW_FIELD_VRS, field_problem
 
 REQUIRED_FIELDS = (
     "patient_id",
@@ -49,8 +49,10 @@ def invalid_values(frame: pd.DataFrame) -> list[str]:
         if field not in rows.columns:
             continue
         for booking_id, value in zip(rows["booking_id"], rows[field]):
-            text = "" if value is None or (isinstance(value, float) and pd.isna(value)) else str(value)
-            problem = vr_problem(vr, text) if text else None
+            missing = value is None or (isinstance(value, float) and pd.isna(value))
+            # field_problem knows multi-valued fields (several station AE titles) and
+            # enumerated values (pregnancy status 1-4).
+            problem = None if missing else field_problem(field, value)
             if problem:
                 problems.append(f"booking {booking_id}: {field} ({vr}) {problem}")
     return problems

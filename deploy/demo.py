@@ -20,7 +20,8 @@ import time
 import urllib.request
 from pathlib import Path
 from urllib.parse import urlparse
-from zoneinfo import ZoneInfo
+
+from calpendo_assets.config import ConfigError, DataSource, enabled_sources, load_config
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -108,17 +109,32 @@ def demo_env() -> dict:
     return env
 
 
-def point_sources_at(env: dict, sources: list[dict], port: int) -> str:
+def enabled_config_sources(env: dict) -> list[DataSource]:
+    """The enabled sources of the config (through load_config: validated); one at
+    least must be a Calpendo source, for the simulator."""
+    try:
+        sources = enabled_sources(load_config(env["CALPENDO_MWL_CONFIG"], env))
+    except ConfigError as exc:
+        raise SystemExit(f"error: {exc}") from None
+    if not any(s.type == "calpendo" for s in sources):
+        raise SystemExit("error: the demo needs an enabled calpendo source (for the simulator)")
+    return sources
+
+
+def point_sources_at(env: dict, sources: list[DataSource], port: int) -> str:
     """The simulator URL on `port`; when that differs from the config's base_url, the
     demo syncs with a copy of the config (var/demo-calpendo.json) that says so."""
     url = f"http://127.0.0.1:{port}"
-    if all(urlparse(s["config"]["base_url"]).port == port for s in sources):
+    if all(urlparse(s.settings.base_url).port == port for s in sources):
         return url
     path = Path(env["CALPENDO_MWL_CONFIG"])
     cfg = json.loads(path.read_text())
     for source in cfg["data_sources"]:
-        if source.get("enabled", True):
+        if source.get("enabled", True) and source.get("type") == "calpendo":
             source["config"]["base_url"] = url
+        elif source.get("type") == "file":
+            # The copy lives in var/: keep a relative entries path pointing where it did.
+            source["config"]["path"] = str(path.resolve().parent / source["config"]["path"])
     copy = VAR / "demo-calpendo.json"
     copy.write_text(json.dumps(cfg, indent=2))
     env["CALPENDO_MWL_CONFIG"] = str(copy)
@@ -134,10 +150,10 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     VAR.mkdir(exist_ok=True)
     env = demo_env()
-    sources = [s for s in json.loads(Path(env["CALPENDO_MWL_CONFIG"]).read_text())["data_sources"]
-               if s.get("enabled", True)]
-    sim_port = args.sim_port or urlparse(sources[0]["config"]["base_url"]).port
-    sim_url = urlparse(point_sources_at(env, sources, sim_port))
+    sources = enabled_config_sources(env)
+    calpendo = [s for s in sources if s.type == "calpendo"]
+    sim_port = args.sim_port or urlparse(calpendo[0].settings.base_url).port
+    sim_url = urlparse(point_sources_at(env, calpendo, sim_port))
     for port in (sim_url.port, args.mwl_port, args.dagster_port):
         if not port_free(port):
             raise SystemExit(f"error: port {port} on 127.0.0.1 is in use; stop what uses it first")
@@ -155,7 +171,7 @@ def main(argv=None) -> int:
 
         # The first sync before the MWL service, so it starts on a filled worklist.
         for source in sources:
-            job = f"{source['name']}_sync"
+            job = f"{source.name}_sync"
             print(f"First sync           {job} ...", end=" ", flush=True)
             run = subprocess.run([str(BIN / "dagster"), "job", "execute", "-m",
                                   "calpendo_assets.definitions", "-j", job], cwd=ROOT, env=env,
@@ -174,7 +190,7 @@ def main(argv=None) -> int:
                               env, cwd=env["DAGSTER_HOME"])
         ui = f"http://127.0.0.1:{args.dagster_port}"
         wait_until(lambda: http_ok(f"{ui}/server_info"), "dagster dev", dagster, timeout=180)
-        print_next_steps(ui, args, sources[0], f"{sim_url.scheme}://{sim_url.netloc}")
+        print_next_steps(ui, args, calpendo[0], f"{sim_url.scheme}://{sim_url.netloc}")
         while all(p.poll() is None for _, p in procs.procs):
             time.sleep(1)
         dead = [n for n, p in procs.procs if p.poll() is not None]
@@ -187,13 +203,12 @@ def main(argv=None) -> int:
         procs.stop()
 
 
-def print_next_steps(ui: str, args, source: dict, sim: str) -> None:
-    tz = ZoneInfo(source.get("config", {}).get("timezone", "America/Edmonton"))
-    now = dt.datetime.now(tz)
+def print_next_steps(ui: str, args, source: DataSource, sim: str) -> None:
+    now = dt.datetime.now(source.tz)
     today = now.strftime("%Y%m%d")
     sim_cli = f"{BIN / 'calpendo-sim'} --url {sim}"
     print(f"""
-Dagster UI           {ui}   (Assets -> Global asset lineage; Jobs -> {source['name']}_sync)
+Dagster UI           {ui}   (Assets -> Global asset lineage; Jobs -> {source.name}_sync)
 
 Today's worklist over DICOM (DCMTK):
   findscu -W -aet DEMO -aec {args.mwl_aet} 127.0.0.1 {args.mwl_port} \\
@@ -203,7 +218,7 @@ Today's worklist over DICOM (DCMTK):
     -k "ScheduledProcedureStepSequence[0].ScheduledProcedureStepStartTime" \\
     -k "ScheduledProcedureStepSequence[0].Modality"
 
-Change Calpendo while the demo runs; the sensor ({source['name']}_sensor) looks every
+Change Calpendo while the demo runs; the sensor ({source.name}_sensor) looks every
 10 s and a changed booking is in the worklist within about 20 s (run findscu again):
   {sim_cli} list --day {now:%Y-%m-%d}
   {sim_cli} edit ID --title "SUB0999 - Roe^Jane"

@@ -236,7 +236,7 @@ def test_failing_check_publishes_nothing(calpendo_sim, source, engine, db_url, m
 
     def buggy_transform(src, details):
         result = real_transform(src, details)
-        result.frame.loc[result.frame.index[0], "scheduled_station_ae_title"] = "BAD\\AE"
+        result.frame.loc[result.frame.index[0], "scheduled_station_ae_title"] = "AE_TITLE_TOO_LONG_X"
         return result
 
     monkeypatch.setattr(sync, "transform", buggy_transform)

@@ -70,15 +70,15 @@ def test_defaults_apply():
     assert src.enabled is True
     assert src.sync_interval == 300
     assert (src.operation_start, src.operation_end) == ((6, 0), (22, 0))
-    assert src.base_url == "http://127.0.0.1:8089"
+    assert src.settings.base_url == "http://127.0.0.1:8089"
     assert src.resources == ("3T MRI",)
     assert src.status_filter == ("APPROVED",)
     assert (src.past_days, src.future_days) == (1, 7)
     assert src.timezone == "America/Edmonton"
     assert src.tz == EDMONTON
     assert src.default_modality == "MR"
-    assert src.fetch_strategy == "bulk"
-    assert (src.timeout, src.retries, src.backoff_factor, src.max_workers) == (30, 3, 0.5, 5)
+    assert src.settings.fetch_strategy == "bulk"
+    assert (src.settings.timeout, src.settings.retries, src.settings.backoff_factor, src.settings.max_workers) == (30, 3, 0.5, 5)
     assert (src.max_cancel_fraction, src.min_cancel_guard_rows) == (0.5, 5)
     # default field mapping
     assert ("project.name", "study_description") in src.direct_mappings
@@ -91,7 +91,9 @@ def test_defaults_apply():
         ("patient_id", "patient_id"),
         ("patient_name", "patient_name"),
     ]
-    assert src.calpendo_paths() == ("project.name", "resource.name", "Operator", "title")
+    assert src.record_paths() == (
+        "project.name", "resource.name", "Operator", "title", "status", "durationInMinutes"
+    )
 
 
 def test_status_filter_accepts_one_string_any_case():
@@ -105,9 +107,9 @@ def test_base_url_falls_back_to_env_and_config_wins():
     source = base_source()
     del source["config"]["base_url"]
     (src,) = parse(source, env={"CALPENDO_API_URL": "https://calpendo.example.org/"})
-    assert src.base_url == "https://calpendo.example.org"
+    assert src.settings.base_url == "https://calpendo.example.org"
     (src,) = parse(base_source(), env={"CALPENDO_API_URL": "https://elsewhere.example.org"})
-    assert src.base_url == "http://127.0.0.1:8089"
+    assert src.settings.base_url == "http://127.0.0.1:8089"
     msg = error_of(source)
     assert msg == (
         "data source 'mri3t': config.base_url: missing (set it in the config or in CALPENDO_API_URL)"
@@ -135,7 +137,9 @@ def test_custom_field_mapping_and_extractions():
     assert isinstance(pid, FieldExtraction)
     assert pid.pattern.pattern == r"^(?P<pid>\w+)" and pid.group == "pid"
     assert name.group == 1
-    assert src.calpendo_paths() == ("project.formattedName", "booker.name", "title")
+    assert src.record_paths() == (
+        "project.formattedName", "booker.name", "title", "status", "durationInMinutes"
+    )
 
 
 def test_resource_mappings_validated_as_dicom_values():
@@ -232,11 +236,11 @@ def test_disabled_sources_are_loaded_and_validated_but_not_enabled():
         ),
         (
             base_source(type="ical"),
-            "data source 'mri3t': type: unknown type 'ical' (known: calpendo)",
+            "data source 'mri3t': type: unknown type 'ical' (known: calpendo, file)",
         ),
         (
             with_config(fetch_strategy="parallel"),
-            "data source 'mri3t': config.fetch_strategy: unknown strategy 'parallel'",
+            "data source 'mri3t': config.fetch_strategy: must be 'bulk' or 'per_booking', got 'parallel'",
         ),
         (
             with_config(base_url="ftp://x"),
@@ -260,28 +264,28 @@ def test_disabled_sources_are_loaded_and_validated_but_not_enabled():
         ),
         (
             with_config(resource_modality_mapping={"3T": "MR", "3t": "OT"}),
-            "data source 'mri3t': config.resource_modality_mapping.3t: duplicates '3T'",
+            "data source 'mri3t': config.resource_modality_mapping: '3t' duplicates '3T' (resource names are case-insensitive)",
         ),
         (
             with_config(default_modality="M R!"),
-            "data source 'mri3t': config.default_modality: not a valid modality",
+            "data source 'mri3t': config.default_modality: 'M R!' is not a valid CS value (a modality)",
         ),
         # schedule
         (
             base_source(sync_interval=59),
-            "data source 'mri3t': sync_interval: must be >= 60 seconds, got 59",
+            "data source 'mri3t': sync_interval: must be >= 60, got 59",
         ),
         (
             base_source(operation_interval={"start_time": [25, 0], "end_time": [6, 0]}),
-            "data source 'mri3t': operation_interval.start_time[0]: hour must be 0-23, got 25",
+            "data source 'mri3t': operation_interval.start_time[0]: must be <= 23, got 25",
         ),
         (
             base_source(operation_interval={"start_time": [6, 60], "end_time": [6, 0]}),
-            "data source 'mri3t': operation_interval.start_time[1]: minute must be 0-59, got 60",
+            "data source 'mri3t': operation_interval.start_time[1]: must be <= 59, got 60",
         ),
         (
             base_source(operation_interval={"start_time": "06:00", "end_time": [6, 0]}),
-            "data source 'mri3t': operation_interval.start_time: must be [hour, minute], got '06:00'",
+            "data source 'mri3t': operation_interval.start_time: must be a list, got string '06:00'",
         ),
         # names usable as Dagster asset key prefixes
         (
@@ -347,7 +351,7 @@ def test_validation_names_source_and_key(source, expected):
             {"title": "patient_id", "booker.name": "patient_id"},
             "field_mapping.booker.name: worklist field 'patient_id' is already mapped by field_mapping.title",
         ),
-        ({"title!": "patient_id"}, "field_mapping.title!: not a Calpendo dotted path"),
+        ({"title!": "patient_id"}, "field_mapping.title!: not a dotted record path"),
         ({"project.name": "study_description"}, "field_mapping: nothing is mapped to patient_id"),
         ([], "field_mapping: must be an object, got list"),
     ],
@@ -417,7 +421,7 @@ def test_shipped_config_targets_the_simulator():
     enabled = enabled_sources(sources)
     assert [s.name for s in enabled] == ["mri"]
     mri = enabled[0]
-    assert mri.base_url == "http://127.0.0.1:8089"
+    assert mri.settings.base_url == "http://127.0.0.1:8089"
     assert mri.resources == ("3T MRI", "EEG Lab", "Mock Scanner")
     assert mri.resource_modality_mapping["EEG Lab"] == "EEG"
     # the shipped file spells out the documented default field mapping
@@ -513,3 +517,96 @@ def test_operation_interval(interval, time, inside):
         del source["operation_interval"]
     (src,) = parse(source)
     assert in_operation_interval(src, time) is inside
+
+
+# ---------------------------------------------------------------- keys for other engineers' features
+
+
+def test_units_codes_and_templates_are_modelled():
+    source = base_source(
+        field_mapping={
+            "title": "patient_id",
+            "_templates": {"scheduled_procedure_step_description": "{project.name} on {resource.name}"},
+        }
+    )
+    source["config"].update(
+        units={"patient_weight": "lb", "patient_size": "cm"},
+        scheduled_protocol_codes={
+            "BRISKP": {"code_value": "BRAIN_STD", "coding_scheme_designator": "99LOCAL",
+                       "code_meaning": "Standard brain"}
+        },
+    )
+    (src,) = parse(source)
+    assert (src.units.patient_weight, src.units.patient_size) == ("lb", "cm")
+    code = src.scheduled_protocol_codes["BRISKP"]
+    assert (code.code_value, code.coding_scheme_designator, code.code_meaning) == (
+        "BRAIN_STD", "99LOCAL", "Standard brain")
+    assert src.requested_procedure_codes == {}
+    assert src.templates == {"scheduled_procedure_step_description": "{project.name} on {resource.name}"}
+    # Template paths are fetched like mapped paths.
+    assert {"project.name", "resource.name"} <= set(src.record_paths())
+    (defaults,) = parse(base_source())
+    assert (defaults.units.patient_weight, defaults.units.patient_size) == ("kg", "m")
+
+
+@pytest.mark.parametrize(
+    "config, expected",
+    [
+        ({"units": {"patient_weight": "stone"}}, "config.units.patient_weight: must be 'kg' or 'lb', got 'stone'"),
+        ({"units": {"height": "m"}}, "config.units.height: unknown key (allowed: patient_weight, patient_size)"),
+        ({"requested_procedure_codes": {"P": {"code_value": "X"}}}, "config.requested_procedure_codes.P.coding_scheme_designator: missing"),
+        ({"resource_ae_title_mapping": {"3T MRI": ["MRI3T", "MRI3T\\2"]}}, "config.resource_ae_title_mapping.3T MRI[1]: 'MRI3T\\\\2' is not a valid AE value: backslash or control character"),
+        ({"resource_ae_title_mapping": {"3T MRI": ["MRI3T", "A_VERY_LONG_AE_TITLE"]}}, "config.resource_ae_title_mapping.3T MRI[1]: 'A_VERY_LONG_AE_TITLE' is not a valid AE value"),
+        ({"resource_ae_title_mapping": {"3T MRI": 7}}, "config.resource_ae_title_mapping.3T MRI: must be an AE title or a list of them, got integer 7"),
+        ({"status_case": "title"}, "config.status_case: must be 'upper', 'lower' or 'as_given', got 'title'"),
+        ({"max_retry_after": -1}, "config.max_retry_after: must be >= 0, got -1"),
+    ],
+)
+def test_new_keys_are_validated(config, expected):
+    assert error_of(with_config(**config)) .startswith(f"data source 'mri3t': {expected}")
+
+
+def test_several_ae_titles_become_one_multi_value():
+    (src,) = parse(with_config(resource_ae_title_mapping={"3T MRI": ["MRI3T", "MRI3T2"], "EEG": "EEGLAB"}))
+    assert src.resource_ae_title_mapping == {"3T MRI": "MRI3T\\MRI3T2", "EEG": "EEGLAB"}
+
+
+def test_every_mappable_field_is_accepted():
+    from mwl_service.schema import MAPPABLE_FIELDS
+
+    mapping = {f"x.f{i}": name for i, name in enumerate(MAPPABLE_FIELDS)}
+    (src,) = parse(base_source(field_mapping=mapping))
+    assert set(src.mapped_fields()) == set(MAPPABLE_FIELDS)
+
+
+def test_operator_subtype_and_property_are_config():
+    (src,) = parse(with_config(operator_type="ScanBooking", operator_property="Radiographer"))
+    assert (src.settings.operator_type, src.settings.operator_property) == ("ScanBooking", "Radiographer")
+    (src,) = parse(with_config(operator_type=None))
+    assert src.settings.operator_type is None
+
+
+def test_shipped_manual_entries_example_is_readable():
+    sources = {s.name: s for s in load_config(str(ROOT / "config" / "calpendo.json"), env=ENV)}
+    manual = sources["manual"]
+    assert (manual.type, manual.enabled) == ("file", False)
+    assert manual.settings.path == str(ROOT / "config" / "manual-entries.csv")
+    assert manual.plugin.probe(manual) == f"{ROOT / 'config' / 'manual-entries.csv'}: 1 entry readable"
+
+
+@pytest.mark.parametrize(
+    "document, expected",
+    [
+        ({"data_sources": [{"name": "a", "type": 7, "config": {}}]}, "data source 'a': type: must be a string, got integer 7"),
+        ({"data_sources": [{"name": "a", "config": {}}]}, "data source 'a': type: missing"),
+        ({"data_sources": [], "x": 1}, "config: x: unknown key (allowed: data_sources)"),
+        (
+            {"data_sources": [{"name": "a", "type": "calpendo", "config": {"base_url": "http://x", "timeout": "30"}}]},
+            "data source 'a': config.timeout: must be a number, got string '30'",
+        ),
+    ],
+)
+def test_type_and_document_errors(document, expected):
+    with pytest.raises(ConfigError) as info:
+        parse_config(document, env={})
+    assert str(info.value) == expected

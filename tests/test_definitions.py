@@ -1,4 +1,4 @@
-"""The code location's stable interface (DESIGN.md): names users' scripts rely on."""
+"""The code location's stable interface (docs/architecture.md): names users' scripts rely on."""
 
 from __future__ import annotations
 

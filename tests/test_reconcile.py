@@ -26,7 +26,8 @@ from calpendo_assets.reconcile import (
     publish,
     reconcile,
 )
-from calpendo_assets.transform import VANISHED_REASON, bookings_to_rows, frame_records
+from calpendo_assets.rows.mapping import bookings_to_rows
+from calpendo_assets.rows.model import VANISHED_REASON, frame_records
 from mwl_service.schema import (
     COMPLETED,
     DISCONTINUED,

@@ -1,4 +1,4 @@
-"""The Calpendo simulator against its contract (DESIGN.md "Calpendo API facts").
+"""The Calpendo simulator against its contract (docs/architecture.md, "The Calpendo contract").
 
 Everything except the pure parser tests goes through a real server on 127.0.0.1 and
 real HTTP (requests), as a client would see it.

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from calpendo_assets.transform import SYNC_COLUMNS
+from calpendo_assets.rows.model import SYNC_COLUMNS
 from mwl_service.schema import accession_number, step_id, study_instance_uid
 from mwl_service.vr import ROW_FIELD_VRS, row_problems, vr_problem
 

@@ -15,23 +15,24 @@ import pandas as pd
 import pytest
 
 from calpendo_assets.config import FieldExtraction, parse_config
-from calpendo_assets.transform import (
+from calpendo_assets.rows.mapping import (
+    bookings_to_rows,
+    default_ae_title,
+    extract_fields,
+    map_by_resource,
+    map_step_status,
+    match_resource,
+)
+from calpendo_assets.rows.model import (
     HASH_COLUMNS,
     ROW_COLUMNS,
     SYNC_COLUMNS,
     VANISHED_REASON,
-    booking_start,
-    bookings_to_rows,
     content_hash,
-    default_ae_title,
-    dicom_pn,
-    extract_fields,
     frame_records,
-    map_by_resource,
-    map_step_status,
-    match_resource,
-    parse_calpendo_datetime,
 )
+from calpendo_assets.rows.names import dicom_pn
+from calpendo_assets.rows.times import booking_start, parse_calpendo_datetime
 from mwl_service.schema import (
     DISCONTINUED,
     SCHEDULED,
@@ -115,7 +116,7 @@ def test_parse_calpendo_datetime_rejects_garbage(value):
 
 def test_dst_gap_in_march_shifts_forward_with_a_warning(caplog):
     # 2026-03-08 02:30 does not exist in Edmonton (clocks jump 02:00 -> 03:00).
-    with caplog.at_level(logging.WARNING, logger="calpendo_assets.transform"):
+    with caplog.at_level(logging.WARNING, logger="calpendo_assets.rows.times"):
         parsed = parse_calpendo_datetime("2026-03-08 02:30:00.0", EDMONTON)
     assert parsed.astimezone(UTC) == dt.datetime(2026, 3, 8, 9, 30, tzinfo=UTC)
     local = parsed.astimezone(EDMONTON)
@@ -126,14 +127,14 @@ def test_dst_gap_in_march_shifts_forward_with_a_warning(caplog):
 
 def test_dst_overlap_in_november_takes_first_occurrence_with_a_warning(caplog):
     # 2026-11-01 01:30 happens twice (MDT then MST): the first one (MDT, UTC-6).
-    with caplog.at_level(logging.WARNING, logger="calpendo_assets.transform"):
+    with caplog.at_level(logging.WARNING, logger="calpendo_assets.rows.times"):
         parsed = parse_calpendo_datetime("2026-11-01 01:30:00.0", EDMONTON)
     assert parsed.astimezone(UTC) == dt.datetime(2026, 11, 1, 7, 30, tzinfo=UTC)
     assert "ambiguous" in caplog.text
 
 
 def test_ordinary_times_do_not_warn(caplog):
-    with caplog.at_level(logging.WARNING, logger="calpendo_assets.transform"):
+    with caplog.at_level(logging.WARNING, logger="calpendo_assets.rows.times"):
         parse_calpendo_datetime("2026-03-08 03:30:00.0", EDMONTON)
         parse_calpendo_datetime("2026-11-01 02:30:00.0", EDMONTON)
     assert caplog.text == ""
@@ -474,9 +475,30 @@ def test_mapped_modality_wins_over_resource_mapping():
     )
     row = one_row(booking(title="SUB1", project={"name": "ct"}), source)
     assert row["modality"] == "CT"
-    result = bookings_to_rows([booking(5, title="SUB1", project={"name": "m/r (3T)"})], source)
-    assert list(result.frame["modality"]) == ["MR"]
-    assert any(w.startswith("booking 5: mapped modality") for w in result.warnings)
+
+
+
+def test_mapped_resource_names_go_through_the_modality_mapping_with_one_warning():
+    # Pylantir configs map "resource.formattedName" to modality: a resource name is no
+    # DICOM CS, so it is looked up in resource_modality_mapping, else default_modality.
+    source = make_source(
+        config={"resources": [], "resource_modality_mapping": {"3T Diagnostic": "MR"},
+                "default_modality": "OT"},
+        field_mapping={"title": "patient_id", "resource.formattedName": "modality"},
+    )
+    bookings = [
+        booking(5, title="SUB1", resource={"name": "3T Diagnostic", "formattedName": "3T Diagnostic"}),
+        booking(6, title="SUB2", resource={"name": "3T Diagnostic", "formattedName": "3T Diagnostic"}),
+        booking(7, title="SUB3", resource={"name": "3T Diagnostic", "formattedName": "Mock Room"}),
+    ]
+    result = bookings_to_rows(bookings, source)
+    assert list(result.frame["modality"]) == ["MR", "MR", "OT"]
+    about = [w for w in result.warnings if "modality" in w]
+    assert about == [
+        "field_mapping.resource.formattedName -> modality: 3 values are resource names or not "
+        "DICOM modalities; they were mapped through config.resource_modality_mapping, else "
+        "config.default_modality 'OT'"
+    ]
 
 
 def test_station_name_truncated_to_sh_and_descriptions_to_lo():
@@ -574,7 +596,7 @@ def test_content_hash_is_the_same_in_another_process():
     row = one_row(booking())
     code = (
         "import datetime;"
-        "from calpendo_assets.transform import content_hash;"
+        "from calpendo_assets.rows.model import content_hash;"
         f"row = {row!r};"
         "print(content_hash(row))"
     )
@@ -592,7 +614,7 @@ def test_content_hash_is_the_same_in_another_process():
 def test_vanished_reason_text():
     assert (
         VANISHED_REASON
-        == "no longer in Calpendo: deleted, moved out of the window, or status changed"
+        == "no longer in the source: deleted, moved out of the window, or status changed"
     )
 
 

@@ -1,4 +1,4 @@
-"""Tests for calpendo_assets.calpendo_api: grammar (pure), HTTP behaviour (responses), and
+"""Tests for calpendo_assets.sources.calpendo: grammar (pure), HTTP behaviour (responses), and
 retries/parallelism against a real loopback server (responses bypasses urllib3's Retry)."""
 
 from __future__ import annotations
@@ -16,23 +16,20 @@ from zoneinfo import ZoneInfo
 import pytest
 import responses
 
-from calpendo_assets.calpendo_api import (
+from calpendo_assets.sources.base import get_path
+from calpendo_assets.sources.calpendo.biskits import normalise_biskit, operator_name
+from calpendo_assets.sources.calpendo.client import (
     BOOKING_PATHS,
     FINGERPRINT_PATHS,
-    CalpendoAuthError,
     CalpendoClient,
-    CalpendoError,
-    CalpendoNotFoundError,
-    CalpendoResponseError,
     HttpSettings,
-    and_,
-    cond,
-    date_literal,
-    get_path,
-    normalise_biskit,
-    operator_name,
-    or_,
-    window_expression,
+)
+from calpendo_assets.sources.calpendo.query import and_, cond, date_literal, or_, window_expression
+from calpendo_assets.sources.errors import (
+    AuthRefusedError as CalpendoAuthError,
+    BadAnswerError as CalpendoResponseError,
+    NotFoundError as CalpendoNotFoundError,
+    SourceError as CalpendoError,
 )
 
 BASE = "http://cal.test/calpendo"
@@ -113,7 +110,7 @@ def test_and_or_close_placement():
 
 
 def test_status_filter_is_anded_with_an_or_group():
-    # DESIGN.md's example: the CLOSE after the OR group keeps the status out of the OR.
+    # The vendor's grammar example: the CLOSE after the OR group keeps the status out of the OR.
     expr = and_(
         cond("x", "GE", 1),
         or_(cond("a", "EQ", "p"), cond("a", "EQ", "q")),
@@ -291,6 +288,7 @@ def test_refused_credentials(status, client, rsps, caplog):
         client.query("Calpendo.Booking", "id/EQ/7")
     message = str(info.value)
     assert message == f"Calpendo refused the credentials (HTTP {status}) for {url}"
+    assert info.value.transient is False
     for secret in (USER, PASSWORD):
         assert secret not in message
         assert secret not in caplog.text
@@ -310,8 +308,9 @@ def test_server_error_names_status_and_url(client, rsps):
     rsps.get(url, status=500, body="java.lang.NullPointerException")
     with pytest.raises(CalpendoError) as info:
         client.query("Calpendo.Booking", "id/EQ/7")
-    assert "HTTP 500" in str(info.value) and url in str(info.value)
-    assert "NullPointerException" in str(info.value)
+    message = str(info.value)
+    assert message == f"Calpendo answered HTTP 500, text/plain, 30 bytes for {url}"
+    assert info.value.transient is True  # an outage: worth retrying later
 
 
 def test_html_error_page_with_200(client, rsps):
@@ -321,8 +320,10 @@ def test_html_error_page_with_200(client, rsps):
     with pytest.raises(CalpendoResponseError) as info:
         client.query("Calpendo.Booking", "id/EQ/7")
     message = str(info.value)
-    assert "HTML page" in message and url in message and "<h1>Login</h1>" in message
+    assert "HTML page" in message and url in message and "text/html" in message
+    assert "Login" not in message  # never the body
     assert PASSWORD not in message and USER not in message
+    assert info.value.transient is False
 
 
 def test_malformed_json(client, rsps):
@@ -331,6 +332,8 @@ def test_malformed_json(client, rsps):
     with pytest.raises(CalpendoResponseError, match="malformed JSON") as info:
         client.query("Calpendo.Booking", "id/EQ/7")
     assert url in str(info.value)
+    assert "(Expecting value: line 1 column 14, byte 13)" in str(info.value)
+    assert "13 bytes" in str(info.value)
 
 
 @pytest.mark.parametrize(
@@ -357,7 +360,7 @@ def test_get_details_skips_404_with_warning_and_keeps_order(client, rsps, caplog
     for i in (3, 1, 2):
         rsps.get(f"{API}/b/Calpendo.Booking/{i}", json=dict(FLAT, id=i))
     rsps.get(f"{API}/b/Calpendo.Booking/5", status=404)
-    with caplog.at_level(logging.WARNING, logger="calpendo_assets.calpendo_api"):
+    with caplog.at_level(logging.WARNING, logger="calpendo_assets.sources.calpendo"):
         details, skipped = client.get_details([3, 5, 1, 2, 3])
     assert [d["id"] for d in details] == [3, 1, 2]
     assert list(skipped) == ["5"] and "404" in skipped["5"]
@@ -421,7 +424,7 @@ def test_fetch_window_per_booking_requests_grow_with_n(client, rsps, caplog):
 
 def test_fetch_window_without_mriscan_type_warns(client, rsps, caplog):
     _mock_window(rsps, [FLAT], BOOKING_PATHS, operators=None)
-    with caplog.at_level(logging.WARNING, logger="calpendo_assets.calpendo_api"):
+    with caplog.at_level(logging.WARNING, logger="calpendo_assets.sources.calpendo"):
         result = fetch(client, DAY, NEXT_DAY, ["APPROVED"])
     assert result.complete and result.bookings == [EXPECTED]
     assert "MRIScan" in caplog.text and "404" in caplog.text
@@ -437,7 +440,7 @@ def test_fetch_window_empty_and_missing_ids(client, rsps):
     rsps.get(OPERATOR_URL, json=biskits())
     partial = fetch(client, DAY, NEXT_DAY, ["APPROVED"])
     assert [b["id"] for b in partial.bookings] == [7]
-    assert partial.skipped == {"#1": "biskit without an id in the query answer"}
+    assert partial.skipped == {"#1": "biskit without an id in the answer"}
     assert partial.complete is False
 
 
@@ -472,7 +475,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))
         if status in (429, 503):
-            self.send_header("Retry-After", "0")
+            self.send_header("Retry-After", self.server.retry_after)
         self.end_headers()
         try:
             self.wfile.write(data)
@@ -491,6 +494,7 @@ class LoopbackServer(ThreadingHTTPServer):
     def __init__(self, respond):
         super().__init__(("127.0.0.1", 0), _Handler)
         self.respond = respond
+        self.retry_after = "0"
         self.paths: list[str] = []
         self.in_flight = self.max_in_flight = 0
         self._lock = threading.Lock()
@@ -549,6 +553,32 @@ def test_gives_up_after_retries_with_status_and_url(serve):
     assert "HTTP 503" in str(info.value)
     assert f"{server.url}/webdav/q/Calpendo.Booking/id/EQ/7" in str(info.value)
     assert len(server.paths) == 3  # first attempt + 2 retries
+    assert info.value.transient is True
+
+
+@pytest.mark.parametrize("status", [429, 503])
+def test_retry_after_beyond_the_cap_fails_at_once(status, serve):
+    server = serve(lambda path, hit: (status, "come back in an hour", 0))
+    server.retry_after = "3600"
+    settings = HttpSettings(timeout=5, retries=3, backoff_factor=0, max_retry_after=5)
+    with CalpendoClient(server.url, USER, PASSWORD, settings) as c:
+        with pytest.raises(CalpendoError) as info:
+            c.query("Calpendo.Booking", "id/EQ/7")
+    assert str(info.value) == (
+        f"Calpendo at {server.url}/webdav/q/Calpendo.Booking/id/EQ/7: HTTP {status} with "
+        "Retry-After 3600 s, more than config.max_retry_after (5 s); not waiting"
+    )
+    assert info.value.transient is True
+    assert len(server.paths) == 1  # no retry, and no hour-long sleep
+
+
+def test_retry_after_within_the_cap_is_waited_for(serve):
+    server = serve(lambda path, hit: (429, "busy", 0) if hit == 1 else (200, biskits(FLAT), 0))
+    server.retry_after = "1"
+    settings = HttpSettings(timeout=5, retries=3, backoff_factor=0, max_retry_after=1)
+    with CalpendoClient(server.url, USER, PASSWORD, settings) as c:
+        assert c.query("Calpendo.Booking", "id/EQ/7") == [EXPECTED]
+    assert len(server.paths) == 2
 
 
 def test_auth_failure_is_not_retried(serve):
@@ -570,6 +600,7 @@ def test_connection_refused_becomes_calpendo_error():
     message = str(info.value)
     assert f"http://127.0.0.1:{port}/webdav/q/Calpendo.Booking/id/EQ/7" in message
     assert PASSWORD not in message
+    assert info.value.transient is True
 
 
 def test_read_timeout_becomes_calpendo_error(serve):
@@ -598,3 +629,14 @@ def test_get_details_runs_in_parallel(serve):
     assert [d["id"] for d in details] == ids and skipped == {}
     assert [d["title"] for d in details] == [f"P{i}" for i in ids]
     assert server.max_in_flight == 5
+
+
+def test_a_short_password_does_not_mangle_the_error_text():
+    with socket.socket() as sock:  # find a port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    settings = HttpSettings(timeout=2, retries=0, backoff_factor=0)
+    with CalpendoClient(f"http://127.0.0.1:{port}", "u", "1", settings) as c:
+        with pytest.raises(CalpendoError) as info:
+            c.query("Calpendo.Booking", "id/EQ/7")
+    assert f"host='127.0.0.1', port={port}" in str(info.value)

@@ -1,0 +1,233 @@
+"""`calpendo-mwl`: the operator's command line.
+
+``calpendo-mwl check`` verifies a set-up before Dagster runs it: the config file, the
+credentials, one cheap request per enabled source, and the worklist database and its
+schema. It prints a short report per source and exits 0 when all is well, 1 otherwise.
+It never prints a secret: passwords are neither echoed nor part of any URL shown.
+
+``calpendo-mwl db upgrade`` brings the worklist database schema to the current revision.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TextIO
+
+from calpendo_assets.config import (
+    CONFIG_ENV,
+    PASSWORD_ENV,
+    USERNAME_ENV,
+    ConfigError,
+    DataSource,
+    config_path,
+    enabled_sources,
+    env_credentials,
+    load_config,
+)
+from calpendo_assets.sources.errors import (
+    AuthRefusedError,
+    BadAnswerError,
+    NotFoundError,
+    SourceError,
+    SourceUnavailableError,
+)
+
+OK, FAIL = "ok", "FAIL"
+
+# What a failed probe means to an operator, most specific first.
+_PROBE_FAILURES: tuple[tuple[type[SourceError], str], ...] = (
+    (AuthRefusedError, "credentials refused"),
+    (NotFoundError, "not a Calpendo server (or that type is missing)"),
+    (BadAnswerError, "the answer is not Calpendo JSON"),
+    (SourceUnavailableError, "unreachable"),
+    (SourceError, "failed"),
+)
+
+
+class Report:
+    """Lines of the check report; remembers whether anything failed."""
+
+    def __init__(self, out: TextIO) -> None:
+        self.out = out
+        self.failed = False
+
+    def line(self, what: str, status: str, detail: str = "", indent: int = 1) -> None:
+        if status == FAIL:
+            self.failed = True
+        text = f"{'  ' * indent}{what}: {status}" + (f" - {detail}" if detail else "")
+        print(text, file=self.out)
+
+    def warning(self, text: str) -> None:
+        print(f"  warning: {text}", file=self.out)
+
+    def heading(self, text: str) -> None:
+        print(text, file=self.out)
+
+
+def _hide_password(url: str) -> str:
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return "(an invalid database URL)"
+
+
+def check_source(source: DataSource, report: Report) -> None:
+    report.heading(f"data source {source.name!r} (type {source.type})")
+    credentials = None
+    if source.plugin.needs_credentials:
+        try:
+            credentials = env_credentials(source, os.environ)
+        except ConfigError as exc:
+            report.line("credentials", FAIL, str(exc).split(": ", 2)[-1])
+            return
+        report.line("credentials", OK, f"{USERNAME_ENV} and {PASSWORD_ENV} are set")
+    try:
+        detail = source.plugin.probe(source, credentials)
+    except SourceError as exc:
+        meaning = next(text for kind, text in _PROBE_FAILURES if isinstance(exc, kind))
+        report.line("source", FAIL, f"{meaning}: {exc}")
+        return
+    report.line("source", OK, detail)
+
+
+def check_database(url: str | None, report: Report) -> None:
+    """Reachable, and its schema at the current revision (mwl_service.migrate)."""
+    from sqlalchemy import text
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from mwl_service.schema import db_url_origin, get_db_url, make_engine
+
+    db_url = get_db_url(url)
+    report.heading(f"worklist database {_hide_password(db_url)} (from {db_url_origin(url)})")
+    if db_url.startswith("sqlite") and "///" in db_url:
+        path = db_url.split("///", 1)[1]
+        if path and path != ":memory:" and not Path(path).exists():
+            report.line("database", FAIL, f"{path} does not exist (run: calpendo-mwl db upgrade)")
+            return
+    try:
+        engine = make_engine(db_url, create=False, check_schema=False)
+    except (SQLAlchemyError, ValueError, ImportError) as exc:
+        report.line("database", FAIL, f"cannot use the URL: {type(exc).__name__}")
+        return
+    try:
+        with engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+        report.line("database", OK, "reachable")
+        from mwl_service.migrate import schema_state
+
+        state = schema_state(engine)
+        if state.up_to_date:
+            report.line("schema", OK, f"at revision {state.head} (current)")
+        else:
+            report.line(
+                "schema", FAIL,
+                f"at revision {state.current or 'none'}, current is {state.head} "
+                "(run: calpendo-mwl db upgrade)",
+            )
+    except SQLAlchemyError as exc:
+        # The driver's text may quote the URL; show only the kind and its first line.
+        first = str(exc.orig if getattr(exc, "orig", None) else exc).splitlines()[0]
+        report.line("database", FAIL, f"unreachable: {type(exc).__name__}: {first[:200]}")
+    finally:
+        engine.dispose()
+
+
+def check(args: argparse.Namespace, out: TextIO | None = None) -> int:
+    report = Report(out or sys.stdout)
+    file = config_path(args.config)
+    try:
+        sources = load_config(str(file))
+    except ConfigError as exc:
+        report.heading(f"config {file}")
+        report.line("config", FAIL, str(exc))
+        return 1
+    enabled = enabled_sources(sources)
+    report.heading(f"config {file}")
+    report.line("config", OK, f"data sources: {len(sources)}, enabled: {len(enabled)}")
+    for source in sources:
+        for note in source.notes:
+            report.warning(note)
+    if not enabled:
+        report.line("config", FAIL, "no data source is enabled")
+    for source in enabled:
+        check_source(source, report)
+    if not args.no_db:
+        check_database(args.db_url, report)
+    report.heading("all checks passed" if not report.failed else "some checks FAILED")
+    return 1 if report.failed else 0
+
+
+def db_upgrade(args: argparse.Namespace, out: TextIO | None = None) -> int:
+    out = out or sys.stdout
+    from mwl_service.migrate import upgrade
+    from mwl_service.schema import get_db_url
+
+    shown = _hide_password(get_db_url(args.db_url))
+    try:
+        before, after = upgrade(args.db_url)
+    except Exception as exc:  # noqa: BLE001 - the operator sees one line, not a traceback
+        print(f"database {shown}: upgrade failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+    if before == after:
+        print(f"database {shown}: schema already at revision {after}", file=out)
+    else:
+        print(f"database {shown}: schema upgraded from {before or 'none'} to {after}", file=out)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="calpendo-mwl", description="Check and maintain a calpendo-mwl installation."
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    checker = commands.add_parser(
+        "check",
+        help="verify the config, credentials, sources and database; exit 0 when all is well",
+        description="Validates the config file, checks that the credentials are set, makes one "
+        "cheap authenticated request per enabled data source, and checks that the worklist "
+        "database is reachable and its schema current. Exits 0 when all is well, 1 otherwise. "
+        "Never prints a password.",
+    )
+    checker.add_argument(
+        "--config", help=f"the data-source config file (default: ${CONFIG_ENV}, else "
+        "config/calpendo.json)",
+    )
+    checker.add_argument(
+        "--db-url", help="worklist database URL (default: $WORKLIST_DB_URL, else ./var SQLite)"
+    )
+    checker.add_argument(
+        "--no-db", action="store_true", help="skip the database check (e.g. on a host without it)"
+    )
+    checker.set_defaults(run=check)
+
+    db = commands.add_parser("db", help="worklist database maintenance")
+    db_commands = db.add_subparsers(dest="db_command", required=True)
+    upgrader = db_commands.add_parser(
+        "upgrade", help="upgrade the worklist schema to the current revision"
+    )
+    upgrader.add_argument(
+        "--db-url", help="worklist database URL (default: $WORKLIST_DB_URL, else ./var SQLite)"
+    )
+    upgrader.set_defaults(run=db_upgrade)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    # Library warnings (config notes) are in the report already; keep stderr for errors.
+    logging.basicConfig(level=logging.ERROR, format="%(levelname)s %(name)s: %(message)s")
+    run: Callable[[argparse.Namespace], int] = args.run
+    return run(args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

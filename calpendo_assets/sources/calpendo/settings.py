@@ -1,0 +1,104 @@
+"""The ``config`` object of a ``type: "calpendo"`` source."""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, Field, ValidationInfo, field_validator
+
+from calpendo_assets.config import (
+    PASSWORD_ENV,
+    URL_ENV,
+    USERNAME_ENV,
+    Count,
+    Names,
+    SourceSettings,
+    Text,
+)
+from calpendo_assets.sources.calpendo.client import (
+    DEFAULT_MAX_RETRY_AFTER,
+    OPERATOR_PATH,
+    OPERATOR_TYPE,
+)
+from calpendo_assets.sources.calpendo.query import STATUS_CASES, unique_folded
+
+
+def _statuses(value: tuple[str, ...]) -> tuple[str, ...]:
+    if not value:
+        raise ValueError("must name at least one status")
+    # Compared case-insensitively; kept as spelled for status_case "as_given".
+    return unique_folded(value)
+
+
+Positive = Annotated[float, Field(gt=0)]
+NonNegative = Annotated[float, Field(ge=0)]
+
+
+class CalpendoSettings(SourceSettings):
+    """Settings of a Calpendo source: the server, the query and the HTTP behaviour."""
+
+    base_url: str | None = Field(
+        None,
+        validate_default=True,
+        description=f"the Calpendo server; absent: env {URL_ENV} (the config wins)",
+    )
+    status_filter: Annotated[Names, AfterValidator(_statuses)] = Field(
+        ("APPROVED",), description="booking statuses that are scheduled (any case)"
+    )
+    status_case: Literal[tuple(STATUS_CASES)] = Field(  # type: ignore[valid-type]
+        "upper", description="case the server compares status values in"
+    )
+    lookback_multiplier: Positive | None = Field(
+        None,
+        description="Pylantir's look-back (sync_interval x multiplier); accepted and not "
+        "used: past_days/future_days give the window in whole days",
+    )
+    fetch_strategy: Literal["bulk", "per_booking"] = Field(
+        "bulk", description="bulk: one query with ?paths=; per_booking: ids, then each booking"
+    )
+    timeout: Positive = Field(30, description="seconds per connect and per read")
+    retries: Count = Field(3, description="retries of a GET on errors, 429 and 5xx")
+    backoff_factor: NonNegative = Field(0.5, description="seconds, doubled per retry")
+    max_workers: Annotated[int, Field(ge=1)] = Field(5, description="parallel detail fetches")
+    max_retry_after: NonNegative = Field(
+        DEFAULT_MAX_RETRY_AFTER,
+        description="longest Retry-After (seconds) honoured; a longer one fails the fetch",
+    )
+    operator_type: Text | None = Field(
+        OPERATOR_TYPE, description="booking subtype carrying the operator; null: none"
+    )
+    operator_property: Text = Field(
+        OPERATOR_PATH, description="property of that subtype holding the operator"
+    )
+
+    @field_validator("base_url")
+    @classmethod
+    def _url(cls, value: str | None, info: ValidationInfo) -> str:
+        where = ""
+        if value is None:
+            env = (info.context or {}).get("env") or {}
+            value = (env.get(URL_ENV) or "").strip()
+            if not value:
+                raise ValueError(f"missing (set it in the config or in {URL_ENV})")
+            where = f" (from {URL_ENV})"
+        value = value.strip()
+        if not re.match(r"https?://[^/\s]+", value):
+            raise ValueError(f"must be an http:// or https:// URL{where}")
+        if "@" in value.split("/", 3)[2]:
+            raise ValueError(
+                f"must not contain credentials (use {USERNAME_ENV}/{PASSWORD_ENV}){where}"
+            )
+        return value.rstrip("/")
+
+    def scheduled_statuses(self) -> tuple[str, ...]:
+        return tuple(s.upper() for s in self.status_filter)
+
+    def notes(self) -> tuple[str, ...]:
+        if self.lookback_multiplier is None:
+            return ()
+        return (
+            "config.lookback_multiplier is accepted and not used: the sync fetches whole "
+            f"days (past_days={self.past_days}, future_days={self.future_days}), which "
+            "already covers any look-back",
+        )

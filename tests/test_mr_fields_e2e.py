@@ -1,0 +1,117 @@
+"""MR fields end to end: custom Calpendo properties -> sync -> mwl-service -> DCMTK findscu.
+
+Weight in pounds and height in centimetres (config.units), protocol and procedure
+codes by project, a template-built Patient Comments, and a booking without any of it
+that must come back with empty values, never invented ones.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+
+from calpendo_assets import sync
+from calpendo_assets.config import load_config
+from mwl_service.schema import make_engine
+from tests.fixtures.dicom import run_findscu
+from tests.fixtures.sim import SIM_PASSWORD, SIM_USER
+
+CREDENTIALS = {"CALPENDO_USERNAME": SIM_USER, "CALPENDO_PASSWORD": SIM_PASSWORD}
+
+
+def _config(url: str) -> dict:
+    return {
+        "data_sources": [{
+            "name": "mri",
+            "type": "calpendo",
+            "config": {
+                "base_url": url,
+                "resources": ["3T MRI"],
+                "status_filter": ["APPROVED"],
+                "resource_ae_title_mapping": {"3T MRI": ["MRI3T", "MRI3TB"]},
+                "resource_modality_mapping": {"3T MRI": "MR"},
+                "units": {"patient_weight": "lb", "patient_size": "cm"},
+                "scheduled_protocol_codes": {
+                    "BRISK": {"code_value": "BRAIN01", "coding_scheme_designator": "99SITE",
+                              "code_meaning": "Brain research protocol"},
+                },
+                "requested_procedure_codes": {
+                    "BRISKP": {"code_value": "MRBRAIN", "coding_scheme_designator": "99SITE",
+                               "code_meaning": "MR brain"},
+                },
+            },
+            "field_mapping": {
+                "title": {"_extract": {"patient_id": {"pattern": "^(\\S+)", "group": 1}}},
+                "project.name": "study_description",
+                "Weight": "patient_weight",
+                "Height": "patient_size",
+                "SafetyNotes": "medical_alerts",
+                "Allergy": "allergies",
+                "Pregnant": "pregnancy_status",
+                "Priority": "requested_procedure_priority",
+                "_templates": {
+                    "patient_comments": "Project:{project.name} Subject:{patient_id} Session:{id}"
+                },
+            },
+        }]
+    }
+
+
+def test_mr_fields_reach_findscu_with_units_codes_and_templates(
+    calpendo_sim_factory, tmp_path, mwl_service_process
+):
+    sim = calpendo_sim_factory(bookings=0)
+    start = dt.datetime.combine(sim.today, dt.time(10))
+    # Custom properties on the booking type the window query asks for.
+    base = {"biskit_type": "Calpendo.Booking"}
+    full = sim.add_booking(
+        "SUB0301", start=start, project="BRISKP", **base,
+        Weight="165", Height="172.5", SafetyNotes="Pacemaker checked", Allergy="Latex",
+        Pregnant="no", Priority="high",
+    )
+    bare = sim.add_booking("SUB0302", start=start + dt.timedelta(hours=2), project="OTHER", **base)
+    path = tmp_path / "calpendo.json"
+    path.write_text(json.dumps(_config(sim.url)))
+    (source,) = load_config(str(path), env={})
+    url = f"sqlite:///{tmp_path / 'worklist.db'}"
+    engine = make_engine(url)
+    _, result, published = sync.run_sync(source, engine, env=CREDENTIALS)
+    engine.dispose()
+    assert published.inserted == 2, result.warnings
+
+    service = mwl_service_process(url)
+    keys = [
+        "PatientID", "PatientWeight", "PatientSize", "MedicalAlerts", "Allergies",
+        "PregnancyStatus", "PatientComments", "RequestedProcedurePriority",
+        "RequestedProcedureCodeSequence", "AccessionNumber",
+        f"(0040,0100)[0].ScheduledProcedureStepStartDate={sim.today:%Y%m%d}",
+        "(0040,0100)[0].ScheduledStationAETitle=MRI3TB",
+        "(0040,0100)[0].ScheduledProtocolCodeSequence",
+    ]
+    answers = {a.PatientID: a for a in run_findscu(service.host, service.port, service.ae_title, keys)}
+    assert set(answers) == {"SUB0301", "SUB0302"}
+
+    a = answers["SUB0301"]
+    assert str(a.PatientWeight) == "74.8"  # 165 lb, to 0.1 kg
+    assert str(a.PatientSize) == "1.73"  # 172.5 cm, to 0.01 m (half up)
+    assert (a.MedicalAlerts, a.Allergies) == ("Pacemaker checked", "Latex")
+    assert a.PregnancyStatus == 1
+    assert a.RequestedProcedurePriority == "HIGH"
+    assert a.PatientComments == f"Project:BRISKP Subject:SUB0301 Session:{full}"
+    (procedure,) = a.RequestedProcedureCodeSequence
+    assert (procedure.CodeValue, procedure.CodingSchemeDesignator, procedure.CodeMeaning) == (
+        "MRBRAIN", "99SITE", "MR brain")
+    sps = a.ScheduledProcedureStepSequence[0]
+    # A resource with two consoles: a query for either title finds the step.
+    assert list(sps.ScheduledStationAETitle) == ["MRI3T", "MRI3TB"]
+    (protocol,) = sps.ScheduledProtocolCodeSequence  # "BRISK" is a prefix of "BRISKP"
+    assert (protocol.CodeValue, protocol.CodeMeaning) == ("BRAIN01", "Brain research protocol")
+
+    b = answers["SUB0302"]
+    for keyword in ("PatientWeight", "PatientSize", "MedicalAlerts", "Allergies",
+                    "RequestedProcedurePriority"):
+        assert b.get(keyword) in (None, ""), keyword
+    assert b.get("PregnancyStatus") in (None, "")
+    assert len(b.RequestedProcedureCodeSequence) == 0
+    assert len(b.ScheduledProcedureStepSequence[0].ScheduledProtocolCodeSequence) == 0
+    assert b.PatientComments == f"Project:OTHER Subject:SUB0302 Session:{bare}"
