@@ -29,6 +29,14 @@ class WorklistDatabase(dg.ConfigurableResource):
             return _engines[db_url]
 
 
+def dispose_engines() -> None:
+    """Close and forget every cached engine (tests that drop a database under it)."""
+    with _lock:
+        for engine in _engines.values():
+            engine.dispose()
+        _engines.clear()
+
+
 class CalpendoResource(dg.ConfigurableResource):
     """Calpendo web-API access (HTTP Basic) for the sync assets and the change sensor.
 

@@ -100,6 +100,8 @@ def publish_rows(
         max_cancel_fraction=source.max_cancel_fraction,
         min_cancel_guard_rows=source.min_cancel_guard_rows,
         run_id=run_id,
+        # The fetch's own time: a later publish of an older fetch is refused.
+        fetched_at=details.fetched_at,
     )
 
 

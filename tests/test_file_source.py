@@ -156,9 +156,9 @@ def test_manual_entries_reach_findscu_through_the_dagster_job(
     path.write_text(HEADER + f"qa-{today},{today} 23:10,20,Prisma,QA0007 - Phantom,QA\n")
     source = file_source(path, resource_ae_title_mapping={"Prisma": "PRISMA1"})
     monkeypatch.setenv("WORKLIST_DB_URL", sqlite_url)
-    # The code location's Calpendo resource reads these even when no source uses them.
-    monkeypatch.setenv("CALPENDO_USERNAME", "unused")
-    monkeypatch.setenv("CALPENDO_PASSWORD", "unused")
+    # A site with only manual entries has no Calpendo account.
+    monkeypatch.delenv("CALPENDO_USERNAME", raising=False)
+    monkeypatch.delenv("CALPENDO_PASSWORD", raising=False)
     defs = build_definitions([source], retry_policy=None)
     assert defs.resolve_job_def("manual_sync").execute_in_process().success
 

@@ -673,3 +673,20 @@ def test_plan_pickles_for_dagster_io():
     frame, present = frame_for(booking(1))
     plan = plan_reconciliation([existing_row(4)], frame, WINDOW, True, present)
     assert pickle.loads(pickle.dumps(plan)).counts() == plan.counts()
+
+
+def test_publish_rows_records_the_fetch_time_so_an_older_fetch_is_refused(
+    calpendo_sim_env, tmp_path, engine
+):
+    from calpendo_assets import sync
+    from calpendo_assets.config import load_config
+    from tests.fixtures.sim import shipped_config_for
+
+    path, names = shipped_config_for(calpendo_sim_env.url, tmp_path)
+    source = next(s for s in load_config(str(path)) if s.name == names[0])
+    older = sync.fetch(source)
+    newer = sync.fetch(source)
+    assert newer.fetched_at > older.fetched_at
+    sync.publish_rows(engine, source, sync.transform(source, newer).frame, newer)
+    with pytest.raises(StaleFetchError, match="newer fetch"):
+        sync.publish_rows(engine, source, sync.transform(source, older).frame, older)
