@@ -44,6 +44,20 @@ STEP_STATUSES = (SCHEDULED, IN_PROGRESS, COMPLETED, DISCONTINUED)
 OWNER_SYNC = "sync"
 OWNER_MPPS = "mpps"
 
+# What an MR console needs before it scans (weight and size for SAR, safety notes,
+# comments, requester, priority): the sync converts and checks these specially.
+MR_FIELDS = (
+    "patient_weight",
+    "patient_size",
+    "medical_alerts",
+    "allergies",
+    "pregnancy_status",
+    "patient_comments",
+    "scheduled_procedure_step_comments",
+    "requesting_physician",
+    "requested_procedure_priority",
+)
+
 # Worklist fields a data source's `field_mapping` may target (snake_case, stable).
 MAPPABLE_FIELDS = (
     "patient_id",
@@ -62,15 +76,7 @@ MAPPABLE_FIELDS = (
     "modality",
     "scheduled_station_ae_title",
     "admission_id",
-    "patient_weight",
-    "patient_size",
-    "medical_alerts",
-    "allergies",
-    "pregnancy_status",
-    "patient_comments",
-    "scheduled_procedure_step_comments",
-    "requesting_physician",
-    "requested_procedure_priority",
+    *MR_FIELDS,
     "requested_contrast_agent",
     "pre_medication",
 )
@@ -283,6 +289,16 @@ class MppsInstance(Base):
     updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
 
 
+class SourceSyncState(Base):
+    """Per data source: the newest fetch that was published (an older one is refused)."""
+    __tablename__ = "source_sync_state"
+
+    source: Mapped[str] = mapped_column(String(64), primary_key=True)
+    last_fetched_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, nullable=False)
+    last_published_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, nullable=False)
+    last_run_id: Mapped[str] = mapped_column(String(64), nullable=False, default="")
+
+
 # ---------------------------------------------------------------- identifiers
 
 # Fixed namespace so identifiers are reproducible on every machine, forever.
@@ -390,11 +406,3 @@ def make_engine(
             raise
     return engine
 
-
-class SourceSyncState(Base):
-    """Per data source: the newest fetch that was published (an older one is refused)."""
-    __tablename__ = "source_sync_state"
-    source: Mapped[str] = mapped_column(String(64), primary_key=True)
-    last_fetched_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, nullable=False)
-    last_published_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, nullable=False)
-    last_run_id: Mapped[str] = mapped_column(String(64), nullable=False, default="")

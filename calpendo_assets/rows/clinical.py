@@ -38,20 +38,9 @@ from calpendo_assets.rows.codes import CODE_COLUMNS, code_columns
 from calpendo_assets.rows.templates import render_templates, template_paths
 from calpendo_assets.rows.model import SYNC_COLUMNS
 from calpendo_assets.rows.names import as_text, clean, dicom_pn
-from mwl_service.schema import MAPPABLE_FIELDS
+from mwl_service.schema import MAPPABLE_FIELDS, MR_FIELDS
 from mwl_service.vr import MAX_LENGTH
 
-MR_FIELDS: tuple[str, ...] = (
-    "patient_weight",
-    "patient_size",
-    "medical_alerts",
-    "allergies",
-    "pregnancy_status",
-    "patient_comments",
-    "scheduled_procedure_step_comments",
-    "requesting_physician",
-    "requested_procedure_priority",
-)
 LO_FIELDS = ("medical_alerts", "allergies")
 LT_FIELDS = ("patient_comments", "scheduled_procedure_step_comments")
 # Any mappable field may be built by a template (e.g. weight "{weight} {weightUnit}");
