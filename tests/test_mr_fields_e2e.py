@@ -10,6 +10,8 @@ from __future__ import annotations
 import datetime as dt
 import json
 
+import pytest
+
 from calpendo_assets import sync
 from calpendo_assets.config import load_config
 from mwl_service.schema import make_engine
@@ -17,6 +19,9 @@ from tests.fixtures.dicom import run_findscu
 from tests.fixtures.sim import SIM_PASSWORD, SIM_USER
 
 CREDENTIALS = {"CALPENDO_USERNAME": SIM_USER, "CALPENDO_PASSWORD": SIM_PASSWORD}
+
+
+CUSTOM = ["Weight", "Height", "SafetyNotes", "Allergy", "Pregnant", "Priority"]
 
 
 def _config(url: str) -> dict:
@@ -57,21 +62,26 @@ def _config(url: str) -> dict:
     }
 
 
+# Site custom properties live on Calpendo.Booking itself, or (the vendor's usual
+# shape) on a site subtype such as MRIScan, which the base type's query cannot select.
+@pytest.mark.parametrize("subtype", ["Calpendo.Booking", "MRIScan"])
 def test_mr_fields_reach_findscu_with_units_codes_and_templates(
-    calpendo_sim_factory, tmp_path, mwl_service_process
+    calpendo_sim_factory, tmp_path, mwl_service_process, subtype
 ):
     sim = calpendo_sim_factory(bookings=0)
     start = dt.datetime.combine(sim.today, dt.time(10))
-    # Custom properties on the booking type the window query asks for.
-    base = {"biskit_type": "Calpendo.Booking"}
+    base = {"biskit_type": subtype}
     full = sim.add_booking(
         "SUB0301", start=start, project="BRISKP", **base,
         Weight="165", Height="172.5", SafetyNotes="Pacemaker checked", Allergy="Latex",
         Pregnant="no", Priority="high",
     )
     bare = sim.add_booking("SUB0302", start=start + dt.timedelta(hours=2), project="OTHER", **base)
+    config = _config(sim.url)
+    if subtype != "Calpendo.Booking":
+        config["data_sources"][0]["config"]["subtype_properties"] = {subtype: CUSTOM}
     path = tmp_path / "calpendo.json"
-    path.write_text(json.dumps(_config(sim.url)))
+    path.write_text(json.dumps(config))
     (source,) = load_config(str(path), env={})
     url = f"sqlite:///{tmp_path / 'worklist.db'}"
     engine = make_engine(url)

@@ -17,6 +17,7 @@ import logging
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from collections.abc import Mapping
 from typing import Any, Sequence
 from urllib.parse import urlsplit, urlunsplit
 
@@ -26,7 +27,7 @@ from requests.auth import HTTPBasicAuth
 from urllib3.util.retry import Retry
 
 from calpendo_assets.sources.base import FetchResult, get_path, records_fingerprint
-from calpendo_assets.sources.calpendo.biskits import normalise_biskit, operator_name
+from calpendo_assets.sources.calpendo.biskits import normalise_biskit, operator_name, set_dotted
 from calpendo_assets.sources.calpendo.query import segment, window_expression
 from calpendo_assets.sources.errors import (
     AuthRefusedError,
@@ -421,6 +422,28 @@ class CalpendoClient:
                 details.append(biskit)
         return details, skipped
 
+    def subtype_values(
+        self,
+        start: Day, end: Day, statuses: Statuses,
+        type_name: str,
+        paths: Sequence[str],
+        status_case: str = "upper",
+    ) -> dict[str, dict]:
+        """``{booking id: subtype biskit}`` with ``paths`` for the window's bookings of the
+        subtype ``type_name`` (properties that exist on that subtype only).
+
+        One query on the subtype. A server without that subtype (404) yields {} and a warning.
+        """
+        try:
+            scans = self.list_window(
+                start, end, statuses, paths=("id", *paths), type_name=type_name,
+                status_case=status_case,
+            )
+        except NotFoundError as exc:
+            self.log.warning(f"No {type_name} properties ({', '.join(paths)}): {exc}")
+            return {}
+        return {str(scan["id"]): scan for scan in scans if scan.get("id") is not None}
+
     def operators(
         self,
         start: Day, end: Day, statuses: Statuses,
@@ -428,23 +451,13 @@ class CalpendoClient:
         prop: str = OPERATOR_PATH,
         status_case: str = "upper",
     ) -> dict[str, str]:
-        """``{booking id: operator display name}`` for bookings of subtype ``type_name``.
-
-        One query on the subtype. A server without that subtype (404) yields {} and a warning.
-        """
-        try:
-            scans = self.list_window(
-                start, end, statuses, paths=("id", prop), type_name=type_name,
-                status_case=status_case,
-            )
-        except NotFoundError as exc:
-            self.log.warning(f"No operators: {exc}")
-            return {}
+        """``{booking id: operator display name}`` for bookings of subtype ``type_name``."""
+        scans = self.subtype_values(start, end, statuses, type_name, (prop,), status_case)
         names = {}
-        for scan in scans:
+        for booking_id, scan in scans.items():
             name = operator_name(get_path(scan, prop))
-            if name is not None and scan.get("id") is not None:
-                names[str(scan["id"])] = name
+            if name is not None:
+                names[booking_id] = name
         return names
 
     def list_bookings(
@@ -478,13 +491,16 @@ class CalpendoClient:
         start: Day, end: Day, statuses: Statuses,
         operator: tuple[str, str] | None = (OPERATOR_TYPE, OPERATOR_PATH),
         status_case: str = "upper",
+        subtypes: Mapping[str, Sequence[str]] | None = None,
     ) -> FetchResult:
         """Step 2 of a fetch: per-booking details (that strategy only) and the operators.
 
         ``operator`` is (subtype, property) of the operator, None for none; the
-        booking's property of that name becomes a display string. The operator query is
-        skipped when the window holds no bookings. Bookings whose answer lacks the
-        fields every booking has are skipped, which makes the fetch incomplete.
+        booking's property of that name becomes a display string. ``subtypes`` maps a
+        subtype to paths that exist on it only (site custom properties): one query per
+        subtype adds them to its bookings. These queries are skipped when the window
+        holds no bookings. Bookings whose answer lacks the fields every booking has are
+        skipped, which makes the fetch incomplete.
         """
         before = self.request_count
         bookings, skipped = listing.bookings, dict(listing.skipped)
@@ -510,6 +526,14 @@ class CalpendoClient:
             )
             for booking in bookings:
                 _attach_operator(booking, ops, prop)
+        for type_name, paths in (subtypes or {}).items() if bookings else ():
+            values = self.subtype_values(start, end, statuses, type_name, paths, status_case)
+            for booking in bookings:
+                scan = values.get(str(booking["id"]))
+                for path in paths if scan is not None else ():
+                    value = get_path(scan, path)
+                    if value is not None:
+                        set_dotted(booking, path, value)
         result = FetchResult(
             bookings=bookings,
             skipped=skipped,

@@ -58,10 +58,20 @@ def operator(source: DataSource) -> tuple[str, str] | None:
     return None if cfg.operator_type is None else (cfg.operator_type, cfg.operator_property)
 
 
+def subtype_paths(source: DataSource) -> dict[str, list[str]]:
+    """Subtype -> the mapped paths that exist on it only (``config.subtype_properties``)."""
+    wanted = _settings(source).subtype_properties
+    paths = source.record_paths()
+    found = {t: [p for p in paths if p.split(".")[0] in props] for t, props in wanted.items()}
+    return {t: ps for t, ps in found.items() if ps}
+
+
 def extra_paths(source: DataSource) -> list[str]:
-    # The operator lives on its subtype only: it comes from its own query.
+    # The operator and subtype properties exist on their subtypes only: asking the base
+    # type for them is an error, so they come from their own queries.
     prop = _settings(source).operator_property if operator(source) else None
-    return [p for p in source.record_paths() if p.split(".")[0] != prop]
+    own = {p for ps in subtype_paths(source).values() for p in ps}
+    return [p for p in source.record_paths() if p.split(".")[0] != prop and p not in own]
 
 
 def list_window(client: CalpendoClient, source: DataSource, window: Window) -> FetchResult:
@@ -88,6 +98,7 @@ def complete_window(
         fetch_statuses(source),
         operator=operator(source),
         status_case=_settings(source).status_case,
+        subtypes=subtype_paths(source),
     )
 
 

@@ -71,6 +71,11 @@ class CalpendoSettings(SourceSettings):
     operator_property: Text = Field(
         OPERATOR_PATH, description="property of that subtype holding the operator"
     )
+    subtype_properties: dict[Text, Names] = Field(
+        default_factory=dict,
+        description="booking subtype -> its own properties (site custom fields such as "
+        "weight) the mapping reads: one query per subtype fetches them",
+    )
 
     @field_validator("base_url")
     @classmethod
