@@ -58,7 +58,7 @@ ROW_FIELD_VRS: dict[str, str] = {
     "study_description": "LO",
     "referring_physician_name": "PN",
     "requesting_physician": "PN",
-    "requested_procedure_priority": "CS",
+    "requested_procedure_priority": "SH",
     "requested_procedure_code_value": "SH",
     "requested_procedure_coding_scheme_designator": "SH",
     "requested_procedure_code_meaning": "LO",
