@@ -302,6 +302,21 @@ def test_refused_credentials_fail_at_once_without_step_retries(source, db_url):
     assert "wrong-password" not in message
 
 
+def test_retry_after_beyond_the_cap_fails_the_run_without_step_retries(calpendo_sim, source, db_url):
+    # The probe's 429 with Retry-After: 3600. Step retries 15 s and 45 s later would
+    # ignore the server's own wait and hold the source's pool for a minute.
+    calpendo_sim.fail_requests(429, count=None, headers={"Retry-After": "3600"})
+    result = materialize(source, db_url, retry_policy=dg.RetryPolicy(max_retries=2))
+    assert not result.success
+    events = result.all_events
+    assert not [e for e in events if e.event_type == dg.DagsterEventType.STEP_UP_FOR_RETRY]
+    failure = next(e for e in events if e.event_type == dg.DagsterEventType.STEP_FAILURE)
+    message = str(failure.event_specific_data.error)
+    assert "Retry-After 3600 s, more than config.max_retry_after (30 s)" in message
+    assert "Nothing was published" in message
+    assert calpendo_sim.request_count == 1
+
+
 ALL = ["raw_bookings", "booking_details", "worklist_rows", "cancellation_reconciliation", "worklist"]
 CHECKS = {
     "required_fields_present": "worklist_rows",

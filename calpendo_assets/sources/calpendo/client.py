@@ -23,6 +23,7 @@ from urllib.parse import urlsplit, urlunsplit
 import requests
 from requests.adapters import HTTPAdapter
 from requests.auth import HTTPBasicAuth
+from urllib3.exceptions import InvalidHeader
 from urllib3.util.retry import Retry
 
 from calpendo_assets.sources.base import FetchResult, get_path, records_fingerprint
@@ -127,6 +128,10 @@ class HttpSettings:
 class RetryAfterTooLong(SourceUnavailableError):
     """The server asked us to wait longer than ``max_retry_after``."""
 
+    # Not worth a Dagster step retry: one 15 s later would ignore the server's own
+    # Retry-After and hold the source's pool; the next scheduled run tries again.
+    transient = False
+
 
 class _CappedRetry(Retry):
     """urllib3's Retry, but a Retry-After beyond the cap fails instead of sleeping."""
@@ -138,13 +143,23 @@ class _CappedRetry(Retry):
         retry.max_retry_after = self.max_retry_after
         return retry
 
+    def refusal(self, status: int, response: Any) -> RetryAfterTooLong | None:
+        """The error for an answer whose Retry-After is beyond the cap, else None."""
+        try:
+            wait = self.get_retry_after(response)
+        except InvalidHeader:
+            return None
+        if wait is None or wait <= self.max_retry_after:
+            return None
+        return RetryAfterTooLong(
+            f"HTTP {status} with Retry-After {wait:g} s, more than "
+            f"config.max_retry_after ({self.max_retry_after:g} s); not waiting"
+        )
+
     def sleep_for_retry(self, response=None) -> bool:
-        wait = self.get_retry_after(response) if response is not None else None
-        if wait is not None and wait > self.max_retry_after:
-            raise RetryAfterTooLong(
-                f"HTTP {response.status} with Retry-After {wait:g} s, more than "
-                f"config.max_retry_after ({self.max_retry_after:g} s); not waiting"
-            )
+        refusal = self.refusal(response.status, response) if response is not None else None
+        if refusal is not None:
+            raise refusal
         return super().sleep_for_retry(response)
 
 
@@ -252,6 +267,7 @@ class CalpendoClient:
             raise_on_status=False,
         )
         retry.max_retry_after = self.settings.max_retry_after
+        self._retry = retry
         pool = max(self.settings.max_workers, 10)
         adapter = HTTPAdapter(pool_connections=2, pool_maxsize=pool, max_retries=retry)
         session = requests.Session()
@@ -307,6 +323,10 @@ class CalpendoClient:
         if status == 404:
             return None
         if status == 429 or status >= 500:
+            # Also when urllib3 had no retries left to consult the header (retries: 0).
+            refusal = self._retry.refusal(status, response)
+            if refusal is not None:
+                raise RetryAfterTooLong(f"Calpendo at {url}: {refusal}") from None
             raise SourceUnavailableError(f"Calpendo answered {_describe(response)} for {url}")
         if status >= 400:
             raise BadAnswerError(f"Calpendo answered {_describe(response)} for {url}")
