@@ -14,6 +14,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import re
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -204,6 +205,23 @@ def _json_kind(value: Any) -> str:
     )
 
 
+_BOOKING_ID = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+
+
+def _id_problem(value: Any) -> str | None:
+    """Why `value` is no booking id (a number, or a short token), else None; a missing
+    id is not a problem here (such a biskit is skipped)."""
+    if value in (None, ""):
+        return None
+    if isinstance(value, str):
+        return None if _BOOKING_ID.fullmatch(value) else "is text that is not a booking id"
+    if isinstance(value, int) and not isinstance(value, bool):
+        return None
+    if isinstance(value, float):
+        return "is not a whole number"
+    return f"is {_json_kind(value)}, not a number"
+
+
 def _has(record: dict, path: str) -> bool:
     return get_path(record, path) not in (None, "")
 
@@ -384,7 +402,16 @@ class CalpendoClient:
                     f"Calpendo answer for {url}: biskits[{index}] is {_json_kind(biskit)}, "
                     f"not an object ({len(biskits)} biskits)"
                 )
-        return [normalise_biskit(b) for b in biskits]
+        normalised = [normalise_biskit(b) for b in biskits]
+        for index, biskit in enumerate(normalised):
+            problem = _id_problem(biskit.get("id"))
+            if problem:
+                # Ids are quoted in warnings and Dagster metadata: never text that may be a name.
+                raise BadAnswerError(
+                    f"Calpendo answer for {url}: biskits[{index}].id {problem} "
+                    f"({len(biskits)} biskits)"
+                )
+        return normalised
 
     def get(self, type_name: str, biskit_id: Any) -> dict | None:
         """One biskit by id (``webdav/b/TYPE/ID``), normalised; None when the server says 404."""
