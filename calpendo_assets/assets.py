@@ -22,6 +22,7 @@ from calpendo_assets import checks, sync
 from calpendo_assets.config import DataSource
 from calpendo_assets.reconcile import ReconciliationPlan, reconcile
 from calpendo_assets.resources import CalpendoResource, WorklistDatabase
+from mwl_service.migrate import SchemaOutOfDateError
 
 # Retries of transient Calpendo failures, on top of urllib3's per-request retries:
 # a Calpendo restart takes longer than a few seconds of backoff.
@@ -166,6 +167,11 @@ def sync_step(
     selected_checks = context.selected_asset_check_keys
     publish_wanted = key["worklist"] in selected
 
+    try:
+        engine = worklist_db.get_engine()
+    except SchemaOutOfDateError as exc:
+        # Waiting cannot upgrade the schema: no step retries; the message names the command.
+        raise dg.Failure(description=f"{exc}\nNothing was published.", allow_retries=False) from None
     fetched = _fetch(context, source, calpendo)
     result = sync.transform(source, fetched)
     frame = result.frame
@@ -182,7 +188,7 @@ def sync_step(
         return all(r.passed for r in results)
 
     done = reconcile(
-        worklist_db.get_engine(),
+        engine,
         source.name,
         frame,
         fetched.window,

@@ -62,7 +62,7 @@ from calpendo_assets.rows.clinical import TEMPLATE_FIELDS
 from calpendo_assets.rows.clinical import calpendo_paths as template_calpendo_paths
 from calpendo_assets.rows.templates import validate_templates
 from calpendo_assets.sources.base import Credentials
-from mwl_service.schema import MAPPABLE_FIELDS
+from mwl_service.schema import MAPPABLE_FIELDS, MAX_STATION_AE_TITLES
 from mwl_service.vr import vr_problem
 
 log = logging.getLogger(__name__)
@@ -141,6 +141,12 @@ def _ae_title(value: str) -> str:
     if "\\" in value or re.search(r"[\x00-\x1f\x7f]", value):
         raise ValueError(f"{value!r} is not a valid AE value: backslash or control character")
     return _vr_value("AE", "an AE title")(value)
+
+
+def _station_count(value: str | list[str]) -> str | list[str]:
+    if isinstance(value, list) and len(value) > MAX_STATION_AE_TITLES:
+        raise ValueError(f"{len(value)} AE titles (max {MAX_STATION_AE_TITLES} per resource)")
+    return value
 
 
 def _time_zone(value: str) -> str:
@@ -229,7 +235,7 @@ class SourceSettings(Model):
         dict[Text, Modality], AfterValidator(_unique_resources)
     ] = Field(default_factory=dict, description="resource name -> modality (CS)")
     resource_ae_title_mapping: Annotated[
-        dict[Text, one_or_many(AETitle, "an AE title")],
+        dict[Text, Annotated[one_or_many(AETitle, "an AE title"), AfterValidator(_station_count)]],
         AfterValidator(_unique_resources),
     ] = Field(default_factory=dict, description="resource name -> station AE title(s)")
     default_modality: Modality = Field("MR", description="modality of unmapped resources")

@@ -244,18 +244,19 @@ class CalpendoSimulator:
             self._request_count = 0
 
     def fail_requests(self, status: int = 500, count: int | None = 1, body: str | bytes | None = None,
-                      content_type: str | None = None) -> None:
+                      content_type: str | None = None, headers: dict[str, str] | None = None) -> None:
         """Answer the next ``count`` requests (None: all until clear_failures) with ``status``.
 
         ``body`` may be an HTML error page or broken JSON; the content type defaults to HTML
-        for bodies starting with '<' and plain text otherwise.
+        for bodies starting with '<' and plain text otherwise. ``headers`` are sent as well
+        (e.g. ``{"Retry-After": "3600"}``).
         """
         if body is None:
             body = f"Simulated failure (HTTP {status})\n"
         raw = body.encode("utf-8") if isinstance(body, str) else body
         if content_type is None:
             content_type = HTML_TYPE if raw.lstrip().startswith(b"<") else TEXT_TYPE
-        self._failures.set(Response(status, raw, content_type), count)
+        self._failures.set(Response(status, raw, content_type, dict(headers or {})), count)
 
     def clear_failures(self) -> None:
         self._failures.clear()

@@ -23,6 +23,8 @@ from collections.abc import Mapping
 
 from pydicom.valuerep import VALIDATORS
 
+from mwl_service.schema import MAX_STATION_AE_TITLES
+
 MAX_LENGTH = {"AE": 16, "CS": 16, "SH": 16, "LO": 64, "UI": 64, "DA": 8, "TM": 14, "DS": 16,
               "LT": 10240}
 PN_GROUP_MAX = 64  # characters per component group
@@ -58,7 +60,7 @@ ROW_FIELD_VRS: dict[str, str] = {
     "study_description": "LO",
     "referring_physician_name": "PN",
     "requesting_physician": "PN",
-    "requested_procedure_priority": "CS",
+    "requested_procedure_priority": "SH",
     "requested_procedure_code_value": "SH",
     "requested_procedure_coding_scheme_designator": "SH",
     "requested_procedure_code_meaning": "LO",
@@ -254,6 +256,9 @@ def field_problem(field: str, value: object) -> str | None:
     if text == "":
         return None
     if field in MULTI_VALUED_FIELDS:
+        count = text.count("\\") + 1
+        if count > MAX_STATION_AE_TITLES:  # the column holds no more
+            return f"has {count} values (max {MAX_STATION_AE_TITLES})"
         for part in text.split("\\"):
             problem = vr_problem(vr, part) if part else "has an empty value"
             if problem:

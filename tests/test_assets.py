@@ -302,6 +302,36 @@ def test_refused_credentials_fail_at_once_without_step_retries(source, db_url):
     assert "wrong-password" not in message
 
 
+def test_retry_after_beyond_the_cap_fails_the_run_without_step_retries(calpendo_sim, source, db_url):
+    # The probe's 429 with Retry-After: 3600. Step retries 15 s and 45 s later would
+    # ignore the server's own wait and hold the source's pool for a minute.
+    calpendo_sim.fail_requests(429, count=None, headers={"Retry-After": "3600"})
+    result = materialize(source, db_url, retry_policy=dg.RetryPolicy(max_retries=2))
+    assert not result.success
+    events = result.all_events
+    assert not [e for e in events if e.event_type == dg.DagsterEventType.STEP_UP_FOR_RETRY]
+    failure = next(e for e in events if e.event_type == dg.DagsterEventType.STEP_FAILURE)
+    message = str(failure.event_specific_data.error)
+    assert "Retry-After 3600 s, more than config.max_retry_after (30 s)" in message
+    assert "Nothing was published" in message
+    assert calpendo_sim.request_count == 1
+
+
+def test_a_database_of_the_first_release_fails_the_run_at_once(calpendo_sim, source, db_url):
+    # Waiting cannot upgrade a schema: no step retries, and the message names the command.
+    from tests.test_migrate import build_release_1
+
+    build_release_1(db_url)
+    calpendo_sim.reset_counts()
+    result = materialize(source, db_url, retry_policy=dg.RetryPolicy(max_retries=2))
+    assert not result.success
+    events = result.all_events
+    assert not [e for e in events if e.event_type == dg.DagsterEventType.STEP_UP_FOR_RETRY]
+    failure = next(e for e in events if e.event_type == dg.DagsterEventType.STEP_FAILURE)
+    assert "calpendo-mwl db upgrade --db-url" in str(failure.event_specific_data.error)
+    assert calpendo_sim.request_count == 0  # refused before asking Calpendo
+
+
 ALL = ["raw_bookings", "booking_details", "worklist_rows", "cancellation_reconciliation", "worklist"]
 CHECKS = {
     "required_fields_present": "worklist_rows",

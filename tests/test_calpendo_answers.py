@@ -49,6 +49,15 @@ def sim(calpendo_sim_factory):
             json.dumps({"biskits": [{"id": 1}, PARTICIPANT]}),
             "biskits[1] is a string, not an object (2 biskits)",
         ),
+        # Ids are quoted in warnings and metadata, so an id must look like one.
+        (
+            json.dumps({"biskits": [{"id": {"name": PARTICIPANT}, "properties": {}}]}),
+            "biskits[0].id is an object, not a number (1 biskits)",
+        ),
+        (
+            json.dumps({"biskits": [{"id": 1}, {"id": PARTICIPANT, "properties": {}}]}),
+            "biskits[1].id is text that is not a booking id (2 biskits)",
+        ),
     ],
 )
 def test_bad_answers_name_url_status_type_size_and_position_never_content(

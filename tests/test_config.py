@@ -557,6 +557,8 @@ def test_units_codes_and_templates_are_modelled():
         ({"requested_procedure_codes": {"P": {"code_value": "X"}}}, "config.requested_procedure_codes.P.coding_scheme_designator: missing"),
         ({"resource_ae_title_mapping": {"3T MRI": ["MRI3T", "MRI3T\\2"]}}, "config.resource_ae_title_mapping.3T MRI[1]: 'MRI3T\\\\2' is not a valid AE value: backslash or control character"),
         ({"resource_ae_title_mapping": {"3T MRI": ["MRI3T", "A_VERY_LONG_AE_TITLE"]}}, "config.resource_ae_title_mapping.3T MRI[1]: 'A_VERY_LONG_AE_TITLE' is not a valid AE value"),
+        # The column holds 10 (PostgreSQL refused the publish of an 11th).
+        ({"resource_ae_title_mapping": {"3T MRI": [f"MRI{i}" for i in range(11)]}}, "config.resource_ae_title_mapping.3T MRI: 11 AE titles (max 10 per resource)"),
         ({"resource_ae_title_mapping": {"3T MRI": 7}}, "config.resource_ae_title_mapping.3T MRI: must be an AE title or a list of them, got integer 7"),
         ({"status_case": "title"}, "config.status_case: must be 'upper', 'lower' or 'as_given', got 'title'"),
         ({"max_retry_after": -1}, "config.max_retry_after: must be >= 0, got -1"),

@@ -107,6 +107,7 @@ def test_mr_fields_reach_findscu_with_units_codes_and_templates(
     assert (a.MedicalAlerts, a.Allergies) == ("Pacemaker checked", "Latex")
     assert a.PregnancyStatus == 1
     assert a.RequestedProcedurePriority == "HIGH"
+    assert a["RequestedProcedurePriority"].VR == "SH"  # the dictionary's VR, as sent
     assert a.PatientComments == f"Project:BRISKP Subject:SUB0301 Session:{full}"
     (procedure,) = a.RequestedProcedureCodeSequence
     assert (procedure.CodeValue, procedure.CodingSchemeDesignator, procedure.CodeMeaning) == (

@@ -132,6 +132,9 @@ def _same_values(theirs: Dataset, ours: Dataset, where: str) -> list[str]:
         value = _text(theirs, elem.keyword)
         if value and _text(ours, elem.keyword) != value:
             wrong.append(f"{where}{elem.keyword}: {_text(ours, elem.keyword)!r} != {value!r}")
+        # Explicit VR on the wire: a console reads the VR we send, not the dictionary's.
+        if elem.keyword in ours and ours[elem.keyword].VR != elem.VR:
+            wrong.append(f"{where}{elem.keyword}: VR {ours[elem.keyword].VR} != {elem.VR}")
     return wrong
 
 

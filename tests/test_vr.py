@@ -115,6 +115,13 @@ def test_row_problems_lists_each_bad_field():
     assert "real date" in problems["scheduled_start_date"]
 
 
+def test_station_ae_titles_are_at_most_the_column_holds():
+    ten = "\\".join(f"MRI{i}" for i in range(10))
+    assert row_problems({"scheduled_station_ae_title": ten}) == []
+    assert row_problems({"scheduled_station_ae_title": ten + "\\MRI10"}) == [
+        ("scheduled_station_ae_title", "has 11 values (max 10)")]
+
+
 @pytest.mark.parametrize(
     "vr, value, problem",
     [

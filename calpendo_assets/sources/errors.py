@@ -28,7 +28,8 @@ class AuthRefusedError(SourceError):
 
 
 class SourceUnavailableError(SourceError):
-    """Unreachable host, timeout, HTTP 5xx or 429 (also when Retry-After is too long)."""
+    """Unreachable host, timeout, HTTP 5xx or 429 (a Retry-After beyond the cap is
+    not transient: see RetryAfterTooLong)."""
 
     transient = True
 

@@ -110,7 +110,7 @@ _TOP_LEVEL = _catalogue(
         "requested_procedure_id",
         fallback="scheduled_procedure_step_id",
     ),
-    _Attr("RequestedProcedurePriority", "CS", "requested_procedure_priority", matchable=False),
+    _Attr("RequestedProcedurePriority", "SH", "requested_procedure_priority", matchable=False),
 )
 
 # Inside the ScheduledProcedureStepSequence item.

@@ -14,6 +14,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import re
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ from urllib.parse import urlsplit, urlunsplit
 import requests
 from requests.adapters import HTTPAdapter
 from requests.auth import HTTPBasicAuth
+from urllib3.exceptions import InvalidHeader
 from urllib3.util.retry import Retry
 
 from calpendo_assets.sources.base import FetchResult, get_path, records_fingerprint
@@ -128,6 +130,10 @@ class HttpSettings:
 class RetryAfterTooLong(SourceUnavailableError):
     """The server asked us to wait longer than ``max_retry_after``."""
 
+    # Not worth a Dagster step retry: one 15 s later would ignore the server's own
+    # Retry-After and hold the source's pool; the next scheduled run tries again.
+    transient = False
+
 
 class _CappedRetry(Retry):
     """urllib3's Retry, but a Retry-After beyond the cap fails instead of sleeping."""
@@ -139,13 +145,23 @@ class _CappedRetry(Retry):
         retry.max_retry_after = self.max_retry_after
         return retry
 
+    def refusal(self, status: int, response: Any) -> RetryAfterTooLong | None:
+        """The error for an answer whose Retry-After is beyond the cap, else None."""
+        try:
+            wait = self.get_retry_after(response)
+        except InvalidHeader:
+            return None
+        if wait is None or wait <= self.max_retry_after:
+            return None
+        return RetryAfterTooLong(
+            f"HTTP {status} with Retry-After {wait:g} s, more than "
+            f"config.max_retry_after ({self.max_retry_after:g} s); not waiting"
+        )
+
     def sleep_for_retry(self, response=None) -> bool:
-        wait = self.get_retry_after(response) if response is not None else None
-        if wait is not None and wait > self.max_retry_after:
-            raise RetryAfterTooLong(
-                f"HTTP {response.status} with Retry-After {wait:g} s, more than "
-                f"config.max_retry_after ({self.max_retry_after:g} s); not waiting"
-            )
+        refusal = self.refusal(response.status, response) if response is not None else None
+        if refusal is not None:
+            raise refusal
         return super().sleep_for_retry(response)
 
 
@@ -188,6 +204,23 @@ def _json_kind(value: Any) -> str:
     return {dict: "an object", list: "a list", str: "a string", bool: "a boolean"}.get(
         type(value), "null" if value is None else "a number"
     )
+
+
+_BOOKING_ID = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+
+
+def _id_problem(value: Any) -> str | None:
+    """Why `value` is no booking id (a number, or a short token), else None; a missing
+    id is not a problem here (such a biskit is skipped)."""
+    if value in (None, ""):
+        return None
+    if isinstance(value, str):
+        return None if _BOOKING_ID.fullmatch(value) else "is text that is not a booking id"
+    if isinstance(value, int) and not isinstance(value, bool):
+        return None
+    if isinstance(value, float):
+        return "is not a whole number"
+    return f"is {_json_kind(value)}, not a number"
 
 
 def _has(record: dict, path: str) -> bool:
@@ -253,6 +286,7 @@ class CalpendoClient:
             raise_on_status=False,
         )
         retry.max_retry_after = self.settings.max_retry_after
+        self._retry = retry
         pool = max(self.settings.max_workers, 10)
         adapter = HTTPAdapter(pool_connections=2, pool_maxsize=pool, max_retries=retry)
         session = requests.Session()
@@ -308,6 +342,10 @@ class CalpendoClient:
         if status == 404:
             return None
         if status == 429 or status >= 500:
+            # Also when urllib3 had no retries left to consult the header (retries: 0).
+            refusal = self._retry.refusal(status, response)
+            if refusal is not None:
+                raise RetryAfterTooLong(f"Calpendo at {url}: {refusal}") from None
             raise SourceUnavailableError(f"Calpendo answered {_describe(response)} for {url}")
         if status >= 400:
             raise BadAnswerError(f"Calpendo answered {_describe(response)} for {url}")
@@ -365,7 +403,16 @@ class CalpendoClient:
                     f"Calpendo answer for {url}: biskits[{index}] is {_json_kind(biskit)}, "
                     f"not an object ({len(biskits)} biskits)"
                 )
-        return [normalise_biskit(b) for b in biskits]
+        normalised = [normalise_biskit(b) for b in biskits]
+        for index, biskit in enumerate(normalised):
+            problem = _id_problem(biskit.get("id"))
+            if problem:
+                # Ids are quoted in warnings and Dagster metadata: never text that may be a name.
+                raise BadAnswerError(
+                    f"Calpendo answer for {url}: biskits[{index}].id {problem} "
+                    f"({len(biskits)} biskits)"
+                )
+        return normalised
 
     def get(self, type_name: str, biskit_id: Any) -> dict | None:
         """One biskit by id (``webdav/b/TYPE/ID``), normalised; None when the server says 404."""
