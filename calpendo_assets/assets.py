@@ -19,9 +19,10 @@ import pandas as pd
 import requests
 
 from calpendo_assets import checks, sync
-from calpendo_assets.config import DataSource
+from calpendo_assets.config import ConfigError, DataSource
 from calpendo_assets.reconcile import ReconciliationPlan, reconcile
 from calpendo_assets.resources import CalpendoResource, WorklistDatabase
+from calpendo_assets.sources.errors import SourceError
 from mwl_service.migrate import SchemaOutOfDateError
 
 # Retries of transient Calpendo failures, on top of urllib3's per-request retries:
@@ -89,20 +90,31 @@ def _transient(exc: BaseException) -> bool:
 def _fetch(
     context: dg.AssetExecutionContext, source: DataSource, calpendo: CalpendoResource
 ) -> sync.FetchedWindow:
-    """The window, or a clear step failure; only transient errors are retried
-    (a refused password or a bad answer would fail the same way again)."""
+    """The window, or a clear step failure naming the fetch."""
     try:
         return calpendo.fetch(source, logger=context.log)
     except Exception as exc:
-        policy = context.op_def.retry_policy
-        retries_left = policy is not None and context.retry_number < policy.max_retries
-        if _transient(exc) and retries_left:
-            raise  # the step's retry policy tries again
-        raise dg.Failure(
-            description=f"fetching the booking window of {source.name!r} failed: "
-            f"{type(exc).__name__}: {exc}. Nothing was published.",
-            allow_retries=False,
-        ) from exc
+        raise _step_failure(context, exc, f"fetching the booking window of {source.name!r}")
+
+
+def _step_failure(context: dg.AssetExecutionContext, exc: Exception, what: str) -> Exception:
+    """What to raise for `exc`: itself while a transient failure has retries left (the
+    step's retry policy tries again), else a Failure that is not retried (a refused
+    password, a bad answer or a bug would fail the same way again).
+
+    Only texts written to name no record content (source errors, connection errors)
+    are quoted: any other exception's text could hold a participant's name, and the
+    Failure is stored in Dagster's event log, so it gives the type alone.
+    """
+    policy = context.op_def.retry_policy
+    retries_left = policy is not None and context.retry_number < policy.max_retries
+    if _transient(exc) and retries_left:
+        return exc
+    safe = isinstance(exc, (SourceError, ConfigError, requests.RequestException))
+    detail = f"{type(exc).__name__}: {exc}" if safe else type(exc).__name__
+    return dg.Failure(
+        description=f"{what} failed: {detail}. Nothing was published.", allow_retries=False
+    )
 
 
 def _window_metadata(fetched: sync.FetchedWindow) -> dict:
@@ -277,6 +289,12 @@ def build_source_assets(
         calpendo: CalpendoResource,
         worklist_db: WorklistDatabase,
     ):
-        yield from sync_step(context, source, calpendo, worklist_db)
+        try:
+            yield from sync_step(context, source, calpendo, worklist_db)
+        except dg.Failure:
+            raise
+        except Exception as exc:
+            # `from None`: the cause's text and traceback would be stored with the event.
+            raise _step_failure(context, exc, f"the sync of {source.name!r}") from None
 
     return _sync

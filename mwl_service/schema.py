@@ -384,15 +384,17 @@ def make_engine(
     whose message names ``calpendo-mwl db upgrade``.
     """
     db_url = get_db_url(url)
+    # hide_parameters: a database error's text must not quote row values (patient
+    # names) into logs and Dagster's event storage.
     if db_url.startswith("sqlite"):
         path = db_url.split("///", 1)[1] if "///" in db_url else ""
         if path and path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
             dbfile.create_private(path)
-        engine = create_engine(db_url, connect_args={"timeout": 10})
+        engine = create_engine(db_url, connect_args={"timeout": 10}, hide_parameters=True)
         event.listen(engine, "connect", _sqlite_pragmas)
     else:
-        engine = create_engine(db_url, pool_pre_ping=True)
+        engine = create_engine(db_url, pool_pre_ping=True, hide_parameters=True)
     if create or check_schema:
         from mwl_service import migrate  # imports this module
 

@@ -430,3 +430,21 @@ def test_only_transient_fetch_errors_are_retried(source, db_url, monkeypatch, ex
     result = materialize(source, db_url, retry_policy=dg.RetryPolicy(max_retries=1))
     retries = [e for e in result.all_events if e.event_type == dg.DagsterEventType.STEP_UP_FOR_RETRY]
     assert (len(retries), result.success, flaky.calls) == ((1, True, 2) if retried else (0, False, 1))
+
+
+def test_an_unexpected_error_fails_at_once_and_quotes_no_record_content(
+    source, db_url, monkeypatch
+):
+    # E.g. a bug in the mapping, or a database error whose text quotes row values.
+    def broken(*args, **kwargs):
+        raise KeyError("SUB0001 - Doe^Jane")
+
+    monkeypatch.setattr(sync, "transform", broken)
+    result = materialize(source, db_url, retry_policy=dg.RetryPolicy(max_retries=2))
+    retries = [e for e in result.all_events if e.event_type == dg.DagsterEventType.STEP_UP_FOR_RETRY]
+    assert (len(retries), result.success) == (0, False)
+    (failure,) = [e for e in result.all_events if e.event_type == dg.DagsterEventType.STEP_FAILURE]
+    error = failure.event_specific_data.error
+    text = error.to_string()
+    assert "the sync of 'mri' failed: KeyError. Nothing was published." in text
+    assert "Doe" not in text and "SUB0001" not in text

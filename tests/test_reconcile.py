@@ -690,3 +690,18 @@ def test_publish_rows_records_the_fetch_time_so_an_older_fetch_is_refused(
     sync.publish_rows(engine, source, sync.transform(source, newer).frame, newer)
     with pytest.raises(StaleFetchError, match="newer fetch"):
         sync.publish_rows(engine, source, sync.transform(source, older).frame, older)
+
+
+def test_database_errors_quote_no_row_values(engine):
+    from sqlalchemy import insert
+    from sqlalchemy.exc import IntegrityError
+
+    from mwl_service.schema import WorklistItem
+    from tests.test_matching import make_row
+
+    row = make_row("dup", "20260310", "080000", patient_name="Secret^Person")
+    with engine.begin() as conn:
+        conn.execute(insert(WorklistItem), row)
+    with pytest.raises(IntegrityError) as info, engine.begin() as conn:
+        conn.execute(insert(WorklistItem), row)
+    assert "Secret" not in str(info.value)
