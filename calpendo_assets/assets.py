@@ -188,9 +188,10 @@ def sync_step(
     result = sync.transform(source, fetched)
     frame = result.frame
     if result.warnings:
-        # Once per sync, not once per booking: the list is in the metadata.
+        # Once per sync, not once per booking: the list is in the metadata. A count of
+        # warnings, not bookings: a booking may have several, a mapping note has none.
         context.log.warning(
-            f"{len(result.warnings)} booking(s) with data warnings; see the 'warning_list' "
+            f"{len(result.warnings)} data warning(s); see the 'warning_list' "
             f"metadata of {key['worklist_rows'].to_user_string()}"
         )
     results = checks.row_check_results(key["worklist_rows"], frame)

@@ -123,30 +123,41 @@ def respond(sim: CalpendoSimulator, method: str, path: str, body: bytes, client:
 # ----------------------------------------------------------------- the client commands
 
 
+def _connection_options(p: argparse.ArgumentParser, defaults: bool) -> None:
+    # Accepted before and after the command (`calpendo-sim edit 1002 --url ...`), and so
+    # shown in each command's --help; after the command they override, else the defaults.
+    def default(value: str) -> str:
+        return value if defaults else argparse.SUPPRESS
+    p.add_argument("--url", default=default(os.environ.get("CALPENDO_SIM_URL", "http://127.0.0.1:8089")),
+                   help="the running simulator (default: $CALPENDO_SIM_URL, else "
+                        "http://127.0.0.1:8089)")
+    p.add_argument("--username", default=default(os.environ.get("CALPENDO_USERNAME") or "calpendo"),
+                   help="Basic-auth user (default: $CALPENDO_USERNAME, else 'calpendo')")
+    p.add_argument("--password", default=default(os.environ.get("CALPENDO_PASSWORD") or "calpendo"),
+                   help="its password (default: $CALPENDO_PASSWORD, else 'calpendo')")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="calpendo-sim",
         description="Change the bookings of a running calpendo-sim (its loopback admin "
                     "endpoint). Start the simulator itself with `calpendo-sim --port ...`.")
-    p.add_argument("--url", default=os.environ.get("CALPENDO_SIM_URL", "http://127.0.0.1:8089"),
-                   help="the running simulator (default: $CALPENDO_SIM_URL, else %(default)s)")
-    p.add_argument("--username", default=os.environ.get("CALPENDO_USERNAME") or "calpendo",
-                   help="Basic-auth user (default: $CALPENDO_USERNAME, else 'calpendo')")
-    p.add_argument("--password", default=os.environ.get("CALPENDO_PASSWORD") or "calpendo",
-                   help="its password (default: $CALPENDO_PASSWORD, else 'calpendo')")
+    _connection_options(p, defaults=True)
+    common = argparse.ArgumentParser(add_help=False)
+    _connection_options(common, defaults=False)
     sub = p.add_subparsers(dest="command", required=True)
-    ls = sub.add_parser("list", help="list bookings (id, start, resource, status, title)")
+    ls = sub.add_parser("list", parents=[common], help="list bookings (id, start, resource, status, title)")
     ls.add_argument("--day", help="only this day, YYYY-MM-DD")
-    edit = sub.add_parser("edit", help="change a booking's title, status or duration")
+    edit = sub.add_parser("edit", parents=[common], help="change a booking's title, status or duration")
     edit.add_argument("id", type=int)
     edit.add_argument("--title")
     edit.add_argument("--status", help="e.g. APPROVED, TENTATIVE, DENIED")
     edit.add_argument("--minutes", type=int)
-    move = sub.add_parser("move", help="reschedule a booking")
+    move = sub.add_parser("move", parents=[common], help="reschedule a booking")
     move.add_argument("id", type=int)
     move.add_argument("start", help="site-local 'YYYY-MM-DD HH:MM', or 'HH:MM' for today")
     move.add_argument("--minutes", type=int, help="new duration (default: unchanged)")
-    cancel = sub.add_parser("cancel", help="cancel a booking in Calpendo")
+    cancel = sub.add_parser("cancel", parents=[common], help="cancel a booking in Calpendo")
     cancel.add_argument("id", type=int)
     cancel.add_argument("--reason", default="cancelled from the shell")
     return p

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import json
+import logging
 
 import dagster as dg
 import pytest
@@ -448,3 +449,19 @@ def test_an_unexpected_error_fails_at_once_and_quotes_no_record_content(
     text = error.to_string()
     assert "the sync of 'mri' failed: KeyError. Nothing was published." in text
     assert "Doe" not in text and "SUB0001" not in text
+
+
+def test_run_log_counts_data_warnings_not_bookings(make_source, db_url):
+    # A resource name mapped to modality gives one warning for the whole sync, about no
+    # particular booking: the run log must not call it "1 booking(s) with data warnings".
+    source = make_source({"title": {"_extract": {"patient_id": {"pattern": "^(SUB[0-9]+)"}}},
+                          "resource.name": "modality"})
+    instance = dg.DagsterInstance.ephemeral()
+    result = dg.materialize([build_source_assets(source, retry_policy=None)],
+                            resources=resources(db_url), instance=instance)
+    count = materialized(result, "worklist_rows")[0].materialization.metadata["warnings"].value
+    warnings = [e.user_message for e in instance.all_logs(result.run_id)
+                if e.level == logging.WARNING and "warning_list" in e.user_message]
+    assert count >= 1
+    assert warnings == [f"{count} data warning(s); see the 'warning_list' metadata of "
+                        "mri/worklist_rows"]

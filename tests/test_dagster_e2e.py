@@ -116,7 +116,9 @@ def env(tmp_path_factory):
     ui = DagsterUI(port)
     try:
         ui.wait_until_up(proc, log)
-        yield Env(sim, ui, db_url, tmp / "dagster_home", names[0], tz)
+        environment = Env(sim, ui, db_url, tmp / "dagster_home", names[0], tz)
+        environment.stop_dagster = lambda: stop_process_group(proc)
+        yield environment
     finally:
         stop_process_group(proc)
         sim.stop()
@@ -235,6 +237,9 @@ def test_dagster_home_holds_no_participant_names(env):
     names |= {r.patient_name for r in env.rows().values()}
     names = {n for n in names if personal(n.partition(" - ")[2] or n)}
     assert len(names) >= 10
+    # Stopped first: a running instance checkpoints and deletes SQLite -wal files while
+    # they are read; stopped, every event is in files that stay put.
+    env.stop_dagster()
     files = [p for p in env.home.rglob("*") if p.is_file()]
     assert files
     leaked = {}

@@ -67,3 +67,23 @@ def test_admin_requests_bypass_counting_and_injected_failures(calpendo_sim):
     ("192.168.1.20", False), ("not-an-ip", False)])
 def test_only_loopback_clients_may_edit(address, loopback):
     assert admin.is_loopback(address) is loopback
+
+
+def test_connection_options_also_follow_the_command(calpendo_sim):
+    # `calpendo-sim edit 1002 --title ... --url ...` as a user types it; the options
+    # are in each command's --help too.
+    edited = subprocess.run(
+        [CLI, "edit", "1002", "--title", "SUB0202 - Jane Roe", "--url", calpendo_sim.url,
+         "--username", SIM_USER, "--password", SIM_PASSWORD],
+        capture_output=True, text=True, timeout=30)
+    assert edited.returncode == 0, edited.stderr
+    assert calpendo_sim.get_booking(1002)["properties"]["title"] == "SUB0202 - Jane Roe"
+    # After the command wins over before it.
+    listed = subprocess.run(
+        [CLI, "--url", "http://127.0.0.1:9", "list", "--url", calpendo_sim.url,
+         "--username", SIM_USER, "--password", SIM_PASSWORD],
+        capture_output=True, text=True, timeout=30)
+    assert listed.returncode == 0 and "SUB0202 - Jane Roe" in listed.stdout, listed.stderr
+    for command in admin.COMMANDS:
+        shown = subprocess.run([CLI, command, "--help"], capture_output=True, text=True, timeout=30)
+        assert "--url URL" in shown.stdout and "--password PASSWORD" in shown.stdout
