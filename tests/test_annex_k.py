@@ -258,7 +258,7 @@ DCMTK_QUERIES = Path("/usr/share/doc/dcmtk/examples/wlistqry")
 def _dump2dcm(dump: Path, out: Path) -> Path:
     exe = shutil.which("dump2dcm")
     if exe is None or not dump.exists():
-        pytest.skip("DCMTK dump2dcm or its sample queries are not installed")
+        pytest.fail("DCMTK dump2dcm or its sample queries are not installed (make test installs it)")
     subprocess.run([exe, str(dump), str(out)], check=True, capture_output=True, timeout=30)
     return out
 

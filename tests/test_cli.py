@@ -122,8 +122,7 @@ def test_unreachable_database_hides_its_password(calpendo_sim, tmp_path, run):
 
 
 def test_db_upgrade_then_check_passes(calpendo_sim, tmp_path, run, capsys):
-    # Needs mwl_service.migrate (the Alembic upgrade); runs once that module is present.
-    migrate = pytest.importorskip("mwl_service.migrate")
+    from mwl_service import migrate
     url = f"sqlite:///{tmp_path / 'worklist.db'}"
     assert main(["db", "upgrade", "--db-url", url]) == 0
     upgraded = capsys.readouterr().out

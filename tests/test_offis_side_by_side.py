@@ -83,7 +83,8 @@ def offis(tmp_path, sqlite_url, mwl_server):
     dump2dcm, wlmscpfs = shutil.which("dump2dcm"), shutil.which("wlmscpfs")
     samples = sorted((EXAMPLES / "wlistdb" / "OFFIS").glob("wklist*.dump"))
     if not (dump2dcm and wlmscpfs and samples):
-        pytest.skip("DCMTK (dump2dcm, wlmscpfs) or its sample worklists are not installed")
+        # A real client is part of the test: missing DCMTK fails loudly (make test installs it).
+        pytest.fail("DCMTK (dump2dcm, wlmscpfs) or its sample worklists are not installed")
     aet_dir = tmp_path / "wlistdb" / WLMSCPFS_AET
     aet_dir.mkdir(parents=True)
     (aet_dir / "lockfile").touch()
