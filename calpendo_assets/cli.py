@@ -179,7 +179,8 @@ def db_upgrade(args: argparse.Namespace, out: TextIO | None = None) -> int:
     if before == after:
         print(f"database {shown}: schema already at revision {after}", file=out)
     else:
-        print(f"database {shown}: schema upgraded from {before or 'none'} to {after}", file=out)
+        origin = f"revision {before}" if before else "an empty database"
+        print(f"database {shown}: schema upgraded from {origin} to {after}", file=out)
     return 0
 
 

@@ -308,7 +308,10 @@ def configure_logging(level: str) -> None:
     )
     logging.getLogger().setLevel(getattr(logging, level))
     # pynetdicom logs whole datasets and every PDU at DEBUG/INFO: only when asked.
-    logging.getLogger("pynetdicom").setLevel(logging.DEBUG if level == "DEBUG" else logging.WARNING)
+    quiet = logging.DEBUG if level == "DEBUG" else logging.WARNING
+    logging.getLogger("pynetdicom").setLevel(quiet)
+    # Alembic's schema-version check at start says "Context impl ..." at INFO: noise here.
+    logging.getLogger("alembic").setLevel(quiet)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

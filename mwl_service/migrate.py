@@ -130,7 +130,8 @@ def create_at_head(engine: Engine) -> bool:
 def upgrade(url: str | None = None) -> tuple[str | None, str]:
     """Upgrade the database at ``url`` (default: ``WORKLIST_DB_URL``, else the
     default SQLite file) to the newest revision in place; returns the revision
-    before (None: first release or empty) and after.
+    before (``RELEASE_1`` for a first-release database, None for an empty one) and
+    after.
 
     An empty database gets every revision from the first; a first-release database
     (tables, no version table) is stamped at revision 0001 first.
@@ -153,6 +154,7 @@ def upgrade(url: str | None = None) -> tuple[str | None, str]:
                 if broken:
                     raise RuntimeError(f"foreign key check failed after the upgrade: {broken}")
             after = _state(conn)
-        return before.current, after.current or after.head
+        first_release = RELEASE_1 if before.has_tables else None
+        return before.current or first_release, after.current or after.head
     finally:
         engine.dispose()

@@ -132,6 +132,6 @@ def test_db_upgrade_then_check_passes(calpendo_sim, tmp_path, run, capsys):
     engine = make_engine(url, create=False, check_schema=False)
     head = migrate.schema_state(engine).head
     engine.dispose()
-    assert f"schema upgraded from none to {head}" in upgraded
+    assert f"schema upgraded from an empty database to {head}" in upgraded
     assert f"  schema: ok - at revision {head} (current)" in out
     assert code == 0, out

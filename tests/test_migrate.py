@@ -128,7 +128,7 @@ def test_release_1_database_is_refused_upgraded_and_keeps_everything(db_url):
     assert "first release" in message and migrate.head_revision() in message
     assert "s3cret-pw" not in message
 
-    assert migrate.upgrade(db_url) == (None, migrate.head_revision())
+    assert migrate.upgrade(db_url) == (migrate.RELEASE_1, migrate.head_revision())
     assert migrate.upgrade(db_url) == (migrate.head_revision(), migrate.head_revision())
     assert schema_differences(db_url) == []
 

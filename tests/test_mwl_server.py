@@ -455,6 +455,7 @@ def test_console_script_serves_and_stops_cleanly(sqlite_url, mwl_service_process
     assert "Received SIGTERM" in log and "MWL service stopped" in log
     assert "rejected: calling AE title not on the allow-list" in log
     assert "Müller" not in log and "Poe" not in log  # no patient names at INFO
+    assert "alembic" not in log  # the schema check at start is silent at INFO
 
     # restarted on the same port: the MPPS instance is still there
     service = mwl_service_process(sqlite_url, "--allowed-aet", "PYNETDICOM", port=port)
