@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+import hashlib
 import json
 import logging
 import os
@@ -738,7 +739,8 @@ def json_document(text: str, where: str, error: type[Exception]) -> Any:
 def load_config(path: str | None = None, env: Mapping[str, str] = os.environ) -> list[DataSource]:
     """Read and validate the config file; all sources (enabled and not).
 
-    Config warnings (Pylantir keys given their meaning here) are logged once per load.
+    Config warnings (Pylantir keys given their meaning here) are logged once per
+    process for a file as it is: Dagster loads the code location several times.
     """
     file = config_path(path, env)
     try:
@@ -754,10 +756,22 @@ def load_config(path: str | None = None, env: Mapping[str, str] = os.environ) ->
         sources = parse_config(data, env, base_dir=file.resolve().parent)
     except ConfigError as exc:
         raise ConfigError(f"config file {str(file)!r}: {exc}") from None
+    seen = (str(file.resolve()), hashlib.sha256(text.encode()).hexdigest())
     for source in sources:
         for note in source.notes:
-            log.warning(f"config file {str(file)!r}: {note}")
+            if (seen, note) not in _LOGGED_NOTES:
+                _LOGGED_NOTES.add((seen, note))
+                log.warning(f"config file {str(file)!r}: {note}")
     return sources
+
+
+# (file, content digest), note: what load_config has logged in this process.
+_LOGGED_NOTES: set[tuple[tuple[str, str], str]] = set()
+
+
+def forget_logged_notes() -> None:
+    """Log every config note again at the next load (tests that read the log)."""
+    _LOGGED_NOTES.clear()
 
 
 def enabled_sources(sources) -> list[DataSource]:

@@ -21,7 +21,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from calpendo_assets import sync
-from calpendo_assets.config import ConfigError, load_config
+from calpendo_assets.config import ConfigError, forget_logged_notes, load_config
 from mwl_service.schema import DISCONTINUED, SCHEDULED, WorklistItem, make_engine
 from tests.fixtures.dicom import run_findscu
 from tests.fixtures.sim import ROOT, SIM_PASSWORD, SIM_USER
@@ -42,8 +42,11 @@ def example_for(url: str, directory: Path) -> Path:
 
 
 def test_example_loads_unchanged_with_one_warning_per_meaning(caplog):
+    forget_logged_notes()  # another test may have loaded the example in this process
     with caplog.at_level(logging.WARNING, logger="calpendo_assets.config"):
         (source,) = load_config(str(EXAMPLE), env={})
+        # Dagster loads the code location several times: the notes are logged once.
+        load_config(str(EXAMPLE), env={})
     assert source.name == "calpendo_3t"
     assert source.settings.base_url == "https://sfc-calgary.calpendo.com"
     assert source.status_filter == ("APPROVED",)
@@ -66,6 +69,19 @@ def test_example_loads_unchanged_with_one_warning_per_meaning(caplog):
     assert "this mapping is not used" in derived and "read from 'status'" in derived
     assert "config.lookback_multiplier is accepted and not used" in lookback
     assert str(EXAMPLE) in derived and "data source 'calpendo_3t'" in lookback
+
+
+def test_a_changed_file_logs_its_notes_again(tmp_path, caplog):
+    path = example_for("http://127.0.0.1:9", tmp_path)
+    with caplog.at_level(logging.WARNING, logger="calpendo_assets.config"):
+        load_config(str(path), env={})
+        load_config(str(path), env={})
+        assert len(caplog.records) == 2
+        data = json.loads(path.read_text())
+        data["data_sources"][0]["config"]["lookback_multiplier"] = 3
+        path.write_text(json.dumps(data))
+        load_config(str(path), env={})
+    assert len(caplog.records) == 4
 
 
 def test_a_genuinely_unknown_key_is_still_an_error(tmp_path):
