@@ -790,12 +790,6 @@ def env_credentials(source: DataSource, env: Mapping[str, str] = os.environ) -> 
     return Credentials(user, password)
 
 
-def credentials(source: DataSource, env: Mapping[str, str] = os.environ) -> tuple[str, str]:
-    """(username, password) from the environment (see `env_credentials`)."""
-    found = env_credentials(source, env)
-    return found.username, found.password
-
-
 # ---------------------------------------------------------------- window and schedule
 
 

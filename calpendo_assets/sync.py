@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import pandas as pd
 from sqlalchemy.engine import Engine
 
-from calpendo_assets.config import DataSource, Window, booking_window, credentials as env_pair
+from calpendo_assets.config import DataSource, Window, booking_window, env_credentials
 from calpendo_assets.reconcile import PublishResult, publish
 from calpendo_assets.rows.mapping import bookings_to_rows
 from calpendo_assets.rows.model import TransformResult, present_booking_ids
@@ -115,7 +115,7 @@ def run_sync(
 
     Skips the asset checks' reporting but not the publish-time mass-cancel guard.
     """
-    creds = Credentials(*env_pair(source, env)) if source.plugin.needs_credentials else None
+    creds = env_credentials(source, env) if source.plugin.needs_credentials else None
     details = fetch(source, creds, now)
     result = transform(source, details)
     return details, result, publish_rows(engine, source, result.frame, details)

@@ -20,12 +20,13 @@ from calpendo_assets.config import (
     FieldExtraction,
     Window,
     booking_window,
-    credentials,
+    env_credentials,
     enabled_sources,
     in_operation_interval,
     load_config,
     parse_config,
 )
+from calpendo_assets.sources.base import Credentials
 
 ROOT = Path(__file__).resolve().parents[1]
 EDMONTON = ZoneInfo("America/Edmonton")
@@ -433,15 +434,15 @@ def test_shipped_config_targets_the_simulator():
 def test_credentials_from_env_only_and_never_echo_the_password():
     (src,) = parse(base_source())
     env = {"CALPENDO_USERNAME": "alice", "CALPENDO_PASSWORD": "s3cret-pw"}
-    assert credentials(src, env) == ("alice", "s3cret-pw")
+    assert env_credentials(src, env) == Credentials("alice", "s3cret-pw")
     with pytest.raises(ConfigError) as info:
-        credentials(src, {"CALPENDO_PASSWORD": "s3cret-pw"})
+        env_credentials(src, {"CALPENDO_PASSWORD": "s3cret-pw"})
     assert str(info.value) == (
         "data source 'mri3t': credentials: environment variable CALPENDO_USERNAME is not set"
     )
     assert "s3cret" not in str(info.value)
     with pytest.raises(ConfigError, match="CALPENDO_PASSWORD is not set"):
-        credentials(src, {"CALPENDO_USERNAME": "alice", "CALPENDO_PASSWORD": ""})
+        env_credentials(src, {"CALPENDO_USERNAME": "alice", "CALPENDO_PASSWORD": ""})
 
 
 def test_source_is_frozen_and_the_default_mapping_not_mutated():

@@ -95,10 +95,6 @@ class TransformResult:
         return int((self.frame["skip_reason"] == "").sum()) if len(self.frame) else 0
 
 
-def empty_frame() -> pd.DataFrame:
-    return to_frame([])
-
-
 def to_frame(rows: list[dict]) -> pd.DataFrame:
     frame = pd.DataFrame.from_records(rows, columns=list(ROW_COLUMNS))
     frame["scheduled_start_utc"] = pd.to_datetime(frame["scheduled_start_utc"], utc=True).astype(
