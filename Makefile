@@ -6,11 +6,12 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test install test-tools bench clean help
+.PHONY: demo test test-fast install test-tools bench clean help
 
 help:
 	@echo "make demo   - start simulator, MWL service and Dagster; run a first sync"
 	@echo "make test   - run the whole test suite (installs DCMTK if it can)"
+	@echo "make test-fast - the inner loop: every test that starts no other process, SQLite only"
 	@echo "make bench  - run the sync and MWL benchmarks"
 
 $(BIN)/python:
@@ -40,6 +41,10 @@ test-tools:
 
 test: install test-tools
 	$(BIN)/python -m pytest
+
+# The inner loop: no test that starts another process, no PostgreSQL.
+test-fast: install
+	env -u WORKLIST_TEST_PG_URL $(BIN)/python -m pytest -q -n 2 -m "not external"
 
 demo: install
 	$(BIN)/python deploy/demo.py

@@ -22,6 +22,7 @@ def run(sim, *args: str) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.external
 def test_edit_move_and_cancel_change_what_the_api_serves(calpendo_sim):
     listed = run(calpendo_sim, "list", "--day", calpendo_sim.today.isoformat())
     assert listed.returncode == 0, listed.stderr
@@ -41,6 +42,7 @@ def test_edit_move_and_cancel_change_what_the_api_serves(calpendo_sim):
         "CANCELLED", True, "participant ill")
 
 
+@pytest.mark.external
 def test_admin_errors_are_clear_and_refused_without_credentials(calpendo_sim):
     missing = run(calpendo_sim, "edit", "999", "--title", "x")
     assert missing.returncode == 1 and "no booking 999" in missing.stderr
@@ -52,6 +54,7 @@ def test_admin_errors_are_clear_and_refused_without_credentials(calpendo_sim):
     assert calpendo_sim.get_booking(1002)["properties"]["title"] == "SUB0002 - Jane Doe"
 
 
+@pytest.mark.external
 def test_admin_requests_bypass_counting_and_injected_failures(calpendo_sim):
     calpendo_sim.reset_counts()
     calpendo_sim.fail_requests(status=503, count=None)
@@ -69,6 +72,7 @@ def test_only_loopback_clients_may_edit(address, loopback):
     assert admin.is_loopback(address) is loopback
 
 
+@pytest.mark.external
 def test_connection_options_also_follow_the_command(calpendo_sim):
     # `calpendo-sim edit 1002 --title ... --url ...` as a user types it; the options
     # are in each command's --help too.

@@ -155,6 +155,7 @@ def _rows(engine) -> dict[str, WorklistItem]:
 DAGSTER = str(Path(sys.executable).parent / "dagster")
 
 
+@pytest.mark.external
 def test_example_headless_job_serves_findscu(calpendo_sim_factory, tmp_path, sqlite_url, mwl_server):
     """The acceptance path: `dagster job execute ... -j calpendo_3t_sync`, then findscu."""
     sim = calpendo_sim_factory(bookings=0)

@@ -697,7 +697,7 @@ def test_database_errors_quote_no_row_values(engine):
     from sqlalchemy.exc import IntegrityError
 
     from mwl_service.schema import WorklistItem
-    from tests.test_matching import make_row
+    from tests.mwl_service.test_matching import make_row
 
     row = make_row("dup", "20260310", "080000", patient_name="Secret^Person")
     with engine.begin() as conn:

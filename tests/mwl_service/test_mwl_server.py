@@ -80,6 +80,7 @@ def rows(sqlite_url):
 # ----------------------------------------------------------------- C-ECHO
 
 
+@pytest.mark.external
 def test_echo_with_dcmtk_and_pynetdicom(sqlite_url, mwl_server):
     server = mwl_server(sqlite_url)
     proc = run_echoscu(server.host, server.port, server.ae_title)
@@ -90,6 +91,7 @@ def test_echo_with_dcmtk_and_pynetdicom(sqlite_url, mwl_server):
 # ----------------------------------------------------------------- C-FIND
 
 
+@pytest.mark.external
 def test_findscu_worklist_query(sqlite_url, mwl_server, rows):
     server = mwl_server(sqlite_url)
     results = run_findscu(
@@ -123,6 +125,7 @@ def test_findscu_worklist_query(sqlite_url, mwl_server, rows):
     assert [ds.PatientName for ds in results] == ["Eeg^Erin"]
 
 
+@pytest.mark.external
 def test_transfer_syntaxes_explicit_preferred_implicit_accepted(sqlite_url, mwl_server, rows):
     server = mwl_server(sqlite_url)
     ae = AE(ae_title="PYNETDICOM")
@@ -181,6 +184,7 @@ def test_pynetdicom_query_returns_the_requested_keys(sqlite_url, mwl_server, row
     assert ds.ScheduledProcedureStepSequence[0].ScheduledProcedureStepStartTime == "090000"
 
 
+@pytest.mark.external
 def test_non_ascii_names_round_trip(sqlite_url, mwl_server):
     engine = schema.make_engine(sqlite_url)
     mueller = insert_item(engine, patient_name="Müller^Jürgen")
@@ -315,6 +319,7 @@ def test_logs_name_keys_and_counts_but_no_patient_data(sqlite_url, mwl_server, r
 # ----------------------------------------------------------------- AE titles, limits
 
 
+@pytest.mark.external
 def test_allow_list_rejects_unknown_calling_ae(sqlite_url, mwl_server):
     server = mwl_server(sqlite_url, allowed_aets=("MRI3T", "ECHOSCU"))
     with associate(server.host, server.port, server.ae_title, calling_aet="INTRUDER") as assoc:
@@ -328,6 +333,7 @@ def test_allow_list_rejects_unknown_calling_ae(sqlite_url, mwl_server):
     assert proc.returncode == 0, proc.stderr
 
 
+@pytest.mark.external
 def test_wrong_called_ae_title_is_rejected(sqlite_url, mwl_server):
     server = mwl_server(sqlite_url)
     with associate(server.host, server.port, "NOT_THE_MWL") as assoc:
@@ -358,6 +364,7 @@ def test_max_associations(sqlite_url, mwl_server):
 # ----------------------------------------------------------------- TLS
 
 
+@pytest.mark.external
 def test_tls_with_client_certificates(sqlite_url, mwl_server, rows, tls_files):
     server = mwl_server(
         sqlite_url,
@@ -403,6 +410,7 @@ def test_tls_with_client_certificates(sqlite_url, mwl_server, rows, tls_files):
     assert pynetdicom_echo(host, port, aet, tls_args=good) == 0x0000
 
 
+@pytest.mark.external
 def test_tls_without_client_certificates(sqlite_url, mwl_server, tls_files):
     server = mwl_server(
         sqlite_url, tls_cert=str(tls_files.server_cert), tls_key=str(tls_files.server_key)
@@ -415,6 +423,7 @@ def test_tls_without_client_certificates(sqlite_url, mwl_server, tls_files):
 # ----------------------------------------------------------------- the console script
 
 
+@pytest.mark.external
 def test_console_script_serves_and_stops_cleanly(sqlite_url, mwl_service_process):
     engine = schema.make_engine(sqlite_url)
     for name in ("Müller^Jürgen", "Doe^Jane", "Roe^Richard"):
@@ -471,6 +480,7 @@ def test_console_script_serves_and_stops_cleanly(sqlite_url, mwl_service_process
     assert service.stop(signal.SIGINT) == 0
 
 
+@pytest.mark.external
 def test_module_help_documents_every_option():
     proc = subprocess.run(
         [sys.executable, "-m", "mwl_service", "--help"],
@@ -505,6 +515,7 @@ def test_module_help_documents_every_option():
         assert option in proc.stdout
 
 
+@pytest.mark.external
 def test_bad_arguments_and_busy_port_fail(sqlite_url, mwl_service_process):
     proc = subprocess.run(
         [sys.executable, "-m", "mwl_service", "--ae-title", "X" * 17],
@@ -523,6 +534,7 @@ def test_bad_arguments_and_busy_port_fail(sqlite_url, mwl_service_process):
         assert "Cannot start the MWL service" in service.output()
 
 
+@pytest.mark.external
 def test_empty_database_is_reported_with_its_absolute_path(tmp_path, mwl_service_process):
     """Started from the wrong directory, the default relative SQLite path makes a new,
     empty database: the log says so and names the absolute file."""
@@ -534,6 +546,7 @@ def test_empty_database_is_reported_with_its_absolute_path(tmp_path, mwl_service
     assert "has no rows yet" in out
 
 
+@pytest.mark.external
 def test_unparsable_database_url_names_the_setting(tmp_path):
     env = {**os.environ, "WORKLIST_DB_URL": "not a url"}
     proc = subprocess.run(
@@ -547,6 +560,7 @@ def test_unparsable_database_url_names_the_setting(tmp_path):
 # ----------------------------------------------------------------- logging, files at rest
 
 
+@pytest.mark.external
 def test_utf8_query_without_character_set_matches(sqlite_url, mwl_service_process):
     """PatientName bytes M\\xc3\\xbcller* with no (0008,0005) are read as UTF-8 and
     find the row; describing the query for the log once made pydicom decode them
@@ -565,6 +579,7 @@ def test_utf8_query_without_character_set_matches(sqlite_url, mwl_service_proces
     assert service.stop() == 0
 
 
+@pytest.mark.external
 def test_logged_values_are_cut(sqlite_url, mwl_service_process):
     """A 100 kB station AE title query gives a short log line, not a 100 kB one."""
     service = mwl_service_process(sqlite_url)
@@ -578,6 +593,7 @@ def test_logged_values_are_cut(sqlite_url, mwl_service_process):
     assert max(len(line) for line in log.splitlines()) < 1000
 
 
+@pytest.mark.external
 def test_new_sqlite_worklist_is_private(tmp_path, mwl_service_process):
     """The database file and its -wal/-shm are created 0600, whatever the umask."""
     path = tmp_path / "private" / "worklist.db"
@@ -606,6 +622,7 @@ def test_existing_sqlite_file_keeps_its_mode(tmp_path):
 # These two need the matcher's calling_station= and offer_past_days= keywords.
 
 
+@pytest.mark.external
 def test_station_from_calling_aet(sqlite_url, mwl_service_process):
     """--station-from-calling-aet: a query that leaves Scheduled Station AE Title
     universal gets only the calling AE title's steps; an explicit station wins."""
@@ -637,6 +654,7 @@ def test_station_from_calling_aet(sqlite_url, mwl_service_process):
     assert unfiltered.stop() == 0
 
 
+@pytest.mark.external
 def test_offer_past_days(sqlite_url, mwl_service_process):
     """--offer-past-days 2: a step five days ago is not offered as work, unless the
     query's date range asks for that day."""

@@ -47,6 +47,7 @@ def run(monkeypatch, capsys):
     return run_check
 
 
+@pytest.mark.external
 def test_good_setup_exits_0_from_the_console_script(calpendo_sim, tmp_path):
     config = write_config(tmp_path, calpendo_sim.url)
     env = {**os.environ, "CALPENDO_USERNAME": SIM_USER, "CALPENDO_PASSWORD": SIM_PASSWORD}

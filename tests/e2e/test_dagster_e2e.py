@@ -33,6 +33,8 @@ from tests.fixtures.dagster_ui import DagsterUI, start_dagster_dev, stop_process
 from tests.fixtures.dicom import free_port, run_findscu
 from tests.fixtures.sim import SIM_PASSWORD, SIM_USER, make_simulator, shipped_config_for
 
+pytestmark = pytest.mark.external
+
 ASSETS = ["raw_bookings", "booking_details", "worklist_rows", "cancellation_reconciliation",
           "worklist"]
 CHECKS = {

@@ -28,7 +28,7 @@ from calpendo_assets.config import (
 )
 from calpendo_assets.sources.base import Credentials
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 EDMONTON = ZoneInfo("America/Edmonton")
 ENV = {}  # no CALPENDO_* variables unless a test sets them
 

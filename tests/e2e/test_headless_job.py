@@ -6,6 +6,8 @@ simulator) and a real SQLite file, in a separate process.
 
 from __future__ import annotations
 
+import pytest
+
 import os
 import subprocess
 import sys
@@ -16,6 +18,8 @@ from sqlalchemy.orm import Session
 
 from mwl_service.schema import SCHEDULED, WorklistItem, make_engine
 from tests.fixtures.sim import ROOT
+
+pytestmark = pytest.mark.external
 
 DAGSTER = str(Path(sys.executable).parent / "dagster")
 

@@ -21,7 +21,7 @@ from sqlalchemy.engine import make_url
 from mwl_service import migrate, schema
 from tests.fixtures.dicom import SERVER_AET, item_values, run_findscu
 
-FIXTURES = Path(__file__).parent / "fixtures"
+FIXTURES = Path(__file__).parents[1] / "fixtures"
 
 
 def build_release_1(url: str) -> None:
@@ -155,6 +155,7 @@ def test_release_1_database_is_refused_upgraded_and_keeps_everything(db_url):
     engine.dispose()
 
 
+@pytest.mark.external
 def test_upgraded_release_1_database_is_served(sqlite_url, mwl_service_process):
     build_release_1(sqlite_url)
     before = fill_release_1(sqlite_url)

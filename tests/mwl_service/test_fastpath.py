@@ -166,6 +166,7 @@ def test_fast_path_answers_equal_the_standard_path(
     assert [a.PatientID for a in answers] == [r["patient_id"] for r in many_rows]
 
 
+@pytest.mark.external
 @too_long_for_lo
 @pytest.mark.parametrize(
     "extra", [[], ["-xi"], ["--max-pdu", "4096"]], ids=["explicit", "implicit-only", "max-pdu-4096"]
@@ -187,6 +188,7 @@ def test_fast_path_with_dcmtk_findscu(sqlite_url, mwl_server, many_rows, fast_se
     assert answers[LONG_ROW].RequestedProcedureDescription == LONG_VALUE
 
 
+@pytest.mark.external
 def test_findscu_cancel_with_the_fast_path(sqlite_url, mwl_server, fast_sends):
     """findscu --cancel 3 on a 20000-answer query: the answers stop early (a
     smaller result is all written before findscu's C-CANCEL can arrive)."""

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import pytest
+
 import signal
 import sys
 from pathlib import Path
 
 from tests.fixtures.dagster_ui import popen_in_new_group
+
+pytestmark = pytest.mark.external
 
 
 def ignored_signals(pid: int) -> int:

@@ -18,6 +18,8 @@ from calpendo_assets.config import load_config
 from calpendo_assets.definitions import build_definitions
 from tests.fixtures.dicom import run_findscu
 
+pytestmark = pytest.mark.external
+
 STATION = "MRI3T"  # the shipped config's AE title for "3T MRI"
 
 

@@ -620,6 +620,7 @@ def test_empty_window_is_rejected():
 # --------------------------------------------------------------------------- CLI
 
 
+@pytest.mark.external
 def test_cli_serves_until_sigterm_without_printing_the_password():
     env = {**os.environ, "CALPENDO_USERNAME": "cli-user", "CALPENDO_PASSWORD": "cli-secret-pw"}
     proc = subprocess.Popen(
@@ -642,6 +643,7 @@ def test_cli_serves_until_sigterm_without_printing_the_password():
     assert "stopped" in err
 
 
+@pytest.mark.external
 def test_cli_help_describes_the_options():
     result = subprocess.run([sys.executable, "-m", "calpendo_sim", "--help"],
                             capture_output=True, text=True, timeout=30)

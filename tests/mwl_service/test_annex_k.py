@@ -25,7 +25,7 @@ from mwl_service.matching import build_select, find_worklist, parse_query, row_t
 from mwl_service.query.keys import _SPS_ITEM
 from mwl_service.schema import WorklistItem
 from tests.fixtures.dicom import SERVER_AET, insert_item, run_findscu
-from tests.test_matching import make_row, on_the_wire, query
+from tests.mwl_service.test_matching import make_row, on_the_wire, query
 
 MR_FIELDS = dict(
     patient_weight="72.5", patient_size="1.8", medical_alerts="Pacemaker MR conditional",
@@ -263,6 +263,7 @@ def _dump2dcm(dump: Path, out: Path) -> Path:
     return out
 
 
+@pytest.mark.external
 def test_dcmtk_empty_item_query_gets_the_whole_step(sqlite_url, mwl_server, tmp_path):
     engine = schema.make_engine(sqlite_url)
     row = insert_item(engine, patient_name="Vivaldi^Antonio", scheduled_station_ae_title="AA32\\AA33",
@@ -284,6 +285,7 @@ def test_dcmtk_empty_item_query_gets_the_whole_step(sqlite_url, mwl_server, tmp_
     assert item.RequestedContrastAgent == "BARIUMSULFAT"
 
 
+@pytest.mark.external
 def test_dcmtk_latin1_query_gets_a_latin1_answer(sqlite_url, mwl_server):
     engine = schema.make_engine(sqlite_url)
     insert_item(engine, patient_name="Müller^Jürgen")
@@ -304,6 +306,7 @@ def test_dcmtk_latin1_query_gets_a_latin1_answer(sqlite_url, mwl_server):
     assert "Müller^Jürgen".encode("latin-1") in buffer.getvalue()
 
 
+@pytest.mark.external
 def test_station_from_calling_aet_answers_only_the_callers_steps(sqlite_url, mwl_server):
     engine = schema.make_engine(sqlite_url)
     mine = insert_item(engine, scheduled_station_ae_title="CONSOLE_A\\CONSOLE_B")

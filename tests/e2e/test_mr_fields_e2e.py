@@ -18,6 +18,8 @@ from mwl_service.schema import make_engine
 from tests.fixtures.dicom import run_findscu
 from tests.fixtures.sim import SIM_PASSWORD, SIM_USER
 
+pytestmark = pytest.mark.external
+
 CREDENTIALS = {"CALPENDO_USERNAME": SIM_USER, "CALPENDO_PASSWORD": SIM_PASSWORD}
 
 

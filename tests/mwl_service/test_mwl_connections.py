@@ -27,7 +27,7 @@ from tests.fixtures.dicom import (
     read_pdu,
 )
 
-pytestmark = pytest.mark.timeout(90)
+pytestmark = [pytest.mark.external, pytest.mark.timeout(90)]
 
 
 def echo_from(service, source: str = "127.0.0.1") -> int | None:

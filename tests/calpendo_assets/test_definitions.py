@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import dagster as dg
+import pytest
 
 from calpendo_assets.config import load_config
 from calpendo_assets.definitions import build_definitions
@@ -52,6 +53,7 @@ def test_the_retention_job_and_its_schedule_are_in_the_code_location(tmp_path):
     assert schedule.default_status == dg.DefaultScheduleStatus.RUNNING
 
 
+@pytest.mark.external
 def test_dg_check_defs_with_the_shipped_config():
     dg_cli = str(Path(sys.executable).parent / "dg")
     env = {k: v for k, v in os.environ.items() if k != "CALPENDO_MWL_CONFIG"}

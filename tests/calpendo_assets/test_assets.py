@@ -320,7 +320,7 @@ def test_retry_after_beyond_the_cap_fails_the_run_without_step_retries(calpendo_
 
 def test_a_database_of_the_first_release_fails_the_run_at_once(calpendo_sim, source, db_url):
     # Waiting cannot upgrade a schema: no step retries, and the message names the command.
-    from tests.test_migrate import build_release_1
+    from tests.mwl_service.test_migrate import build_release_1
 
     build_release_1(db_url)
     calpendo_sim.reset_counts()

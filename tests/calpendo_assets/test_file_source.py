@@ -148,6 +148,7 @@ def test_fingerprint_changes_with_the_file(tmp_path):
     assert sync.fingerprint(source, now=NOW) != first
 
 
+@pytest.mark.external
 def test_manual_entries_reach_findscu_through_the_dagster_job(
     tmp_path, sqlite_url, monkeypatch, mwl_server
 ):

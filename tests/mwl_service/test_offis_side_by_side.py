@@ -23,6 +23,8 @@ from sqlalchemy import insert
 from mwl_service import schema
 from tests.fixtures.dicom import HOST, SERVER_AET, free_port, run_findscu, wait_for_echo
 
+pytestmark = pytest.mark.external
+
 EXAMPLES = Path("/usr/share/doc/dcmtk/examples")
 WLMSCPFS_AET = "OFFIS"
 
