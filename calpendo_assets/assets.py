@@ -210,6 +210,7 @@ def sync_step(
         approve=approve if publish_wanted else None,
         fetched_at=fetched.fetched_at,
         run_id=context.run.run_id,
+        excluded=result.left_out,
     )
     if not publish_wanted:
         approve(done.plan)

@@ -63,7 +63,7 @@ from calpendo_assets.rows.clinical import TEMPLATE_FIELDS
 from calpendo_assets.rows.clinical import calpendo_paths as template_calpendo_paths
 from calpendo_assets.rows.templates import validate_templates
 from calpendo_assets.sources.base import Credentials
-from mwl_service.schema import MAPPABLE_FIELDS, MAX_STATION_AE_TITLES
+from mwl_service.schema import MANUAL_SOURCE, MAPPABLE_FIELDS, MAX_STATION_AE_TITLES
 from mwl_service.vr import vr_problem
 
 log = logging.getLogger(__name__)
@@ -722,6 +722,11 @@ def parse_config(
         source = _data_source(model)
         if source.name in seen:
             raise ConfigError(f"data source {source.name!r}: name: duplicate data source name")
+        if source.name.casefold() == MANUAL_SOURCE:
+            raise ConfigError(
+                f"data source {source.name!r}: name: reserved for the worklist's manual items "
+                "(walk-ins made over mwl-api); choose another name"
+            )
         seen.add(source.name)
         sources.append(source)
     return sources

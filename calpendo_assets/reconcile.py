@@ -46,6 +46,7 @@ from calpendo_assets.rows.model import (
     content_hash,
     frame_records,
 )
+from mwl_service.excluded import Excluded, replace_excluded
 from mwl_service.history import HistoryEntry, write_history
 from mwl_service.schema import (
     COMPLETED,
@@ -605,6 +606,7 @@ def reconcile(
     fetched_at: dt.datetime | None = None,
     run_id: str | None = None,
     now: dt.datetime | None = None,
+    excluded: Iterable[Excluded] | None = None,
 ) -> Reconciled:
     """Plan once; with `approve`, publish that plan in the same transaction.
 
@@ -612,7 +614,9 @@ def reconcile(
     the write transaction and handed to `approve` (the blocking checks); it is
     applied only when `approve` returns True and no fetch newer than `fetched_at`
     (default: now) was published for this source. Nothing is written otherwise,
-    and an exception from `approve` rolls back too.
+    and an exception from `approve` rolls back too. `excluded` (the bookings the
+    fetch saw but did not offer) replaces the source's stored list in the same
+    transaction; None leaves it as it is.
     """
     now = now or utcnow()
     if now.tzinfo is None:
@@ -643,6 +647,8 @@ def reconcile(
             if plan.writes:
                 _apply(conn, plan, now, run_id)
             _record_publish(conn, source_name, fetched_at, now, run_id)
+            if excluded is not None:
+                replace_excluded(conn, source_name, excluded, now, run_id)
             conn.commit()
         except BaseException:
             conn.rollback()
@@ -660,7 +666,7 @@ def publish(
 ) -> PublishResult:
     """`reconcile` with only the mass-cancellation guard as approval (scripts, benchmarks).
 
-    `rows` and `options` (run_id, now, fetched_at) as for `reconcile`. Raises
+    `rows` and `options` (run_id, now, fetched_at, excluded) as for `reconcile`. Raises
     `MassCancellationError` when the guard trips and `StaleFetchError` when a newer
     fetch is already published; nothing is written then.
     """

@@ -22,6 +22,7 @@ from calpendo_assets.reconcile import PublishResult, publish
 from calpendo_assets.rows.mapping import bookings_to_rows
 from calpendo_assets.rows.model import TransformResult, present_booking_ids
 from calpendo_assets.sources.base import Credentials, FetchResult
+from mwl_service.excluded import Excluded
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +77,9 @@ def fingerprint(
 
 
 def transform(source: DataSource, details: FetchedWindow) -> TransformResult:
-    return bookings_to_rows(details.fetch.bookings, source, skipped=details.fetch.skipped)
+    return bookings_to_rows(
+        details.fetch.bookings, source, skipped=details.fetch.skipped, window=details.window
+    )
 
 
 def present_ids(frame: pd.DataFrame, details: FetchedWindow) -> set[str]:
@@ -89,6 +92,7 @@ def publish_rows(
     frame: pd.DataFrame,
     details: FetchedWindow,
     run_id: str | None = None,
+    excluded: list[Excluded] | None = None,
 ) -> PublishResult:
     return publish(
         engine,
@@ -102,6 +106,7 @@ def publish_rows(
         run_id=run_id,
         # The fetch's own time: a later publish of an older fetch is refused.
         fetched_at=details.fetched_at,
+        excluded=excluded,
     )
 
 
@@ -118,4 +123,5 @@ def run_sync(
     creds = env_credentials(source, env) if source.plugin.needs_credentials else None
     details = fetch(source, creds, now)
     result = transform(source, details)
-    return details, result, publish_rows(engine, source, result.frame, details)
+    published = publish_rows(engine, source, result.frame, details, excluded=result.left_out)
+    return details, result, published

@@ -8,12 +8,11 @@ these columns. Its versions are the Alembic revisions in ``mwl_service/migration
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import os
-import uuid
 from pathlib import Path
 
 from sqlalchemy import (
+    Boolean,
     DateTime,
     ForeignKey,
     Index,
@@ -29,6 +28,8 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from mwl_service import dbfile
+# Re-exported: the identifiers of a row are part of the schema's vocabulary.
+from mwl_service.identifiers import accession_number, step_id, study_instance_uid  # noqa: F401
 
 DEFAULT_DB_PATH = Path("var") / "worklist.db"
 
@@ -43,6 +44,14 @@ STEP_STATUSES = (SCHEDULED, IN_PROGRESS, COMPLETED, DISCONTINUED)
 # overrides it: scanner-owned state wins.
 OWNER_SYNC = "sync"
 OWNER_MPPS = "mpps"
+OWNER_API = "api"  # a manual item, created and changed over mwl-api
+
+# The source of manual items (walk-ins, phantom QA scans) made over mwl-api; no data
+# source of the config may take this name.
+MANUAL_SOURCE = "manual"
+
+# Roles of mwl-api accounts, each allowed what the one before it is.
+ROLES = ("read", "write", "admin")
 
 # What an MR console needs before it scans (weight and size for SAR, safety notes,
 # comments, requester, priority): the sync converts and checks these specially.
@@ -266,6 +275,8 @@ class WorklistHistory(Base):
     # JSON text: changed fields (old/new), reasons, MPPS instance UID, run id ...
     details: Mapped[str] = mapped_column(Text, nullable=False, default="{}")
     changed_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
+    # Who: "sync:SOURCE", "mpps:CALLING_AE", "api:USER", "retention".
+    changed_by: Mapped[str] = mapped_column(String(96), nullable=False, default="")
 
 
 class MppsInstance(Base):
@@ -299,36 +310,62 @@ class SourceSyncState(Base):
     last_run_id: Mapped[str] = mapped_column(String(64), nullable=False, default="")
 
 
-# ---------------------------------------------------------------- identifiers
+class ExcludedBooking(Base):
+    """A booking the latest publish of its source fetched but did not offer, and why
+    (ids, times and reasons only). Each publish replaces its source's list."""
 
-# Fixed namespace so identifiers are reproducible on every machine, forever.
-_UID_NAMESPACE = uuid.UUID("6f3c7c1e-9a57-4b43-9d7e-5b0f1f6a2c11")
+    __tablename__ = "excluded_bookings"
+    __table_args__ = (Index("ix_excluded_source_date", "source", "scheduled_start_date"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    source: Mapped[str] = mapped_column(String(64), nullable=False)
+    booking_id: Mapped[str] = mapped_column(String(64), nullable=False)
+    scheduled_start_utc: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    site_timezone: Mapped[str] = _text(String(64))
+    scheduled_start_date: Mapped[str] = _text(String(8))  # site-local, "" when unknown
+    resource_name: Mapped[str] = _text(String(128))
+    kind: Mapped[str] = mapped_column(String(32), nullable=False)
+    reason: Mapped[str] = mapped_column(String(255), nullable=False)
+    run_id: Mapped[str] = _text(String(64))
+    recorded_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, nullable=False)
 
 
-def _booking_uuid(source: str, booking_id: str) -> uuid.UUID:
-    return uuid.uuid5(_UID_NAMESPACE, f"{source}\x1f{booking_id}")
+class ApiUser(Base):
+    """An mwl-api account; its password only as an argon2 hash."""
+
+    __tablename__ = "api_users"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    username: Mapped[str] = mapped_column(String(64), nullable=False, unique=True)
+    role: Mapped[str] = mapped_column(String(8), nullable=False)
+    password_hash: Mapped[str] = mapped_column(String(255), nullable=False)
+    disabled: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
 
 
-def study_instance_uid(source: str, booking_id: str) -> str:
-    """`2.25.<uuid5 as int>`: a valid UI (digits and dots, at most 44 of 64 chars)."""
-    return f"2.25.{_booking_uuid(source, booking_id).int}"
+class ApiToken(Base):
+    """A bearer token of an account, stored as its SHA-256 only: any replica accepts
+    it, and disabling the account or changing its password deletes it."""
+
+    __tablename__ = "api_tokens"
+    __table_args__ = (Index("ix_api_tokens_user", "user_id"),)
+
+    token_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("api_users.id"), nullable=False)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, nullable=False)
+    expires_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, nullable=False)
 
 
-def accession_number(source: str, booking_id: str) -> str:
-    """16 decimal digits (SH limit) derived from (source, booking_id)."""
-    return f"{_booking_uuid(source, booking_id).int % 10**16:016d}"
+class LoginFailure(Base):
+    """A refused login, per client address: the rate limit every replica shares."""
 
+    __tablename__ = "api_login_failures"
+    __table_args__ = (Index("ix_login_failures_client", "client", "failed_at"),)
 
-def step_id(source: str, booking_id: str) -> str:
-    """Scheduled Procedure Step ID / Requested Procedure ID (SH, <= 16 chars).
-
-    The booking id itself when it fits, so technologists can find the booking;
-    otherwise a stable digest of it.
-    """
-    bid = str(booking_id)
-    if 0 < len(bid) <= 16 and bid.isascii() and bid.replace("-", "").replace("_", "").isalnum():
-        return bid
-    return hashlib.sha1(bid.encode("utf-8")).hexdigest()[:16].upper()
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    client: Mapped[str] = mapped_column(String(64), nullable=False)
+    failed_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, nullable=False)
 
 
 # ---------------------------------------------------------------- engine

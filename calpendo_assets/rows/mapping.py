@@ -36,7 +36,9 @@ from calpendo_assets.rows.model import (
 )
 from calpendo_assets.rows.names import as_text, cap_pn_group, clean, dicom_pn
 from calpendo_assets.rows.times import booking_finish, booking_start
+from calpendo_assets.rows.left_out import left_out_entry, skip_reasons
 from calpendo_assets.sources.base import get_path
+from mwl_service import excluded as why
 from mwl_service.schema import (
     DISCONTINUED,
     SCHEDULED,
@@ -57,9 +59,6 @@ EXCLUDED_RESOURCE = "resource not configured"
 EXCLUDED_STATUS = "status not in filter"
 EXCLUDED_NO_ID = "no booking id"
 EXCLUDED_NOT_FETCHED = "details not fetched"
-SKIP_NO_START = "no start time"
-SKIP_NO_PATIENT_ID = "no patient ID"
-SKIP_BAD_PATIENT_ID = "patient ID not valid for DICOM"
 
 
 def match_resource(resource_name: str | None, resources: Iterable[str]) -> bool:
@@ -255,12 +254,15 @@ def bookings_to_rows(
     bookings: Iterable[Mapping],
     source: DataSource,
     skipped: Mapping[str, str] | None = None,
+    window=None,
 ) -> TransformResult:
     """Normalised Calpendo bookings -> one worklist row per booking in scope.
 
     `skipped` are bookings the fetch saw but could not read (id -> reason, e.g. a
     404 on the detail request): they count as present (not cancelled) and are
-    reported, but produce no row.
+    reported, but produce no row. With `window` (aware ``start``/``end``), a booking
+    starting outside it is left out (a source that ignored the window query).
+    Every booking left out is named in the result's ``left_out``, with why.
     """
     tz = source.tz
     status_filter = {s.upper() for s in source.status_filter}
@@ -270,6 +272,7 @@ def bookings_to_rows(
     seen: set[str] = set()
     resource_cache: dict[str, tuple[bool, str, str]] = {}
     not_modalities: dict[str, int] = {}  # mapped path -> values that were no modality
+    left_out: list[why.Excluded] = []
     # mr_fields renders the MR fields' templates; the others are rendered here.
     mr_templates = {f: t for f, t in source.templates.items() if f in MR_FIELDS}
     text_templates = {f: t for f, t in source.templates.items() if f not in MR_FIELDS}
@@ -282,12 +285,14 @@ def bookings_to_rows(
         if raw_id is None or str(raw_id).strip() == "":
             exclude(EXCLUDED_NO_ID)
             warnings.append("a booking without an id was ignored")
+            left_out.append(left_out_entry("", why.NO_BOOKING_ID, booking, tz))
             continue
         booking_id = str(raw_id).strip()
         if booking_id in seen:
             warnings.append(
                 f"booking {booking_id}: returned twice by Calpendo; the first copy is used"
             )
+            left_out.append(left_out_entry(booking_id, why.DUPLICATE, booking, tz))
             continue
         seen.add(booking_id)
 
@@ -307,6 +312,7 @@ def bookings_to_rows(
         in_scope, resource_modality, resource_ae = cached
         if not in_scope:
             exclude(EXCLUDED_RESOURCE)
+            left_out.append(left_out_entry(booking_id, why.RESOURCE_NOT_IN_SCOPE, booking, tz))
             continue
 
         booking_status = clean(as_text(get_path(booking, source.status_path))).upper()
@@ -315,11 +321,13 @@ def bookings_to_rows(
         )
         if step_status is None:
             exclude(EXCLUDED_STATUS)
+            detail = f"status {booking_status or '(empty)'}"
+            left_out.append(left_out_entry(booking_id, why.STATUS_NOT_IN_SCOPE, booking, tz, detail))
             continue
         if step_status == DISCONTINUED:
-            why = clean(as_text(get_path(booking, "cancellationReason")))
-            if why:
-                reason = f"{reason}: {why}"
+            note = clean(as_text(get_path(booking, "cancellationReason")))
+            if note:
+                reason = f"{reason}: {note}"
 
         row = dict.fromkeys(ROW_COLUMNS, "")
         row["source"] = source.name
@@ -373,6 +381,10 @@ def bookings_to_rows(
             row["scheduled_station_ae_title"] = resource_ae
 
         start = booking_start(booking, tz, row_warnings)
+        if start is not None and window is not None and not window.start <= start < window.end:
+            left_out.append(left_out_entry(booking_id, why.OUTSIDE_WINDOW, booking, tz, "", start))
+            warnings.append(f"booking {booking_id}: starts outside the fetched window; left out")
+            continue
         if start is None:
             row["scheduled_start_utc"] = None
             row["scheduled_start_date"] = row["scheduled_start_time"] = ""
@@ -404,13 +416,7 @@ def bookings_to_rows(
         row_warnings += mr_warnings
         row |= {k: "" if v is None else v for k, v in mr_values.items()}
 
-        skip = []
-        if start is None:
-            skip.append(SKIP_NO_START)
-        if not row["patient_id"]:
-            skip.append(SKIP_NO_PATIENT_ID)
-        elif vr_problem("LO", row["patient_id"]):
-            skip.append(SKIP_BAD_PATIENT_ID)
+        skip = skip_reasons(row, start, booking, source, left_out)
         row["skip_reason"] = "; ".join(skip)
         for s in skip:
             exclude(s)
@@ -420,12 +426,13 @@ def bookings_to_rows(
         row["content_hash"] = content_hash(row)
         rows.append(row)
 
-    for booking_id, why in (skipped or {}).items():
+    for booking_id, reason in (skipped or {}).items():
         booking_id = str(booking_id)
         if booking_id in seen:
             continue
         exclude(EXCLUDED_NOT_FETCHED)
-        warnings.append(f"booking {booking_id}: details not fetched: {why}")
+        warnings.append(f"booking {booking_id}: details not fetched: {reason}")
+        left_out.append(why.Excluded(booking_id, why.NOT_FETCHED, reason[:120]))
 
     for path, count in not_modalities.items():
         warnings.append(
@@ -439,4 +446,5 @@ def bookings_to_rows(
         excluded=excluded,
         warnings=warnings,
         present_ids=present_booking_ids(frame, skipped or {}),
+        left_out=left_out,
     )

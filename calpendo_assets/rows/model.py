@@ -16,6 +16,7 @@ from typing import Any
 
 import pandas as pd
 
+from mwl_service.excluded import Excluded
 from mwl_service.schema import WorklistItem
 
 
@@ -89,6 +90,8 @@ class TransformResult:
     excluded: dict[str, int] = field(default_factory=dict)  # reason -> count
     warnings: list[str] = field(default_factory=list)
     present_ids: set[str] = field(default_factory=set)  # in scope, incl. unpublishable
+    # Each booking fetched but not offered as work, and why (mwl_service.excluded).
+    left_out: list[Excluded] = field(default_factory=list)
 
     @property
     def publishable(self) -> int:
