@@ -26,10 +26,11 @@ MIN_PASSWORD_LENGTH = 8
 MAX_PASSWORD_LENGTH = 1024
 _USERNAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}")
 
-_hasher = PasswordHasher()
+# argon2id with argon2-cffi's default cost (RFC 9106's second recommendation).
+hasher = PasswordHasher()
 # Verified against when the user does not exist, so an unknown name costs the same
 # time as a wrong password (no user enumeration by timing).
-_DUMMY_HASH = _hasher.hash("no such user: a password nobody has")
+_DUMMY_HASH = hasher.hash("no such user: a password nobody has")
 
 
 class UserError(ValueError):
@@ -83,7 +84,7 @@ def find_user(conn: Connection, username: str) -> User | None:
 def add_user(engine: Engine, username: str, role: str, password: str) -> User:
     check_username(username)
     check_role(role)
-    digest = _hasher.hash(check_password(password))
+    digest = hasher.hash(check_password(password))
     now = utcnow()
     with engine.begin() as conn:
         if find_user(conn, username) is not None:
@@ -137,7 +138,7 @@ def disable_user(engine: Engine, username: str) -> User:
 
 def set_password(engine: Engine, username: str, password: str) -> User:
     """A new password (its tokens are deleted: sessions log in again)."""
-    return _change(engine, username, {"password_hash": _hasher.hash(check_password(password))})
+    return _change(engine, username, {"password_hash": hasher.hash(check_password(password))})
 
 
 def authenticate(conn: Connection, username: str, password: str) -> User | None:
@@ -145,15 +146,15 @@ def authenticate(conn: Connection, username: str, password: str) -> User | None:
     wrong). A hash made with older argon2 parameters is upgraded on success."""
     row = conn.execute(select(USERS).where(USERS.c.username == username)).first()
     try:
-        _hasher.verify(row.password_hash if row is not None else _DUMMY_HASH, password)
+        hasher.verify(row.password_hash if row is not None else _DUMMY_HASH, password)
     except (VerificationError, InvalidHashError):
         return None
     if row is None or row.disabled:
         return None
-    if _hasher.check_needs_rehash(row.password_hash):
+    if hasher.check_needs_rehash(row.password_hash):
         conn.execute(
             update(USERS).where(USERS.c.id == row.id)
-            .values(password_hash=_hasher.hash(password))
+            .values(password_hash=hasher.hash(password))
         )
     return _user(row)
 

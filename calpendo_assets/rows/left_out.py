@@ -26,11 +26,13 @@ SKIP_BAD_PATIENT_ID = "patient ID not valid for DICOM"
 
 
 def pattern_missed(booking: Mapping, source: DataSource) -> bool:
-    """Whether a patient_id extraction pattern found nothing in the booking."""
+    """Whether a patient_id extraction pattern found nothing in a booking value that
+    has text (an empty value has no patient ID to find: that is no pattern's fault)."""
     for path, items in source.extractions:
         for ex in items:
-            if ex.field == "patient_id":
-                m = ex.pattern.search(as_text(get_path(booking, path)))
+            text = as_text(get_path(booking, path))
+            if ex.field == "patient_id" and text.strip():
+                m = ex.pattern.search(text)
                 if m is None or not (m.group(ex.group) or "").strip():
                     return True
     return False
