@@ -16,7 +16,7 @@ from fastapi.staticfiles import StaticFiles
 from sqlalchemy.engine import Engine
 
 from mwl_service.api import auth, errors, manual_routes, page, status, worklist
-from mwl_service.api.middleware import AccessLog, BodyLimit
+from mwl_service.api.middleware import AccessLog, BodyLimit, silence_uvicorn_access_log
 from mwl_service.api.settings import ApiSettings, default_settings
 from mwl_service.schema import make_engine
 
@@ -63,4 +63,5 @@ def create_app(
             allow_headers=["Authorization", "Content-Type", "Accept"],
         )
     app.add_middleware(AccessLog)
+    silence_uvicorn_access_log()
     return app

@@ -16,6 +16,7 @@ import logging
 import time
 import traceback
 
+from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 ACCESS_LOG = logging.getLogger("mwl_service.api.access")
@@ -31,8 +32,12 @@ async def _send_json(send: Send, status: int, detail: str) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
-class BodyTooLarge(Exception):
-    pass
+class BodyTooLarge(HTTPException):
+    """Raised while a body streams in: an HTTPException, so FastAPI's body parsing
+    passes it on as the 413 it is (any other error there becomes a 400)."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(413, f"the request body is larger than {limit} bytes")
 
 
 class BodyLimit:
@@ -59,7 +64,7 @@ class BodyLimit:
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > self.max_body:
-                    raise BodyTooLarge
+                    raise BodyTooLarge(self.max_body)
             return message
 
         async def tracking_send(message: Message) -> None:
@@ -86,6 +91,19 @@ def _route_template(scope: Scope) -> str:
 def _log_exception(exc: BaseException, where: str) -> None:
     frames = "".join(traceback.format_tb(exc.__traceback__))
     ERROR_LOG.error("unhandled %s in %s (message withheld)\n%s", type(exc).__name__, where, frames)
+
+
+def silence_uvicorn_access_log() -> None:
+    """Drop uvicorn's own access lines however uvicorn was started (they carry the
+    query string); `AccessLog` writes the safe ones."""
+    logger = logging.getLogger("uvicorn.access")
+    if not any(isinstance(f, _DropAll) for f in logger.filters):
+        logger.addFilter(_DropAll())
+
+
+class _DropAll(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return False
 
 
 class AccessLog:
