@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import logging
+import signal
 import sys
 from collections.abc import Sequence
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -52,7 +53,8 @@ security and logging:
   host, uvicorn takes the client address from X-Forwarded-For.
 
 It refuses to start on a worklist database whose schema is out of date (run
-calpendo-mwl db upgrade). SIGTERM or SIGINT stops it gracefully.
+calpendo-mwl db upgrade). SIGTERM or SIGINT stops it gracefully (open requests
+finish) and the process exits with status 0.
 """
 
 
@@ -115,6 +117,12 @@ def settings_from_args(args: argparse.Namespace) -> ApiSettings:
     )
 
 
+def _stopped(signum: int, _frame: object) -> None:
+    # uvicorn shuts down gracefully on SIGTERM/SIGINT, then raises the signal again
+    # for the handler it found: this one, so the process ends with status 0.
+    LOG.info("Received %s: mwl-api stopped", signal.Signals(signum).name)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -134,6 +142,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     LOG.info("mwl-api on %s://%s:%d (site zone %s, database %s)",
              "https" if args.tls_cert else "http", args.host, args.port, settings.timezone,
              schema.describe_db(app.state.engine))
+    signal.signal(signal.SIGTERM, _stopped)
+    signal.signal(signal.SIGINT, _stopped)
     uvicorn.run(
         app, host=args.host, port=args.port, ssl_certfile=args.tls_cert,
         ssl_keyfile=args.tls_key, access_log=False, log_config=None,
