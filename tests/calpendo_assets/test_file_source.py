@@ -30,7 +30,7 @@ ROWS = [
 
 def file_source(path, **config):
     raw = {
-        "name": "manual",
+        "name": "manual_entries",
         "type": "file",
         "config": {
             "path": str(path),
@@ -125,14 +125,14 @@ def test_a_missing_file_fails_the_fetch(tmp_path, engine):
 
 
 def test_path_is_relative_to_the_config_file_and_must_be_csv_or_json(tmp_path):
-    raw = {"name": "manual", "type": "file", "config": {"path": "entries.csv"}}
+    raw = {"name": "manual_entries", "type": "file", "config": {"path": "entries.csv"}}
     (source,) = parse_config({"data_sources": [raw]}, env={}, base_dir=tmp_path)
     assert source.settings.path == str(tmp_path / "entries.csv")
     raw["config"]["path"] = "entries.xlsx"
-    with pytest.raises(ConfigError, match=r"data source 'manual': config.path: 'entries.xlsx' must end in .csv or .json"):
+    with pytest.raises(ConfigError, match=r"data source 'manual_entries': config.path: 'entries.xlsx' must end in .csv or .json"):
         parse_config({"data_sources": [raw]}, env={})
     raw["config"] = {"path": "e.csv", "base_url": "http://x"}  # a Calpendo key
-    with pytest.raises(ConfigError, match="data source 'manual': config.base_url: unknown key"):
+    with pytest.raises(ConfigError, match="data source 'manual_entries': config.base_url: unknown key"):
         parse_config({"data_sources": [raw]}, env={})
 
 
@@ -161,7 +161,7 @@ def test_manual_entries_reach_findscu_through_the_dagster_job(
     monkeypatch.delenv("CALPENDO_USERNAME", raising=False)
     monkeypatch.delenv("CALPENDO_PASSWORD", raising=False)
     defs = build_definitions([source], retry_policy=None)
-    assert defs.resolve_job_def("manual_sync").execute_in_process().success
+    assert defs.resolve_job_def("manual_entries_sync").execute_in_process().success
 
     server = mwl_server(sqlite_url)
     (answer,) = run_findscu(
