@@ -43,7 +43,7 @@ REASONS = {
     OUTSIDE_WINDOW: "start outside the window the sync fetched",
     DUPLICATE: "duplicate: the source returned this booking more than once; the first copy is used",
     NOT_FETCHED: "details not fetched",
-    CANCELLED: "cancelled in the source",
+    CANCELLED: "cancelled or denied in the source",
 }
 
 
