@@ -9,6 +9,7 @@ its tokens in the same transaction, so every replica refuses them at once.
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 
@@ -28,9 +29,13 @@ _USERNAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}")
 
 # argon2id with argon2-cffi's default cost (RFC 9106's second recommendation).
 hasher = PasswordHasher()
-# Verified against when the user does not exist, so an unknown name costs the same
-# time as a wrong password (no user enumeration by timing).
-_DUMMY_HASH = hasher.hash("no such user: a password nobody has")
+
+
+@functools.cache
+def _dummy_hash(_hasher: PasswordHasher) -> str:
+    """Verified against when the user does not exist, so an unknown name costs the
+    same time as a wrong password (no user enumeration by timing)."""
+    return _hasher.hash("no such user: a password nobody has")
 
 
 class UserError(ValueError):
@@ -146,7 +151,7 @@ def authenticate(conn: Connection, username: str, password: str) -> User | None:
     wrong). A hash made with older argon2 parameters is upgraded on success."""
     row = conn.execute(select(USERS).where(USERS.c.username == username)).first()
     try:
-        hasher.verify(row.password_hash if row is not None else _DUMMY_HASH, password)
+        hasher.verify(row.password_hash if row is not None else _dummy_hash(hasher), password)
     except (VerificationError, InvalidHashError):
         return None
     if row is None or row.disabled:
