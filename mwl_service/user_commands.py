@@ -54,30 +54,29 @@ def _needs_stdin(args: argparse.Namespace, err: TextIO) -> bool:
     return True
 
 
-def user_add(args, out: TextIO | None = None, err: TextIO | None = None, stdin=None) -> int:
+def _password_command(args, action, out, err, stdin) -> int:
+    """Run ``action(engine, password)`` with the password from standard input."""
     out, err = out or sys.stdout, err or sys.stderr
     if not _needs_stdin(args, err):
         return 2
     password = _password(stdin or sys.stdin)
+    return _run(args, lambda engine: action(engine, password), out, err)
 
-    def add(engine: Engine) -> str:
+
+def user_add(args, out: TextIO | None = None, err: TextIO | None = None, stdin=None) -> int:
+    def add(engine: Engine, password: str) -> str:
         user = users.add_user(engine, args.name, args.role, password)
         return f"user {user.username!r} added with role {user.role}"
 
-    return _run(args, add, out, err)
+    return _password_command(args, add, out, err, stdin)
 
 
 def user_passwd(args, out: TextIO | None = None, err: TextIO | None = None, stdin=None) -> int:
-    out, err = out or sys.stdout, err or sys.stderr
-    if not _needs_stdin(args, err):
-        return 2
-    password = _password(stdin or sys.stdin)
-
-    def change(engine: Engine) -> str:
+    def change(engine: Engine, password: str) -> str:
         user = users.set_password(engine, args.name, password)
         return f"user {user.username!r}: password changed; its tokens are revoked"
 
-    return _run(args, change, out, err)
+    return _password_command(args, change, out, err, stdin)
 
 
 def user_disable(args, out: TextIO | None = None, err: TextIO | None = None) -> int:

@@ -17,7 +17,7 @@ from mwl_service import schema
 from mwl_service.api.app import create_app
 from mwl_service.api.middleware import DEFAULT_MAX_BODY
 from mwl_service.api.settings import ApiSettings, config_timezone
-from mwl_service.cli import LOG_LEVELS, _port
+from mwl_service.cli import LOG_LEVELS, _int_at_least, _port
 from mwl_service.sessions import DEFAULT_FAILURE_WINDOW, DEFAULT_MAX_FAILURES, DEFAULT_TOKEN_TTL
 
 LOG = logging.getLogger("mwl_service.api.cli")
@@ -58,14 +58,11 @@ finish) and the process exits with status 0.
 """
 
 
+_at_least_a_minute = _int_at_least(60)
+
+
 def _seconds(text: str) -> dt.timedelta:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number of seconds: {text!r}") from None
-    if value < 60:
-        raise argparse.ArgumentTypeError(f"must be at least 60 seconds: {text!r}")
-    return dt.timedelta(seconds=value)
+    return dt.timedelta(seconds=_at_least_a_minute(text))
 
 
 def _zone(text: str) -> str:
@@ -93,7 +90,8 @@ def build_parser() -> argparse.ArgumentParser:
     add("--tls-cert", metavar="PEM", help="server certificate (PEM); serves HTTPS")
     add("--tls-key", metavar="PEM", help="private key of --tls-cert (PEM)")
     add("--token-ttl", type=_seconds, default=DEFAULT_TOKEN_TTL, metavar="SECONDS",
-        help=f"lifetime of a login's token (default: {int(DEFAULT_TOKEN_TTL.total_seconds())})")
+        help=f"lifetime of a login's token, at least 60 (default: "
+        f"{int(DEFAULT_TOKEN_TTL.total_seconds())})")
     add("--cors-origin", action="append", default=[], metavar="ORIGIN",
         help="allow browser scripts from this origin (e.g. https://ris.example.org); repeat "
         "for more. Default: no CORS")
