@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from pathlib import Path
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
 from sqlalchemy import select, text
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
 from mwl_service import excluded
 from mwl_service.api.auth import Reader, engine_of, settings_of
@@ -34,11 +36,21 @@ def _sources(conn, now: dt.datetime, zone: str) -> list[dict]:
     ]
 
 
+def _check_sqlite_file(engine: Engine) -> None:
+    """A SQLite file removed or moved away is gone, even while pooled connections
+    still read the old one."""
+    url = engine.url
+    if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
+        if not Path(url.database).exists():
+            raise OperationalError("health check", {}, FileNotFoundError("database file gone"))
+
+
 @router.get("/health", summary="Database, schema and each source's last publish (no token)")
 def health(request: Request) -> JSONResponse:
     engine, zone = engine_of(request), settings_of(request).timezone
     answer = {"status": "ok", "database": "ok", "schema": "current", "sources": []}
     try:
+        _check_sqlite_file(engine)
         with engine.connect() as conn:
             conn.execute(text("SELECT 1"))
         state = schema_state(engine)

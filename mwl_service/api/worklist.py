@@ -26,7 +26,7 @@ from mwl_service.schema import WorklistHistory
 
 router = APIRouter(prefix="/api/v1", tags=["worklist"])
 HISTORY = WorklistHistory.__table__
-MAX_LIMIT = 1000
+MAX_LIMIT = 10000
 
 
 def parse_day(text: str | None, request: Request, field: str = "date") -> dt.date:

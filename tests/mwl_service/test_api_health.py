@@ -41,8 +41,7 @@ def _drop_sqlite(tmp_path, api_server):
     api = api_server(f"sqlite:///{folder / 'worklist.db'}")
 
     def vanish() -> None:
-        folder.rename(tmp_path / "moved")
-        api.engine.dispose()  # the pooled connections still hold the moved file open
+        folder.rename(tmp_path / "moved")  # pooled connections still hold it open
 
     return api, vanish
 
@@ -77,6 +76,7 @@ def test_health_turns_503_when_the_database_goes_away(db_url, tmp_path, api_serv
     assert (body["status"], body["database"], body["schema"]) == (
         "degraded", "unreachable", "unknown")
     assert "OperationalError" in body["reason"] and str(tmp_path) not in body["reason"]
+    api.engine.dispose()  # new connections find no database
     listed = api.call("GET", "/api/v1/worklist", headers={"Authorization": f"Bearer {token}"})
     assert listed.status_code == 503
     assert listed.json() == {"detail": "the worklist database is unavailable"}
