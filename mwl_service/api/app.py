@@ -11,6 +11,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 from fastapi import FastAPI
+from fastapi_offline import FastAPIOffline
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.staticfiles import StaticFiles
 from sqlalchemy.engine import Engine
@@ -44,7 +45,9 @@ def create_app(
         yield
         engine.dispose()
 
-    app = FastAPI(
+    # FastAPIOffline: /docs with Swagger UI served by this process (FastAPI's own page
+    # loads it from a CDN, which a closed scanner network cannot reach).
+    app = FastAPIOffline(
         title="calpendo-mwl worklist API", description=DESCRIPTION, version="1",
         docs_url="/docs", redoc_url=None, lifespan=lifespan,
     )

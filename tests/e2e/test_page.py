@@ -10,6 +10,8 @@ import shutil
 from zoneinfo import ZoneInfo
 
 import pytest
+from urllib.parse import urlparse
+
 from playwright.sync_api import Browser, expect, sync_playwright
 
 from mwl_service.excluded import PATTERN_NOT_MATCHED, Excluded, replace_excluded
@@ -126,3 +128,25 @@ def test_the_page_reads_and_works_without_javascript(browser, site):
     page.get_by_role("button", name="Show").click()
     expect(page.get_by_text("No items on this day")).to_be_visible()
     context.close()
+
+
+def test_the_page_and_the_api_docs_fetch_nothing_from_the_internet(browser, site):
+    api, _mwl, _synced = site
+    context = browser.new_context()
+    outside: list[str] = []
+
+    def loopback_only(route) -> None:
+        if urlparse(route.request.url).hostname != "127.0.0.1":
+            outside.append(route.request.url)
+            route.abort()
+        else:
+            route.continue_()
+
+    context.route("**/*", loopback_only)
+    page = context.new_page()
+    log_in_by_keyboard(page, api.url, "tech")
+    expect(page.get_by_role("table", name="Station MRI3T")).to_contain_text("SUB0042")
+    page.goto(f"{api.url}/docs")
+    expect(page.get_by_text("/api/v1/worklist/{accession_number}/history")).to_be_visible()
+    context.close()
+    assert outside == []
