@@ -47,7 +47,8 @@ def changed_by(event: str, source: str, details: Mapping[str, Any]) -> str:
     for MPPS events, retention for a purge, else the publish of the row's source.
     Revision 0003 fills the older entries by the same rule."""
     if event in MPPS_EVENTS:
-        return f"mpps:{details.get('calling_ae_title', '')}"
+        ae = details.get("calling_ae_title", "")
+        return f"mpps:{ae}" if ae else "mpps"
     if event == EVENT_PURGE:
         return "retention"
     return f"sync:{source}"

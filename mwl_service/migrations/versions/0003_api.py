@@ -29,7 +29,7 @@ def _who(event: str, source: str, details_json: str) -> str:
         except ValueError:
             details = {}
         ae = details.get("calling_ae_title", "") if isinstance(details, dict) else ""
-        return f"mpps:{ae}"[:96]
+        return f"mpps:{ae}"[:96] if ae else "mpps"
     if event == "purge":
         return "retention"
     return f"sync:{source}"[:96]
