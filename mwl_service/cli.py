@@ -9,7 +9,7 @@ import sys
 import threading
 from collections.abc import Sequence
 
-from mwl_service import schema
+from mwl_service.database import DEFAULT_DB_PATH, db_url_origin, get_db_url
 from mwl_service.retention import DEFAULT_OFFER_PAST_DAYS
 from mwl_service.server import (
     DEFAULT_ACSE_TIMEOUT,
@@ -41,7 +41,7 @@ progress; it never calls Calpendo.
 EPILOG = f"""\
 environment:
   WORKLIST_DB_URL   database URL used when --db-url is not given
-                    (fallback: sqlite:///{schema.DEFAULT_DB_PATH}, relative to the
+                    (fallback: sqlite:///{DEFAULT_DB_PATH}, relative to the
                     working directory)
 
 security:
@@ -136,7 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="URL",
         help="SQLAlchemy URL of the worklist database, e.g. sqlite:///var/worklist.db or "
         "postgresql+psycopg://user@host/db (default: $WORKLIST_DB_URL, else "
-        f"sqlite:///{schema.DEFAULT_DB_PATH}); missing tables are created",
+        f"sqlite:///{DEFAULT_DB_PATH}); missing tables are created",
     )
     parser.add_argument(
         "--ae-title",
@@ -280,7 +280,7 @@ def parse_allowed_aets(values: Sequence[str]) -> tuple[str, ...]:
 
 def config_from_args(args: argparse.Namespace) -> ServerConfig:
     return ServerConfig(
-        db_url=schema.get_db_url(args.db_url),
+        db_url=get_db_url(args.db_url),
         ae_title=args.ae_title,
         host=args.host,
         port=args.port,
@@ -341,7 +341,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "Cannot start the MWL service: %s: %s (database from %s)",
             type(exc).__name__,
             exc,
-            schema.db_url_origin(args.db_url),
+            db_url_origin(args.db_url),
         )
         return 1
 

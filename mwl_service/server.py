@@ -49,6 +49,8 @@ from sqlalchemy.engine import Engine
 
 from mwl_service import mpps, schema
 from mwl_service.acceptor import MwlAssociationServer
+from mwl_service.database import describe_db
+from mwl_service.engine import make_engine
 from mwl_service.fastpath import PeerStalled, fast_responses
 from mwl_service.matching import QueryError, find_worklist, find_worklist_encoded
 from mwl_service.retention import DEFAULT_OFFER_PAST_DAYS
@@ -488,7 +490,7 @@ def start_server(
     """
     ssl_context = make_ssl_context(config)
     ae = ae or build_ae(config)
-    engine = engine or schema.make_engine(config.db_url)
+    engine = engine or make_engine(config.db_url)
     counter = itertools.count(1)
     handlers = [
         (evt.EVT_CONN_OPEN, _on_conn_open, [counter]),
@@ -539,7 +541,7 @@ def start_server(
         ", ".join(config.allowed_aets) if config.allowed_aets else "any",
         config.max_associations,
         config.per_host_limit,
-        schema.describe_db(engine),
+        describe_db(engine),
     )
     _warn_if_empty(engine)
     return server
@@ -554,5 +556,5 @@ def _warn_if_empty(engine: Engine) -> None:
         LOG.warning(
             "The worklist database %s has no rows yet. If a sync has run, --db-url or "
             "WORKLIST_DB_URL does not point at the database the Dagster sync writes.",
-            schema.describe_db(engine),
+            describe_db(engine),
         )

@@ -20,6 +20,7 @@ from pynetdicom.dsutils import decode, encode
 from sqlalchemy import insert, select, text
 
 from mwl_service import schema
+from mwl_service.engine import make_engine
 from mwl_service.matching import (
     STATUS_IDENTIFIER_DOES_NOT_MATCH,
     STATUS_UNABLE_TO_PROCESS,
@@ -808,7 +809,7 @@ def test_wire_query_with_two_items_is_refused():
 
 
 def test_queries_use_indexes_on_sqlite(sqlite_url):
-    engine = schema.make_engine(sqlite_url)
+    engine = make_engine(sqlite_url)
     cases = {
         "ix_worklist_patient_id": query({"PatientID": "P1"}, {
             "ScheduledProcedureStepStartDate": "20260101-20261231"}),
