@@ -23,7 +23,7 @@ from sqlalchemy import insert, select
 from mwl_service import schema
 from mwl_service.engine import make_engine
 from mwl_service.matching import build_select, find_worklist, parse_query, row_to_bytes, row_to_dataset
-from mwl_service.query.keys import _SPS_ITEM
+from mwl_service.query.attributes import SPS_ITEM
 from mwl_service.schema import WorklistItem
 from tests.fixtures.dicom import SERVER_AET, insert_item, run_findscu
 from tests.mwl_service.test_matching import make_row, on_the_wire, query
@@ -131,7 +131,7 @@ def test_empty_sps_item_returns_the_whole_step(mr_worklist, shape):
     for wire in (ds, on_the_wire(ds)):
         (a,) = find_worklist(mr_worklist, wire)
         (item,) = a.ScheduledProcedureStepSequence
-        assert {int(e.tag) for e in item} == set(_SPS_ITEM)
+        assert {int(e.tag) for e in item} == set(SPS_ITEM)
         assert item.Modality == "MR"
         assert item.ScheduledStationAETitle == "MR3T"
         assert item.ScheduledProcedureStepStartDate == "20260310"
