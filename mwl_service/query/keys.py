@@ -214,18 +214,23 @@ def _implied_conditions(
 ) -> list[ColumnElement[bool]]:
     """What the service adds to a query that leaves a key universal: active steps only
     (no step status), the calling station's (no station), recent ones (no date)."""
+    def universal(keyword: str) -> bool:
+        return _SPS_PREFIX + keyword not in matched
+
     conditions = []
-    if _SPS_PREFIX + "ScheduledProcedureStepStatus" not in matched:
+    if universal("ScheduledProcedureStepStatus"):
         conditions.append(sql.status_condition(ACTIVE_STATUSES))
-    if calling_station and _SPS_PREFIX + "ScheduledStationAETitle" not in matched:
+    if calling_station and universal("ScheduledStationAETitle"):
         conditions.append(sql.station_condition(calling_station))
-    if offer_past_days is not None and _SPS_PREFIX + "ScheduledProcedureStepStartDate" not in matched:
+    if offer_past_days is not None and universal("ScheduledProcedureStepStartDate"):
         now = now or dt.datetime.now(dt.timezone.utc)
         conditions.append(sql.started_since(now - dt.timedelta(days=offer_past_days)))
     return conditions
 
 
-def _add_matching(attr: Attribute, values: list[str], conditions: list[ColumnElement[bool]]) -> bool:
+def _add_matching(
+    attr: Attribute, values: list[str], conditions: list[ColumnElement[bool]]
+) -> bool:
     """Append the condition of a matching key's values; False when they are universal."""
     if not values or attr.column is None:
         return False
