@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 
 from sqlalchemy import create_engine, event
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Engine, make_url
 
 from mwl_service import dbfile
 
@@ -61,11 +61,11 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:
 def bare_engine(url: str | None = None) -> Engine:
     """An engine for the worklist database at ``url`` (:func:`get_db_url`), its schema
     untouched. A new SQLite file is created private to its owner (:mod:`dbfile`)."""
-    db_url = get_db_url(url)
+    db_url = make_url(get_db_url(url))
     # hide_parameters: a database error's text must not quote row values (patient
     # names) into logs and Dagster's event storage.
-    if db_url.startswith("sqlite"):
-        path = db_url.split("///", 1)[1] if "///" in db_url else ""
+    if db_url.get_backend_name() == "sqlite":
+        path = db_url.database
         if path and path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
             dbfile.create_private(path)

@@ -220,7 +220,7 @@ class WorklistItem(Base):
     discontinued_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)
     discontinued_reason: Mapped[str] = mapped_column(String(255), nullable=False, default="")
 
-    # Calpendo facts kept for operators and audits
+    # What the source said of the booking (any source type), kept for operators and audits
     booking_status: Mapped[str] = mapped_column(String(32), nullable=False, default="")
     resource_name: Mapped[str] = mapped_column(String(128), nullable=False, default="")
     project_name: Mapped[str] = mapped_column(String(255), nullable=False, default="")
