@@ -22,7 +22,7 @@ from __future__ import annotations
 import copy
 import logging
 import time
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,7 +34,7 @@ from mwl_service import mpps
 from mwl_service.encode import row_to_bytes, row_to_dataset
 from mwl_service.fastpath import PeerStalled, PendingFindResponses, fast_responses
 from mwl_service.logs import describe_query, number_association, peer_label
-from mwl_service.matching import QueryError, find_worklist
+from mwl_service.matching import QueryError, RowConverter, find_worklist
 from mwl_service.settings import ServerConfig
 
 # The logger the service's lines have always carried: operators filter on it.
@@ -141,7 +141,7 @@ def _answer(
     responses = fast_responses(
         event, enabled=config.find_fast_path, stall_timeout=config.network_timeout
     )
-    convert: Callable[..., Any] = row_to_dataset if responses is None else row_to_bytes
+    convert: RowConverter = row_to_dataset if responses is None else row_to_bytes
     with engine.connect() as conn:
         # Answers are encoded by the matcher in the negotiated transfer syntax.
         answers = find_worklist(
