@@ -103,7 +103,8 @@ def check_database(url: str | None, report: Report) -> None:
     from sqlalchemy import text
     from sqlalchemy.exc import SQLAlchemyError
 
-    from mwl_service.schema import db_url_origin, get_db_url, make_engine
+    from mwl_service.database import db_url_origin, get_db_url
+    from mwl_service.engine import make_engine
 
     db_url = get_db_url(url)
     report.heading(f"worklist database {_hide_password(db_url)} (from {db_url_origin(url)})")
@@ -168,7 +169,7 @@ def check(args: argparse.Namespace, out: TextIO | None = None) -> int:
 def db_upgrade(args: argparse.Namespace, out: TextIO | None = None) -> int:
     out = out or sys.stdout
     from mwl_service.migrate import upgrade
-    from mwl_service.schema import get_db_url
+    from mwl_service.database import get_db_url
 
     shown = _hide_password(get_db_url(args.db_url))
     try:

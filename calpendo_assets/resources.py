@@ -9,7 +9,8 @@ from sqlalchemy.engine import Engine
 
 from calpendo_assets import sync
 from calpendo_assets.config import DataSource
-from mwl_service.schema import get_db_url, make_engine
+from mwl_service.database import get_db_url
+from mwl_service.engine import make_engine
 
 _engines: dict[str, Engine] = {}
 _lock = threading.Lock()

@@ -15,7 +15,8 @@ from calpendo_assets.config import ConfigError, parse_config
 from calpendo_assets.definitions import build_definitions
 from calpendo_assets.rows.model import VANISHED_REASON
 from calpendo_assets.sources.errors import BadAnswerError, SourceUnavailableError
-from mwl_service.schema import DISCONTINUED, SCHEDULED, WorklistItem, make_engine
+from mwl_service.engine import make_engine
+from mwl_service.schema import DISCONTINUED, SCHEDULED, WorklistItem
 from tests.fixtures.dicom import run_findscu
 
 EDMONTON = ZoneInfo("America/Edmonton")

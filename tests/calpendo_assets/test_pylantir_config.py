@@ -22,7 +22,8 @@ from sqlalchemy.orm import Session
 
 from calpendo_assets import sync
 from calpendo_assets.config import ConfigError, forget_logged_notes, load_config
-from mwl_service.schema import DISCONTINUED, SCHEDULED, WorklistItem, make_engine
+from mwl_service.engine import make_engine
+from mwl_service.schema import DISCONTINUED, SCHEDULED, WorklistItem
 from tests.fixtures.dicom import run_findscu
 from tests.fixtures.sim import ROOT, SIM_PASSWORD, SIM_USER
 

@@ -28,6 +28,7 @@ from calpendo_assets.reconcile import (
 )
 from calpendo_assets.rows.mapping import bookings_to_rows
 from calpendo_assets.rows.model import VANISHED_REASON, frame_records
+from mwl_service.engine import make_engine
 from mwl_service.schema import (
     COMPLETED,
     DISCONTINUED,
@@ -38,7 +39,6 @@ from mwl_service.schema import (
     SourceSyncState,
     WorklistHistory,
     WorklistItem,
-    make_engine,
 )
 
 EDMONTON = ZoneInfo("America/Edmonton")
