@@ -91,6 +91,9 @@ def requested_fields(project: Project, params: Params) -> list[str]:
 
 
 def filter_logic(project: Project, params: Params) -> Node | None:
+    """The parsed ``filterLogic``, or HTTP 400. REDCap documents "an error message" for
+    bad syntax but has no wording of its own (its parser's exception escapes), so the
+    wording here is the simulator's; so is refusing unknown fields and events."""
     text = params.get("filterLogic")
     if text.strip() == "":
         return None
