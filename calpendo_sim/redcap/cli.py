@@ -5,10 +5,9 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import os
-import signal
 import sys
-import threading
 
+from calpendo_sim.background import serve_in_foreground
 from calpendo_sim.cli import _non_negative, _zone  # the same option checks as calpendo-sim
 
 from .server import DEMO_TOKEN, RedcapSimulator
@@ -84,19 +83,12 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as exc:
         print(f"redcap-sim: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
         return 1
-    stop = threading.Event()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, lambda *_: stop.set())
     shape = "longitudinal" if args.longitudinal else "classic"
-    print(sim.url, flush=True)
-    print(f"redcap-sim: {args.records} records, {args.visits} visits (seed {args.seed}, "
-          f"today {sim.today}, {shape}, mri {'not ' if args.no_repeating else ''}repeating); "
-          f"POST {sim.url} with the token; Ctrl-C to stop", file=sys.stderr, flush=True)
-    while not stop.wait(0.5):
-        pass
-    sim.stop()
-    print("redcap-sim: stopped", file=sys.stderr, flush=True)
-    return 0
+    return serve_in_foreground(
+        sim, "redcap-sim",
+        f"{args.records} records, {args.visits} visits (seed {args.seed}, today {sim.today}, "
+        f"{shape}, mri {'not ' if args.no_repeating else ''}repeating); POST {sim.url} "
+        "with the token")
 
 
 if __name__ == "__main__":

@@ -17,6 +17,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from calpendo_sim.background import BackgroundServer, FailurePlan
+
 from .api import RedcapApi, Response, form_params
 from .export import Params
 from .project import Project
@@ -39,27 +41,6 @@ class ApiRequest:
     @property
     def content(self) -> str:
         return self.params.get("content")
-
-
-class _Failures:
-    """The next ``count`` requests (None: all until cleared) answer ``response``."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._response: Response | None = None
-        self._left: int | None = 0
-
-    def set(self, response: Response | None, count: int | None) -> None:
-        with self._lock:
-            self._response, self._left = response, count
-
-    def take(self) -> Response | None:
-        with self._lock:
-            if self._response is None or self._left == 0:
-                return None
-            if self._left is not None:
-                self._left -= 1
-            return self._response
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -105,7 +86,7 @@ class _HttpServer(ThreadingHTTPServer):
             super().handle_error(request, client_address)
 
 
-class RedcapSimulator(VisitEditing):
+class RedcapSimulator(BackgroundServer, VisitEditing):
     """A REDCap API (one project, one token) on loopback, seeded and changeable.
 
     ``records`` participants and ``visits`` scan visits are generated from ``seed`` around
@@ -114,6 +95,8 @@ class RedcapSimulator(VisitEditing):
     ``repeating=False`` makes each record (or record-event) one visit. ``latency``
     (seconds) delays every answer; it may change while serving.
     """
+
+    thread_name = "redcap-sim"
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0, token: str = DEMO_TOKEN,
                  records: int = 40, visits: int = 60, seed: int = 42,
@@ -133,48 +116,19 @@ class RedcapSimulator(VisitEditing):
                                          days, past_days):
             self.store.put(key, values)
         self.api = RedcapApi(self.project, self.store, token)
-        self._failures = _Failures()
+        self._failures: FailurePlan[Response] = FailurePlan()
         self._log_lock = threading.Lock()
         self._log: list[ApiRequest] = []
-        self._server: _HttpServer | None = None
-        self._thread: threading.Thread | None = None
 
     # ----------------------------------------------------------------- lifecycle
 
-    def start(self) -> "RedcapSimulator":
-        """Bind and serve in a background thread; ``port=0`` picks a free port."""
-        if self._server is not None:
-            raise RuntimeError("simulator already started")
-        self._server = _HttpServer((self.host, self.port), self)
-        self.port = self._server.server_address[1]
-        self._thread = threading.Thread(target=self._server.serve_forever,
-                                        kwargs={"poll_interval": 0.05},
-                                        name=f"redcap-sim:{self.port}", daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        """Stop serving and release the port. Idempotent."""
-        server, self._server = self._server, None
-        if server is None:
-            return
-        server.shutdown()
-        server.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-
-    def __enter__(self) -> "RedcapSimulator":
-        return self if self._server is not None else self.start()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
+    def make_server(self) -> _HttpServer:
+        return _HttpServer((self.host, self.port), self)
 
     @property
     def url(self) -> str:
         """The API endpoint clients are configured with (it ends in ``/api/``)."""
-        if self._server is None:
-            raise RuntimeError("simulator is not running; call start() first")
-        return f"http://{self.host}:{self.port}/api/"
+        return f"{self.origin}/api/"
 
     # ----------------------------------------------------------------- instrumentation
 
