@@ -139,6 +139,8 @@ class RowView:
         self.base = {key[:2]: values for key, values in rows if not key.instrument}
 
     def value(self, key: RowKey, values: Values, name: str, event: str | None = None) -> str:
+        if name == self.project.record_id_field:
+            return key.record  # on every event and instance
         event = event or key.event
         form = self.project.form_of(name) or ""
         if not self.project.designated(event, form):

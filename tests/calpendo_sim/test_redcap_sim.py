@@ -307,6 +307,11 @@ def test_record_event_visits_without_repetition(redcap_sim_factory):
                                    for r in rows)
     assert {sim.booking_id(k) for k, _ in sim.visits()} == {
         f"{r['record_id']}:{r['redcap_event_name']}::" for r in rows}
+    first = sim.visits()[0][0].record  # [record_id] reads on every event, not only baseline
+    own = export(sim, fields=("record_id", "mri_date"),
+                 filterLogic=f"[record_id] = '{first}' and [mri_date] <> ''")
+    assert own and {r["record_id"] for r in own} == {first}
+    assert len(own) == len([k for k, _ in sim.visits() if k.record == first])
     with pytest.raises(ValueError, match="do not fit"):
         RedcapSimulator(records=2, visits=3, repeating=False)
 
