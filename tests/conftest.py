@@ -3,5 +3,6 @@
 pytest_plugins = [
     "tests.fixtures.db",
     "tests.fixtures.sim",
+    "tests.fixtures.redcap_sim",
     "tests.fixtures.dicom",
 ]
