@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 from calpendo_assets import sync
 from calpendo_assets.config import parse_config
 from calpendo_assets.sources.calpendo.query import window_expression
-from calpendo_assets.sources.errors import BadAnswerError
+from calpendo_assets.core.errors import BadAnswerError
 from mwl_service.schema import SCHEDULED, WorklistItem, make_engine
 from tests.fixtures.sim import SIM_PASSWORD, SIM_USER
 

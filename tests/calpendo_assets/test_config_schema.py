@@ -8,7 +8,9 @@ import re
 import jsonschema
 import pytest
 
-from calpendo_assets.config import Code, SourceBase, SourceSettings, Units, json_schema
+from calpendo_assets.config import json_schema
+from calpendo_assets.config.models import SourceBase
+from calpendo_assets.core.settings import Code, SourceSettings, Units
 from calpendo_assets.sources.calpendo.settings import CalpendoSettings
 from calpendo_assets.sources.file import FileSettings
 from tests.fixtures.sim import ROOT

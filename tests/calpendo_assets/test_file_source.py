@@ -11,10 +11,10 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from calpendo_assets import sync
-from calpendo_assets.config import ConfigError, parse_config
+from calpendo_assets.config import parse_config
 from calpendo_assets.definitions import build_definitions
 from calpendo_assets.rows.model import VANISHED_REASON
-from calpendo_assets.sources.errors import BadAnswerError, SourceUnavailableError
+from calpendo_assets.core.errors import BadAnswerError, ConfigError, SourceUnavailableError
 from mwl_service.schema import DISCONTINUED, SCHEDULED, WorklistItem, make_engine
 from tests.fixtures.dicom import run_findscu
 

@@ -14,11 +14,12 @@ from zoneinfo import ZoneInfo
 import pandas as pd
 import pytest
 
-from calpendo_assets.config import FieldExtraction, parse_config
-from calpendo_assets.rows.mapping import (
-    bookings_to_rows,
+from calpendo_assets.config import parse_config
+from calpendo_assets.core.source import FieldExtraction
+from calpendo_assets.rows.fields import extract_fields
+from calpendo_assets.rows.mapping import bookings_to_rows
+from calpendo_assets.rows.scope import (
     default_ae_title,
-    extract_fields,
     map_by_resource,
     map_step_status,
     match_resource,
