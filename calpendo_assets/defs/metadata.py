@@ -46,9 +46,11 @@ def window_metadata(fetched: FetchedWindow) -> dict:
 
 
 def _with_operator(frame: pd.DataFrame) -> int:
-    """Rows that name the booking's operator (Performing Physician's Name), whatever
-    the source type and whichever record path the field mapping read it from."""
-    return int((frame["performing_physician_name"] != "").sum()) if len(frame) else 0
+    """Publishable rows that name the booking's operator (Performing Physician's Name),
+    whatever the source type and whichever record path the field mapping read it from."""
+    if not len(frame):
+        return 0
+    return int(((frame["performing_physician_name"] != "") & (frame["skip_reason"] == "")).sum())
 
 
 def fetch_metadata(fetched: FetchedWindow, frame: pd.DataFrame) -> dict[str, dict]:

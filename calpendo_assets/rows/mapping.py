@@ -260,15 +260,18 @@ class _Transform:
         days is noted for the administrator and scheduled on its start date."""
         start = booking_start(booking, self.tz, warnings)
         finish = booking_finish(booking, self.tz, warnings)
+        minutes = duration_minutes(booking, start, finish, self.mapping.duration_path)
+        row["site_timezone"] = self.settings.timezone
+        row["duration_minutes"] = minutes
         if start is None:
             row["scheduled_start_utc"] = None
-        else:
-            row["scheduled_start_utc"] = start.astimezone(dt.UTC)
-            row["scheduled_start_date"], row["scheduled_start_time"] = _local_stamps(start, self.tz)
-            if is_multi_day(start, finish, self.tz):
-                warnings.append(self.note_multi_day(booking_id, start, finish))
-        row["site_timezone"] = self.settings.timezone
-        row["duration_minutes"] = duration_minutes(booking, start, finish, self.mapping.duration_path)
+            return None
+        row["scheduled_start_utc"] = start.astimezone(dt.UTC)
+        row["scheduled_start_date"], row["scheduled_start_time"] = _local_stamps(start, self.tz)
+        if finish is None and minutes is not None:
+            finish = start + dt.timedelta(minutes=minutes)  # a source without a finish
+        if is_multi_day(start, finish, self.tz):
+            warnings.append(self.note_multi_day(booking_id, start, finish))
         return start
 
     def note_multi_day(self, booking_id: str, start: dt.datetime, finish: dt.datetime) -> str:

@@ -465,3 +465,18 @@ def test_run_log_counts_data_warnings_not_bookings(make_source, db_url):
     assert count >= 1
     assert warnings == [f"{count} data warning(s); see the 'warning_list' metadata of "
                         "mri/worklist_rows"]
+
+
+def test_with_operator_counts_the_operators_the_worklist_names(make_source, engine, db_url):
+    # Whichever record path carries the operator (config.operator_property, a file
+    # column), the count is of rows naming one, as Performing Physician's Name.
+    def with_operator(source):
+        result = materialize(source, db_url, selection=[dg.AssetKey(["mri", "booking_details"])])
+        return materialized(result, "booking_details")[0].materialization.metadata["with_operator"].value
+
+    source = make_source()
+    assert materialize(source, db_url).success
+    named = [r for r in rows(engine).values() if r.performing_physician_name]
+    assert with_operator(source) == len(named) > 0
+    unmapped = make_source({"title": {"_extract": {"patient_id": {"pattern": "^(SUB[0-9]+)"}}}})
+    assert with_operator(unmapped) == 0

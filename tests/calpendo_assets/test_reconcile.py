@@ -431,6 +431,10 @@ def test_an_older_fetch_never_overwrites_a_newer_publish(engine):
     )
     # The same or a newer fetch publishes; another source is not affected.
     assert sync(engine, [booking(1, hour=12)], fetched_at=t_new).updated == 1
+    assert sync(engine, [booking(1, hour=13)], fetched_at=NOW, run_id="run-newest").updated == 1
+    with engine.connect() as conn:
+        (state,) = conn.execute(select(SourceSyncState.__table__)).all()  # updated in place
+    assert (state.last_fetched_at, state.last_run_id) == (NOW, "run-newest")
     other = make_source("eeg")
     assert sync(engine, [booking(7)], source=other, fetched_at=t_old).inserted == 1
 
