@@ -81,7 +81,8 @@ def fingerprint(
 ) -> str:
     """A cheap digest of the window (one small query) that changes when bookings change."""
     window = booking_window(source, _now(now))
-    return plugin_for(source.type).fingerprint(source, window, credentials, source_log(source, logger))
+    plugin = plugin_for(source.type)
+    return plugin.fingerprint(source, window, credentials, source_log(source, logger))
 
 
 def transform(source: DataSource, details: FetchedWindow, logger: Any = None) -> TransformResult:

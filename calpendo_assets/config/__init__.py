@@ -13,4 +13,6 @@ from calpendo_assets.config.load import (
 )
 from calpendo_assets.config.models import json_schema
 
-__all__ = ["CONFIG_ENV", "config_path", "enabled_sources", "json_schema", "load_config", "parse_config"]
+__all__ = [
+    "CONFIG_ENV", "config_path", "enabled_sources", "json_schema", "load_config", "parse_config",
+]

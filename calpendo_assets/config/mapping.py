@@ -17,16 +17,8 @@ import dataclasses
 import re
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Discriminator,
-    Field,
-    StringConstraints,
-    Tag,
-    ValidationInfo,
-    field_validator,
-)
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, StringConstraints, Tag
+from pydantic import ValidationInfo, field_validator
 
 from calpendo_assets.core.errors import ConfigError
 from calpendo_assets.core.source import FieldExtraction, FieldMap
@@ -176,7 +168,8 @@ class _Compiler:
     def claim(self, target: str, where: str, path: str, extracted: bool) -> bool:
         """Record that `where` maps `target`; False when the sync derives it itself."""
         if target in self.targeted:
-            raise self.error(where, f"worklist field {target!r} is already mapped by {self.targeted[target]}")
+            already = self.targeted[target]
+            raise self.error(where, f"worklist field {target!r} is already mapped by {already}")
         self.targeted[target] = where
         if target not in DERIVED_FIELDS:
             return True

@@ -28,7 +28,9 @@ _KINDS = {
     "list": "a list",
     "tuple": "a list",
 }
-_BOUNDS = {"greater_than_equal": ">=", "greater_than": ">", "less_than_equal": "<=", "less_than": "<"}
+_BOUNDS = {
+    "greater_than_equal": ">=", "greater_than": ">", "less_than_equal": "<=", "less_than": "<",
+}
 
 
 def dotted(loc: tuple) -> str:

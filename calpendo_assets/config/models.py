@@ -13,7 +13,8 @@ import functools
 import re
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, StringConstraints, Tag, create_model, field_validator
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, StringConstraints, Tag
+from pydantic import create_model, field_validator
 
 from calpendo_assets.config.mapping import FieldMapping
 from calpendo_assets.core.settings import OperationInterval

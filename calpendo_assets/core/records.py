@@ -89,4 +89,5 @@ def json_document(text: str, where: str, error: type[Exception]) -> Any:
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:
-        raise error(f"{where}: invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from None
+        at = f"line {exc.lineno} column {exc.colno}"
+        raise error(f"{where}: invalid JSON at {at}: {exc.msg}") from None

@@ -66,7 +66,9 @@ def unique_resources(mapping: dict[str, Any]) -> dict[str, Any]:
     for key in mapping:
         folded = key.casefold()
         if folded in seen:
-            raise ValueError(f"{key!r} duplicates {seen[folded]!r} (resource names are case-insensitive)")
+            raise ValueError(
+                f"{key!r} duplicates {seen[folded]!r} (resource names are case-insensitive)"
+            )
         seen[folded] = key
     return mapping
 

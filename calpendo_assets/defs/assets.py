@@ -119,7 +119,8 @@ def _engine(worklist_db: WorklistDatabase) -> Engine:
         return worklist_db.get_engine()
     except SchemaOutOfDateError as exc:
         # Waiting cannot upgrade the schema: no step retries; the message names the command.
-        raise dg.Failure(description=f"{exc}\nNothing was published.", allow_retries=False) from None
+        failure = dg.Failure(description=f"{exc}\nNothing was published.", allow_retries=False)
+        raise failure from None
 
 
 def _fetch(

@@ -222,7 +222,9 @@ def _plan_unpublishable(plan: ReconciliationPlan, row: Mapping, existing: Mappin
         plan.skipped_kept += 1
 
 
-def _plan_scanner_owned(plan: ReconciliationPlan, row: Mapping, existing: Mapping, values: dict) -> None:
+def _plan_scanner_owned(
+    plan: ReconciliationPlan, row: Mapping, existing: Mapping, values: dict
+) -> None:
     """The scanner's row stays; a change of its booking goes to the history once."""
     plan.scanner_owned_kept += 1
     if row["content_hash"] != existing.get("content_hash"):
@@ -241,9 +243,8 @@ def _plan_change(plan: ReconciliationPlan, existing: Mapping, values: dict) -> N
     """A sync-owned row whose booking changed: cancel, restore or update it."""
     old_status, new_status = existing.get("step_status"), values["step_status"]
     if new_status == DISCONTINUED and old_status != DISCONTINUED:
-        plan.cancels.append(
-            _cancel_entry(existing, values["discontinued_reason"], CANCEL_IN_CALPENDO, new_row=values)
-        )
+        reason = values["discontinued_reason"]
+        plan.cancels.append(_cancel_entry(existing, reason, CANCEL_IN_CALPENDO, new_row=values))
         return
     event = EVENT_UPDATE
     if old_status == DISCONTINUED and new_status == SCHEDULED:

@@ -180,7 +180,8 @@ def _history_entries(
         details = {
             "run_id": run_id,
             "applied": False,
-            "reason": f"scanner-owned (step {n.step_status} set by MPPS): Calpendo change not applied",
+            "reason": f"scanner-owned (step {n.step_status} set by MPPS): "
+            "Calpendo change not applied",
             "changes": n.changes,
         }
         yield HistoryEntry(
@@ -246,7 +247,11 @@ def _note_scanner_changes(conn: Connection, plan: ReconciliationPlan) -> None:
     """Scanner-owned rows keep their content; only the hash moves on."""
     if not plan.scanner_notes:
         return
-    stmt = update(ITEMS).where(ITEMS.c.id == bindparam("w_id")).values(content_hash=bindparam("w_hash"))
+    stmt = (
+        update(ITEMS)
+        .where(ITEMS.c.id == bindparam("w_id"))
+        .values(content_hash=bindparam("w_hash"))
+    )
     conn.execute(stmt, [{"w_id": n.id, "w_hash": n.content_hash} for n in plan.scanner_notes])
 
 
@@ -337,7 +342,9 @@ def reconcile(
 
     def plan_on(conn: Connection, lock: bool) -> ReconciliationPlan:
         existing = load_existing(conn, source_name, window, ids, for_update=lock)
-        return plan_reconciliation(existing, rows, window, fetch_complete, present_ids, source=source_name)
+        return plan_reconciliation(
+            existing, rows, window, fetch_complete, present_ids, source=source_name
+        )
 
     with engine.connect() as conn:
         if approve is None:

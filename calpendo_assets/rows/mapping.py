@@ -233,7 +233,9 @@ class _Transform:
             row[target] = normalise_field(target, text, row["booking_id"], warnings)
             return
         s = self.settings
-        row[target], unmapped = mapped_modality(text, s.resource_modality_mapping, s.default_modality)
+        row[target], unmapped = mapped_modality(
+            text, s.resource_modality_mapping, s.default_modality
+        )
         if unmapped:
             self.not_modalities[path] = self.not_modalities.get(path, 0) + 1
 
@@ -284,7 +286,9 @@ class _Transform:
         self.multi_day[booking_id] = note
         return note
 
-    def booking_columns(self, booking: Mapping, row: dict, status: Status, resource: Resource) -> None:
+    def booking_columns(
+        self, booking: Mapping, row: dict, status: Status, resource: Resource
+    ) -> None:
         row["step_status"] = status.step_status
         row["discontinued_reason"] = _cut(status.reason, "discontinued_reason", 255)
         row["booking_status"] = _cut(status.booking_status, "booking_status", 32)

@@ -63,7 +63,9 @@ class SourcePlugin(Generic[SettingsT]):
     def settings(self, source: DataSource) -> SettingsT:
         """``source.settings`` as this type's model."""
         if not isinstance(source.settings, self.config_model):
-            raise TypeError(f"data source {source.name!r} is of type {source.type!r}, not {self.type!r}")
+            raise TypeError(
+                f"data source {source.name!r} is of type {source.type!r}, not {self.type!r}"
+            )
         return source.settings
 
     def validate_config(self, raw: dict, context: dict | None = None) -> SettingsT:

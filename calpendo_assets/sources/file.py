@@ -90,7 +90,8 @@ def window_records(path: Path, window: Window) -> list[dict]:
     start, end = site_local(window.start), site_local(window.end)
     records, seen = [], {}
     for number, row in enumerate(read_rows(path), start=2 if path.suffix == ".csv" else 1):
-        where = f"entries file {str(path)!r}, {'row' if path.suffix == '.csv' else 'entry'} {number}"
+        kind = "row" if path.suffix == ".csv" else "entry"
+        where = f"entries file {str(path)!r}, {kind} {number}"
         record, local = to_record(row, where)
         if record["id"] in seen:
             raise BadAnswerError(f"{where}: id repeats entry {seen[record['id']]}")

@@ -90,18 +90,17 @@ def query_biskits(payload: Any, url: str) -> list[dict]:
     """A query answer ``{"biskits": [...]}`` as normalised records; BadAnswerError if
     it is not that shape or an id could be text other than an id."""
     if not isinstance(payload, dict) or "biskits" not in payload:
-        raise BadAnswerError(
-            f"Calpendo answer for {url} is {json_kind(payload, article=True)} without a 'biskits' key"
-        )
+        kind = json_kind(payload, article=True)
+        raise BadAnswerError(f"Calpendo answer for {url} is {kind} without a 'biskits' key")
     biskits = payload["biskits"]
     if not isinstance(biskits, list):
-        raise BadAnswerError(
-            f"Calpendo answer for {url}: 'biskits' is {json_kind(biskits, article=True)}, not a list"
-        )
+        kind = json_kind(biskits, article=True)
+        raise BadAnswerError(f"Calpendo answer for {url}: 'biskits' is {kind}, not a list")
     for index, biskit in enumerate(biskits):
         if not isinstance(biskit, dict):
+            kind = json_kind(biskit, article=True)
             raise BadAnswerError(
-                f"Calpendo answer for {url}: biskits[{index}] is {json_kind(biskit, article=True)}, "
+                f"Calpendo answer for {url}: biskits[{index}] is {kind}, "
                 f"not an object ({len(biskits)} biskits)"
             )
     normalised = [normalise_biskit(b) for b in biskits]
@@ -122,9 +121,8 @@ def detail_biskit(payload: Any, url: str) -> dict:
         if len(payload["biskits"]) == 1:
             payload = payload["biskits"][0]
     if not isinstance(payload, dict) or isinstance(payload.get("biskits"), list):
-        raise BadAnswerError(
-            f"Calpendo answer for {url} is {json_kind(payload, article=True)}, not one biskit object"
-        )
+        kind = json_kind(payload, article=True)
+        raise BadAnswerError(f"Calpendo answer for {url} is {kind}, not one biskit object")
     return normalise_biskit(payload)
 
 

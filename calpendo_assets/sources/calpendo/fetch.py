@@ -125,7 +125,9 @@ class WindowFetch:
         self.query = query
         self.log = logger or logging.getLogger(LOGGER_NAME)
 
-    def bookings(self, paths: Sequence[str] | None = None, type_name: str = BOOKING_TYPE) -> list[dict]:
+    def bookings(
+        self, paths: Sequence[str] | None = None, type_name: str = BOOKING_TYPE
+    ) -> list[dict]:
         """The window's bookings of ``type_name`` with ``paths``."""
         return self.http.query(type_name, self.query.expression, paths)
 
@@ -145,7 +147,8 @@ class WindowFetch:
                 skipped[f"#{index}"] = "biskit without an id in the answer"
             else:
                 bookings.append(biskit)
-        return FetchResult(bookings, skipped, not skipped, self.http.request_count - before, strategy)
+        requests = self.http.request_count - before
+        return FetchResult(bookings, skipped, not skipped, requests, strategy)
 
     def subtype_values(self, type_name: str, paths: Sequence[str]) -> dict[str, dict]:
         """``{booking id: subtype biskit}`` with ``paths`` for the window's bookings of the
@@ -160,7 +163,9 @@ class WindowFetch:
             return {}
         return {str(scan["id"]): scan for scan in scans if scan.get("id") is not None}
 
-    def operators(self, type_name: str = OPERATOR_TYPE, prop: str = OPERATOR_PATH) -> dict[str, str]:
+    def operators(
+        self, type_name: str = OPERATOR_TYPE, prop: str = OPERATOR_PATH
+    ) -> dict[str, str]:
         """``{booking id: operator display name}`` for bookings of subtype ``type_name``."""
         names = {}
         for booking_id, scan in self.subtype_values(type_name, (prop,)).items():
@@ -204,7 +209,8 @@ class WindowFetch:
         and what was skipped: ids a detail request did not find, unreadable answers."""
         skipped = dict(listing.skipped)
         if listing.strategy == "per_booking":
-            bookings, not_found = get_details(self.http, [b["id"] for b in listing.bookings], self.log)
+            ids = [b["id"] for b in listing.bookings]
+            bookings, not_found = get_details(self.http, ids, self.log)
             skipped.update(not_found)
         else:
             bookings = [dict(b) for b in listing.bookings]  # the listing stays as fetched

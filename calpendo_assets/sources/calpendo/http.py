@@ -129,10 +129,12 @@ def _decode(url: str, response: requests.Response) -> Any:
         if response.content.lstrip()[:1] == b"<":
             what = "an HTML page instead of JSON"
         elif isinstance(exc, json.JSONDecodeError):
-            what = f"malformed JSON ({exc.msg}: line {exc.lineno} column {exc.colno}, byte {exc.pos})"
+            where = f"line {exc.lineno} column {exc.colno}, byte {exc.pos}"
+            what = f"malformed JSON ({exc.msg}: {where})"
         else:
             what = "an answer that is not UTF-8 JSON"
-        raise BadAnswerError(f"Calpendo returned {what} for {url} ({_describe(response)})") from None
+        described = _describe(response)
+        raise BadAnswerError(f"Calpendo returned {what} for {url} ({described})") from None
 
 
 class CalpendoHttp:

@@ -30,7 +30,9 @@ def fetch_plan(settings: CalpendoSettings, record_paths: tuple[str, ...]) -> Fet
     """What a fetch asks for beyond the window: the mapped paths, the operator and the
     subtypes' own properties, each from the query that can answer it."""
     wanted = settings.subtype_properties
-    found = {t: [p for p in record_paths if p.split(".")[0] in props] for t, props in wanted.items()}
+    found = {
+        t: [p for p in record_paths if p.split(".")[0] in props] for t, props in wanted.items()
+    }
     subtypes = {t: tuple(ps) for t, ps in found.items() if ps}
     operator = None
     if settings.operator_type is not None:
@@ -70,8 +72,11 @@ class CalpendoPlugin(SourcePlugin[CalpendoSettings]):
     config_model = CalpendoSettings
     needs_credentials = True
 
-    def _window_fetch(self, source: DataSource, window: Window, http: CalpendoHttp, logger) -> WindowFetch:
-        query = window_query(self.settings(source), site_local(window.start), site_local(window.end))
+    def _window_fetch(
+        self, source: DataSource, window: Window, http: CalpendoHttp, logger: Any
+    ) -> WindowFetch:
+        start, end = site_local(window.start), site_local(window.end)
+        query = window_query(self.settings(source), start, end)
         return WindowFetch(http, query, logger)
 
     def fetch_entries(self, source, window, credentials=None, logger=None) -> FetchResult:
