@@ -155,6 +155,8 @@ def _begin_write(conn: Connection) -> None:
 def _history_entries(
     plan: ReconciliationPlan, run_id: str | None, ids: Mapping[str, int]
 ) -> Iterator[HistoryEntry]:
+    # The reasons are stored history and read by tools: they keep their first wording
+    # ("Calpendo") for every source type.
     source = plan.source
     for i in plan.inserts:
         details = {"run_id": run_id, "values": _plain(i.values)}
