@@ -11,12 +11,13 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from calpendo_assets import sync
-from calpendo_assets.config import ConfigError, parse_config
+from calpendo_assets.config import parse_config
 from calpendo_assets.definitions import build_definitions
 from calpendo_assets.rows.model import VANISHED_REASON
-from calpendo_assets.sources.errors import BadAnswerError, SourceUnavailableError
-from mwl_service.engine import make_engine
+from calpendo_assets.sources.registry import plugin_for
+from calpendo_assets.core.errors import BadAnswerError, ConfigError, SourceUnavailableError
 from mwl_service.schema import DISCONTINUED, SCHEDULED, WorklistItem
+from mwl_service.engine import make_engine
 from tests.fixtures.dicom import run_findscu
 
 EDMONTON = ZoneInfo("America/Edmonton")
@@ -182,3 +183,10 @@ def test_broken_json_names_line_and_column_not_content(tmp_path):
         sync.fetch(file_source(path), now=NOW)
     assert str(info.value).startswith(f"entries file '{path}': invalid JSON at line 1 column 45")
     assert "Secret" not in str(info.value)
+
+
+def test_a_plugin_reads_only_settings_of_its_own_type(tmp_path):
+    source = file_source(tmp_path / "entries.csv")
+    assert plugin_for("file").settings(source) is source.settings
+    with pytest.raises(TypeError, match="data source 'manual' is of type 'file', not 'calpendo'"):
+        plugin_for("calpendo").settings(source)

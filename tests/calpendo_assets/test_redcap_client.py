@@ -11,7 +11,7 @@ import requests
 import responses
 
 from calpendo_sim.redcap import RowKey
-from calpendo_assets.sources.errors import (AuthRefusedError, BadAnswerError, SourceError,
+from calpendo_assets.core.errors import (AuthRefusedError, BadAnswerError, SourceError,
                                             SourceUnavailableError)
 from calpendo_assets.sources.redcap.request import (RecordRequest, answer_fingerprint,
                                                     field_name, visit_days, visit_request,

@@ -8,8 +8,8 @@ import json
 import dagster as dg
 from sqlalchemy import insert, select
 
-from calpendo_assets.resources import WorklistDatabase
-from calpendo_assets.retention_job import JOB_NAME, OP_NAME, SCHEDULE_NAME, build_retention_defs
+from calpendo_assets.defs.resources import WorklistDatabase
+from calpendo_assets.defs.retention import JOB_NAME, OP_NAME, SCHEDULE_NAME, build_retention_defs
 from mwl_service import retention, schema
 from mwl_service.engine import make_engine
 from mwl_service.schema import MppsInstance, WorklistHistory, WorklistItem

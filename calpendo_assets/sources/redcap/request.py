@@ -19,7 +19,7 @@ import re
 from dataclasses import dataclass
 from typing import Iterable, Sequence
 
-from calpendo_assets.sources.base import records_fingerprint
+from calpendo_assets.core.records import records_fingerprint
 
 STRUCTURAL_FIELDS = ("redcap_event_name", "redcap_repeat_instrument", "redcap_repeat_instance")
 # REDCap variable names: lower-case letters, digits and underscores, starting with a letter.

@@ -23,7 +23,7 @@ import requests
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
-from calpendo_assets.sources.errors import (AuthRefusedError, BadAnswerError,
+from calpendo_assets.core.errors import (AuthRefusedError, BadAnswerError,
                                             SourceUnavailableError)
 from calpendo_assets.sources.redcap.request import RecordRequest, answer_fingerprint
 

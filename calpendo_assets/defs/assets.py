@@ -12,20 +12,24 @@ No `from __future__ import annotations` here: Dagster inspects the real
 annotation objects of context and resource parameters.
 """
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Set
+from dataclasses import dataclass
 
 import dagster as dg
-import pandas as pd
 import requests
+from sqlalchemy.engine import Engine
 
-from calpendo_assets import checks, sync
-from calpendo_assets.config import ConfigError, DataSource
-from calpendo_assets.reconcile import ReconciliationPlan, reconcile
-from calpendo_assets.resources import CalpendoResource, WorklistDatabase
-from calpendo_assets.sources.errors import SourceError
+from calpendo_assets import sync
+from calpendo_assets.core.errors import ConfigError, SourceError
+from calpendo_assets.core.source import DataSource
+from calpendo_assets.defs import checks, metadata
+from calpendo_assets.defs.resources import SourceAccess, WorklistDatabase
+from calpendo_assets.reconcile.plan import ReconciliationPlan
+from calpendo_assets.reconcile.publish import Reconciled, reconcile
+from calpendo_assets.rows.model import TransformResult
 from mwl_service.migrate import SchemaOutOfDateError
 
-# Retries of transient Calpendo failures, on top of urllib3's per-request retries:
+# Retries of transient source failures, on top of urllib3's per-request retries:
 # a Calpendo restart takes longer than a few seconds of backoff.
 HTTP_RETRY_POLICY = dg.RetryPolicy(max_retries=2, delay=15, backoff=dg.Backoff.EXPONENTIAL)
 
@@ -46,23 +50,12 @@ DEPS = {
 }
 DESCRIPTIONS = {
     "raw_bookings": "Bookings in the sync window (the window query).",
-    "booking_details": "Bookings with every field, plus the operator from the MRIScan subtype.",
+    "booking_details": "Bookings with every field the mapping reads (for Calpendo: plus "
+    "the operator from its booking subtype).",
     "worklist_rows": "Bookings mapped to worklist rows: extraction, time zones, status, modality.",
     "cancellation_reconciliation": "What publishing changes: inserts, updates, cancellations.",
     "worklist": "The published worklist table: one transaction, only after every check passed.",
 }
-
-PREVIEW_COLUMNS = [
-    "booking_id",
-    "patient_id",
-    "scheduled_start_date",
-    "scheduled_start_time",
-    "scheduled_station_ae_title",
-    "modality",
-    "step_status",
-    "skip_reason",
-]
-MAX_TABLE_ROWS = 50
 
 
 def asset_key(source: DataSource, name: str) -> dg.AssetKey:
@@ -74,27 +67,31 @@ def pool_name(source: DataSource) -> str:
     return f"calpendo_mwl_{source.name}"
 
 
-def _table(records: list[Mapping], columns: list[str]) -> dg.MetadataValue:
-    return dg.MetadataValue.table(
-        records=[dg.TableRecord({c: str(r.get(c, "")) for c in columns}) for r in records],
-        schema=dg.TableSchema(columns=[dg.TableColumn(c, "string") for c in columns]),
-    )
+@dataclass(frozen=True)
+class Selection:
+    """The asset keys of one source and what the run selected of them."""
+
+    key: dict[str, dg.AssetKey]
+    assets: Set[dg.AssetKey]
+    checks: Set[dg.AssetCheckKey]
+
+    @classmethod
+    def of(cls, context: dg.AssetExecutionContext, source: DataSource) -> "Selection":
+        key = {name: asset_key(source, name) for name in ASSET_NAMES}
+        return cls(key, context.selected_asset_keys, context.selected_asset_check_keys)
+
+    @property
+    def publish(self) -> bool:
+        return self.key["worklist"] in self.assets
+
+    def has_check(self, result: dg.AssetCheckResult) -> bool:
+        return dg.AssetCheckKey(result.asset_key, result.check_name) in self.checks
 
 
 def _transient(exc: BaseException) -> bool:
     return bool(getattr(exc, "transient", False)) or isinstance(
         exc, (requests.ConnectionError, requests.Timeout)
     )
-
-
-def _fetch(
-    context: dg.AssetExecutionContext, source: DataSource, calpendo: CalpendoResource
-) -> sync.FetchedWindow:
-    """The window, or a clear step failure naming the fetch."""
-    try:
-        return calpendo.fetch(source, logger=context.log)
-    except Exception as exc:
-        raise _step_failure(context, exc, f"fetching the booking window of {source.name!r}")
 
 
 def _step_failure(context: dg.AssetExecutionContext, exc: Exception, what: str) -> Exception:
@@ -117,87 +114,55 @@ def _step_failure(context: dg.AssetExecutionContext, exc: Exception, what: str) 
     )
 
 
-def _window_metadata(fetched: sync.FetchedWindow) -> dict:
-    return {
-        "window_start": fetched.window.start.isoformat(),
-        "window_end": fetched.window.end.isoformat(),
-        "timezone": fetched.window.timezone,
-        "strategy": fetched.fetch.strategy,
-        "http_requests": fetched.fetch.requests,
-        "fetch_complete": fetched.fetch.complete,
-        "fetched_at": fetched.fetched_at.isoformat(),
-    }
-
-
-def _rows_metadata(result, frame: pd.DataFrame) -> dict:
-    unpublishable = int((frame["skip_reason"] != "").sum()) if len(frame) else 0
-    preview = frame[[c for c in PREVIEW_COLUMNS if c in frame.columns]].head(MAX_TABLE_ROWS)
-    return {
-        "rows": len(frame),
-        "publishable": len(frame) - unpublishable,
-        "skipped_unpublishable": unpublishable,
-        "excluded": _table(
-            [{"reason": r, "bookings": n} for r, n in result.excluded.items()],
-            ["reason", "bookings"],
-        ),
-        "warnings": len(result.warnings),
-        "warning_list": _table(
-            [{"warning": w} for w in result.warnings[:MAX_TABLE_ROWS]], ["warning"]
-        ),
-        # IDs, times and stations only: no names or titles in Dagster's storage.
-        "preview": _table(preview.to_dict("records"), list(preview.columns)),
-    }
-
-
-def _plan_metadata(plan: ReconciliationPlan) -> dict:
-    reasons = [{"booking_id": c.booking_id, "reason": c.reason} for c in plan.cancels]
-    return {
-        **plan.counts(),
-        "vanished_fraction": round(plan.vanished_fraction, 3),
-        "cancellations": _table(reasons[:MAX_TABLE_ROWS], ["booking_id", "reason"]),
-    }
-
-
-def _refusal(failed: list[dg.AssetCheckResult]) -> str:
-    names = ", ".join(f"{r.asset_key.to_user_string()}:{r.check_name}" for r in failed)
-    return (
-        f"Blocking check(s) failed: {names}. Nothing was published: the worklist is "
-        "unchanged. See the check results of this run; fix the data in Calpendo (or the "
-        "source's config) and materialize again."
-    )
-
-
-def sync_step(
-    context: dg.AssetExecutionContext,
-    source: DataSource,
-    calpendo: CalpendoResource,
-    worklist_db: WorklistDatabase,
-) -> Iterator:
-    """The whole sync in memory; yields only the selected assets and checks."""
-    key = {name: asset_key(source, name) for name in ASSET_NAMES}
-    selected = context.selected_asset_keys
-    selected_checks = context.selected_asset_check_keys
-    publish_wanted = key["worklist"] in selected
-
+def _engine(worklist_db: WorklistDatabase) -> Engine:
     try:
-        engine = worklist_db.get_engine()
+        return worklist_db.get_engine()
     except SchemaOutOfDateError as exc:
         # Waiting cannot upgrade the schema: no step retries; the message names the command.
-        raise dg.Failure(description=f"{exc}\nNothing was published.", allow_retries=False) from None
-    fetched = _fetch(context, source, calpendo)
-    result = sync.transform(source, fetched)
-    frame = result.frame
+        failure = dg.Failure(description=f"{exc}\nNothing was published.", allow_retries=False)
+        raise failure from None
+
+
+def _fetch(
+    context: dg.AssetExecutionContext, source: DataSource, calpendo: SourceAccess
+) -> sync.FetchedWindow:
+    """The window, or a clear step failure naming the fetch."""
+    try:
+        return calpendo.fetch(source, logger=context.log)
+    except Exception as exc:
+        raise _step_failure(context, exc, f"fetching the booking window of {source.name!r}")
+
+
+def _transform(
+    context: dg.AssetExecutionContext, source: DataSource, fetched: sync.FetchedWindow, rows_key
+) -> TransformResult:
+    result = sync.transform(source, fetched, context.log)
     if result.warnings:
         # Once per sync, not once per booking: the list is in the metadata. A count of
         # warnings, not bookings: a booking may have several, a mapping note has none.
         context.log.warning(
             f"{len(result.warnings)} data warning(s); see the 'warning_list' "
-            f"metadata of {key['worklist_rows'].to_user_string()}"
+            f"metadata of {rows_key.to_user_string()}"
         )
-    results = checks.row_check_results(key["worklist_rows"], frame)
+    return result
+
+
+def _reconcile(
+    context: dg.AssetExecutionContext,
+    source: DataSource,
+    engine: Engine,
+    fetched: sync.FetchedWindow,
+    frame,
+    results: list[dg.AssetCheckResult],
+    selection: Selection,
+) -> Reconciled:
+    """The plan, approved by every check and published when `worklist` is selected;
+    the guard's result joins `results` either way."""
 
     def approve(plan: ReconciliationPlan) -> bool:
-        results.append(checks.guard_result(key["cancellation_reconciliation"], source, plan))
+        results.append(
+            checks.guard_result(selection.key["cancellation_reconciliation"], source, plan)
+        )
         return all(r.passed for r in results)
 
     done = reconcile(
@@ -207,55 +172,78 @@ def sync_step(
         fetched.window,
         fetched.fetch.complete,
         sync.present_ids(frame, fetched),
-        approve=approve if publish_wanted else None,
+        approve=approve if selection.publish else None,
         fetched_at=fetched.fetched_at,
         run_id=context.run.run_id,
     )
-    if not publish_wanted:
+    if not selection.publish:
         approve(done.plan)
+    return done
 
-    window_meta = _window_metadata(fetched)
-    bookings = fetched.fetch.bookings
-    metadata = {
-        "raw_bookings": {"bookings_fetched": len(bookings) + len(fetched.fetch.skipped), **window_meta},
-        "booking_details": {
-            "bookings": len(bookings),
-            "skipped": len(fetched.fetch.skipped),
-            "skipped_reasons": _table(
-                [{"booking_id": b, "reason": r} for b, r in fetched.fetch.skipped.items()][
-                    :MAX_TABLE_ROWS
-                ],
-                ["booking_id", "reason"],
-            ),
-            "with_operator": sum(1 for b in bookings if b.get("Operator")),
-            **window_meta,
-        },
-        "worklist_rows": _rows_metadata(result, frame),
-        "cancellation_reconciliation": _plan_metadata(done.plan),
+
+def _reports(
+    selection: Selection, fetched: sync.FetchedWindow, result: TransformResult,
+    done: Reconciled, results: list[dg.AssetCheckResult],
+) -> Iterator:
+    """The selected assets' materializations (but `worklist`) and check results."""
+    reported = {
+        **metadata.fetch_metadata(fetched, result.frame),
+        "worklist_rows": metadata.rows_metadata(result),
+        "cancellation_reconciliation": metadata.plan_metadata(done.plan),
     }
-    for name, meta in metadata.items():
-        if key[name] in selected:
-            yield dg.MaterializeResult(asset_key=key[name], metadata=meta)
+    for name, meta in reported.items():
+        if selection.key[name] in selection.assets:
+            yield dg.MaterializeResult(asset_key=selection.key[name], metadata=meta)
     for check in results:
-        if dg.AssetCheckKey(check.asset_key, check.check_name) in selected_checks:
+        if selection.has_check(check):
             yield check
 
+
+def _refusal(failed: list[dg.AssetCheckResult]) -> str:
+    names = ", ".join(f"{r.asset_key.to_user_string()}:{r.check_name}" for r in failed)
+    return (
+        f"Blocking check(s) failed: {names}. Nothing was published: the worklist is "
+        "unchanged. See the check results of this run; fix the data at the source (or the "
+        "source's config) and materialize again."
+    )
+
+
+def _outcome(
+    context: dg.AssetExecutionContext, selection: Selection, done: Reconciled,
+    results: list[dg.AssetCheckResult],
+) -> Iterator:
+    """`worklist` when published; else the failure of a check that counts, or why a
+    publish that was asked for wrote nothing."""
     if done.published is not None:
         context.log.info(f"published {vars(done.published)}")
-        yield dg.MaterializeResult(asset_key=key["worklist"], metadata=dict(vars(done.published)))
+        yield dg.MaterializeResult(
+            asset_key=selection.key["worklist"], metadata=dict(vars(done.published))
+        )
         return
     # Without `worklist` only the selected checks count; with it, all four do.
-    failed = [
-        r
-        for r in results
-        if not r.passed
-        and (publish_wanted or dg.AssetCheckKey(r.asset_key, r.check_name) in selected_checks)
-    ]
+    failed = [r for r in results if not r.passed and (selection.publish or selection.has_check(r))]
     if failed:
         raise dg.Failure(description=_refusal(failed), allow_retries=False)
-    if publish_wanted:
+    if selection.publish:
         # A newer fetch is already published: this run's older view must not replace it.
         context.log.warning(done.refused)
+
+
+def sync_step(
+    context: dg.AssetExecutionContext,
+    source: DataSource,
+    calpendo: SourceAccess,
+    worklist_db: WorklistDatabase,
+) -> Iterator:
+    """The whole sync in memory; yields only the selected assets and checks."""
+    selection = Selection.of(context, source)
+    engine = _engine(worklist_db)
+    fetched = _fetch(context, source, calpendo)
+    result = _transform(context, source, fetched, selection.key["worklist_rows"])
+    results = checks.row_check_results(selection.key["worklist_rows"], result.frame)
+    done = _reconcile(context, source, engine, fetched, result.frame, results, selection)
+    yield from _reports(selection, fetched, result, done, results)
+    yield from _outcome(context, selection, done, results)
 
 
 def build_source_assets(
@@ -287,7 +275,7 @@ def build_source_assets(
     )
     def _sync(
         context: dg.AssetExecutionContext,
-        calpendo: CalpendoResource,
+        calpendo: SourceAccess,  # the resource key keeps its first name (defs.resources)
         worklist_db: WorklistDatabase,
     ):
         try:
