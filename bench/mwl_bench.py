@@ -54,10 +54,10 @@ import pydicom
 from pydicom.dataset import Dataset
 from sqlalchemy import insert, update
 
+from mwl_service.engine import make_engine
 from mwl_service.schema import (
     WorklistItem,
     accession_number,
-    make_engine,
     step_id,
     study_instance_uid,
 )

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from calpendo_assets.config import load_config
 from calpendo_assets.sync import run_sync
-from mwl_service.schema import make_engine
+from mwl_service.engine import make_engine
 
 BIN = Path(sys.executable).parent
 USER, PASSWORD = "bench", "bench-secret"

@@ -21,25 +21,26 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TextIO
 
-from calpendo_assets.config import (
-    CONFIG_ENV,
-    PASSWORD_ENV,
-    USERNAME_ENV,
-    ConfigError,
-    DataSource,
-    config_path,
-    enabled_sources,
-    env_credentials,
-    load_config,
-)
-from calpendo_assets.sources.errors import (
+from sqlalchemy import text
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, SQLAlchemyError
+
+from calpendo_assets.config import CONFIG_ENV, config_path, enabled_sources, load_config
+from calpendo_assets.core.credentials import PASSWORD_ENV, USERNAME_ENV, env_credentials
+from calpendo_assets.core.errors import (
     AuthRefusedError,
     BadAnswerError,
+    ConfigError,
     NotFoundError,
     SourceError,
     SourceUnavailableError,
 )
+from calpendo_assets.core.source import DataSource
+from calpendo_assets.sources.registry import plugin_for
 from mwl_service import user_commands
+from mwl_service.migrate import schema_state, upgrade
+from mwl_service.database import db_url_origin, get_db_url
+from mwl_service.engine import make_engine
 
 OK, FAIL = "ok", "FAIL"
 
@@ -74,9 +75,6 @@ class Report:
 
 
 def _hide_password(url: str) -> str:
-    from sqlalchemy.engine import make_url
-    from sqlalchemy.exc import ArgumentError
-
     try:
         return make_url(url).render_as_string(hide_password=True)
     except ArgumentError:
@@ -85,8 +83,9 @@ def _hide_password(url: str) -> str:
 
 def check_source(source: DataSource, report: Report) -> None:
     report.heading(f"data source {source.name!r} (type {source.type})")
+    plugin = plugin_for(source.type)
     credentials = None
-    if source.plugin.needs_credentials:
+    if plugin.needs_credentials:
         try:
             credentials = env_credentials(source, os.environ)
         except ConfigError as exc:
@@ -94,7 +93,7 @@ def check_source(source: DataSource, report: Report) -> None:
             return
         report.line("credentials", OK, f"{USERNAME_ENV} and {PASSWORD_ENV} are set")
     try:
-        detail = source.plugin.probe(source, credentials)
+        detail = plugin.probe(source, credentials)
     except SourceError as exc:
         meaning = next(text for kind, text in _PROBE_FAILURES if isinstance(exc, kind))
         report.line("source", FAIL, f"{meaning}: {exc}")
@@ -104,11 +103,6 @@ def check_source(source: DataSource, report: Report) -> None:
 
 def check_database(url: str | None, report: Report) -> None:
     """Reachable, and its schema at the current revision (mwl_service.migrate)."""
-    from sqlalchemy import text
-    from sqlalchemy.exc import SQLAlchemyError
-
-    from mwl_service.schema import db_url_origin, get_db_url, make_engine
-
     db_url = get_db_url(url)
     report.heading(f"worklist database {_hide_password(db_url)} (from {db_url_origin(url)})")
     if db_url.startswith("sqlite") and "///" in db_url:
@@ -125,8 +119,6 @@ def check_database(url: str | None, report: Report) -> None:
         with engine.connect() as conn:
             conn.execute(text("SELECT 1"))
         report.line("database", OK, "reachable")
-        from mwl_service.migrate import schema_state
-
         state = schema_state(engine)
         if state.up_to_date:
             report.line("schema", OK, f"at revision {state.head} (current)")
@@ -176,9 +168,6 @@ def check(args: argparse.Namespace, out: TextIO | None = None) -> int:
 
 def db_upgrade(args: argparse.Namespace, out: TextIO | None = None) -> int:
     out = out or sys.stdout
-    from mwl_service.migrate import upgrade
-    from mwl_service.schema import get_db_url
-
     shown = _hide_password(get_db_url(args.db_url))
     try:
         before, after = upgrade(args.db_url)

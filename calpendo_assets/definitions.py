@@ -4,11 +4,12 @@ worklist retention job."""
 
 import dagster as dg
 
-from calpendo_assets.assets import build_source_assets
-from calpendo_assets.automation import build_job, build_schedule, build_sensor
-from calpendo_assets.config import DataSource, enabled_sources, load_config
-from calpendo_assets.resources import CalpendoResource, WorklistDatabase, calpendo_from_env
-from calpendo_assets.retention_job import build_retention_defs
+from calpendo_assets.config import enabled_sources, load_config
+from calpendo_assets.core.source import DataSource
+from calpendo_assets.defs.assets import build_source_assets
+from calpendo_assets.defs.automation import build_job, build_schedule, build_sensor
+from calpendo_assets.defs.resources import SOURCE_ACCESS_KEY, WorklistDatabase, source_access
+from calpendo_assets.defs.retention import build_retention_defs
 
 
 def build_definitions(sources: list[DataSource], **asset_options) -> dg.Definitions:
@@ -26,18 +27,10 @@ def build_definitions(sources: list[DataSource], **asset_options) -> dg.Definiti
         jobs=jobs,
         schedules=schedules,
         sensors=sensors,
-        resources={"worklist_db": WorklistDatabase(), "calpendo": _calpendo(sources)},
+        resources={"worklist_db": WorklistDatabase(), SOURCE_ACCESS_KEY: source_access(sources)},
         # A sync is one step: a subprocess per step would only add start-up time.
         executor=dg.in_process_executor,
     )
-
-
-def _calpendo(sources: list[DataSource]) -> CalpendoResource:
-    # Credentials from the environment only where a source needs them: a site with
-    # only `file` sources runs without CALPENDO_USERNAME/CALPENDO_PASSWORD.
-    if any(source.plugin.needs_credentials for source in sources):
-        return calpendo_from_env()
-    return CalpendoResource(username="", password="")
 
 
 @dg.definitions

@@ -4,6 +4,9 @@
 worklist rows, `publish_rows` reconciles and writes them in one transaction. The
 sensor calls `fingerprint`. The benchmark and scripts call `run_sync`, which chains
 the same steps in one process.
+
+Every step takes a ``logger``: Dagster's run log inside a run (it names the step
+already), else `source_log`, whose lines start ``[calpendo:NAME]``.
 """
 
 from __future__ import annotations
@@ -13,29 +16,34 @@ import logging
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import pandas as pd
 from sqlalchemy.engine import Engine
 
-from calpendo_assets.config import DataSource, Window, booking_window, env_credentials
-from calpendo_assets.reconcile import PublishResult, publish
+from calpendo_assets.core.credentials import Credentials, env_credentials
+from calpendo_assets.core.source import DataSource
+from calpendo_assets.core.window import Window, booking_window
+from calpendo_assets.reconcile.publish import PublishResult, publish
 from calpendo_assets.rows.mapping import bookings_to_rows
 from calpendo_assets.rows.model import TransformResult, present_booking_ids
-from calpendo_assets.sources.base import Credentials, FetchResult
+from calpendo_assets.sources.base import FetchResult
+from calpendo_assets.sources.registry import plugin_for
 from mwl_service.excluded import Excluded
 
 log = logging.getLogger(__name__)
 
-__all__ = [
-    "Credentials",
-    "FetchedWindow",
-    "fetch",
-    "fingerprint",
-    "transform",
-    "present_ids",
-    "publish_rows",
-    "run_sync",
-]
+
+class SourceLog(logging.LoggerAdapter):
+    """A logger whose every line names the data source: ``[calpendo:NAME] ...``."""
+
+    def process(self, msg: Any, kwargs: Any) -> tuple[Any, Any]:
+        return f"[calpendo:{self.extra['source']}] {msg}", kwargs
+
+
+def source_log(source: DataSource, logger: Any = None) -> Any:
+    """`logger` when given (Dagster's run log), else this module's logger naming `source`."""
+    return logger if logger is not None else SourceLog(log, {"source": source.name})
 
 
 @dataclass
@@ -54,32 +62,40 @@ def _now(now: dt.datetime | None) -> dt.datetime:
 
 def fetch(
     source: DataSource, credentials: Credentials | None = None, now: dt.datetime | None = None,
-    logger=None,
+    logger: Any = None,
 ) -> FetchedWindow:
     """The whole fetch of the source's window (for Calpendo including the per-booking
-    detail and operator queries). Raises `sources.errors.SourceError` (see ``transient``).
+    detail and operator queries). Raises `core.errors.SourceError` (see ``transient``).
 
     ``credentials=None``: a plugin that needs them reads CALPENDO_USERNAME/PASSWORD.
     """
     now = _now(now)
     window = booking_window(source, now)
-    result = source.plugin.fetch_entries(source, window, credentials, logger or log)
+    plugin = plugin_for(source.type)
+    result = plugin.fetch_entries(source, window, credentials, source_log(source, logger))
     return FetchedWindow(source.name, window, result, now)
 
 
 def fingerprint(
     source: DataSource, credentials: Credentials | None = None, now: dt.datetime | None = None,
-    logger=None,
+    logger: Any = None,
 ) -> str:
     """A cheap digest of the window (one small query) that changes when bookings change."""
     window = booking_window(source, _now(now))
-    return source.plugin.fingerprint(source, window, credentials, logger or log)
+    plugin = plugin_for(source.type)
+    return plugin.fingerprint(source, window, credentials, source_log(source, logger))
 
 
-def transform(source: DataSource, details: FetchedWindow) -> TransformResult:
-    return bookings_to_rows(
+def transform(source: DataSource, details: FetchedWindow, logger: Any = None) -> TransformResult:
+    """The fetched records as worklist rows. A booking that spans days is logged here,
+    once per sync, for the administrator (its id and times, never its title)."""
+    result = bookings_to_rows(
         details.fetch.bookings, source, skipped=details.fetch.skipped, window=details.window
     )
+    out = source_log(source, logger)
+    for note in result.multi_day.values():
+        out.warning(note)
+    return result
 
 
 def present_ids(frame: pd.DataFrame, details: FetchedWindow) -> set[str]:
@@ -101,8 +117,8 @@ def publish_rows(
         details.window,
         details.fetch.complete,
         present_ids(frame, details),
-        max_cancel_fraction=source.max_cancel_fraction,
-        min_cancel_guard_rows=source.min_cancel_guard_rows,
+        max_cancel_fraction=source.settings.max_cancel_fraction,
+        min_cancel_guard_rows=source.settings.min_cancel_guard_rows,
         run_id=run_id,
         # The fetch's own time: a later publish of an older fetch is refused.
         fetched_at=details.fetched_at,
@@ -115,13 +131,14 @@ def run_sync(
     engine: Engine,
     env: Mapping[str, str] = os.environ,
     now: dt.datetime | None = None,
+    logger: Any = None,
 ) -> tuple[FetchedWindow, TransformResult, PublishResult]:
     """Fetch, transform and publish one source without Dagster (benchmarks, scripts).
 
     Skips the asset checks' reporting but not the publish-time mass-cancel guard.
     """
-    creds = env_credentials(source, env) if source.plugin.needs_credentials else None
-    details = fetch(source, creds, now)
-    result = transform(source, details)
+    creds = env_credentials(source, env) if plugin_for(source.type).needs_credentials else None
+    details = fetch(source, creds, now, logger)
+    result = transform(source, details, logger)
     published = publish_rows(engine, source, result.frame, details, excluded=result.left_out)
     return details, result, published

@@ -9,7 +9,7 @@ import sys
 import threading
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from . import admin
+from . import admin_client
 from .server import CalpendoSimulator
 
 
@@ -73,8 +73,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if any(a in admin.COMMANDS for a in argv):  # the server itself takes no positionals
-        return admin.main(argv)
+    if any(a in admin_client.COMMANDS for a in argv):  # the server itself takes no positionals
+        return admin_client.main(argv)
     args = build_parser().parse_args(argv)
     try:
         sim = CalpendoSimulator(

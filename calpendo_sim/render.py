@@ -7,52 +7,28 @@ A path naming an object returns the whole object; a path through a null object i
 (nested: the object itself is reported as null).
 
 Encoding thousands of small dicts per query would dominate a big query's cost, so every
-booking version carries the JSON text of each of its property paths (``json_texts``, built
-once per change) and a query only splices those texts together; the spliced result is also
-kept per selection on that (immutable) booking version, so a repeated sync query costs
-little more than its filter.
+booking version carries the JSON text of each of its property paths (``Booking.texts``,
+built once per change) and a query only splices those texts together; the spliced result
+is also kept per selection on that (immutable) booking version, so a repeated sync query
+costs little more than its filter.
 """
 
 from __future__ import annotations
 
-import json
 from json.encoder import encode_basestring  # C-accelerated; keeps non-ASCII as is
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import Any, Sequence
 
-if TYPE_CHECKING:
-    from .store import Booking
+from .booking import Booking, json_text
 
 # What a query without ``paths=`` returns besides id and biskitType.
 DEFAULT_PATHS = ("formattedName",)
 NULL = "null"
 _CACHED_SELECTIONS = 8  # per booking version; bounds memory when clients vary their paths
-_encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
 
 def encode(payload: Any) -> bytes:
     """Compact UTF-8 JSON, non-ASCII kept as is (as Java servers send it)."""
-    return _encode(payload).encode("utf-8")
-
-
-def json_texts(rendered: dict) -> dict[str, str]:
-    """The JSON text of every dotted property path of a rendered booking, objects included."""
-    texts: dict[str, str] = {}
-
-    def text(path: str, value: Any) -> str:
-        if isinstance(value, dict):
-            members = (f"{encode_basestring(key)}:{text(f'{path}.{key}', sub)}"
-                       for key, sub in value.items())
-            result = "{" + ",".join(members) + "}"
-        elif isinstance(value, str):
-            result = encode_basestring(value)
-        else:
-            result = _encode(value)
-        texts[path] = result
-        return result
-
-    for name, value in rendered.items():
-        text(name, value)
-    return texts
+    return json_text(payload).encode("utf-8")
 
 
 def _tree(paths: Sequence[str]) -> dict:
@@ -99,7 +75,7 @@ class Selection:
         self._members = _compile(_tree(paths))
         self._flat = [(path, encode_basestring(path) + ":") for path in paths]
 
-    def fragment(self, booking: "Booking") -> bytes:
+    def fragment(self, booking: Booking) -> bytes:
         """The UTF-8 JSON of one result biskit, cached on the booking version."""
         cache = booking.fragments
         text = cache.get(self.key)
@@ -109,7 +85,7 @@ class Selection:
             text = cache[self.key] = self._splice(booking).encode("utf-8")
         return text
 
-    def _splice(self, booking: "Booking") -> str:
+    def _splice(self, booking: Booking) -> str:
         texts = booking.texts
         head = '{"id":' + texts["id"] + ',"biskitType":' + texts["biskitType"]
         if self.flat:
@@ -118,13 +94,13 @@ class Selection:
         return head + ',"properties":' + _splice(texts, self._members) + "}"
 
 
-def query_body(bookings: Sequence["Booking"], selection: Selection) -> bytes:
+def query_body(bookings: Sequence[Booking], selection: Selection) -> bytes:
     """``{"biskits": [...]}`` for the matching bookings."""
     fragment = selection.fragment
     return b'{"biskits":[' + b",".join([fragment(b) for b in bookings]) + b"]}"
 
 
-def detail(booking: "Booking", property_names: Sequence[str], leaf_paths: Sequence[str],
+def detail(booking: Booking, property_names: Sequence[str], leaf_paths: Sequence[str],
            flat: bool) -> bytes:
     """One whole biskit for ``webdav/b/TYPE/ID``: every property the requested type has.
 

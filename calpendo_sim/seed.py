@@ -16,7 +16,7 @@ from zoneinfo import ZoneInfo
 
 from .catalogue import OPERATORS, PROJECTS, RESEARCHERS, RESOURCES, Directory
 from .schema import TypeRegistry
-from .store import Booking
+from .booking import Booking
 
 FIRST_ID = 1001
 DAY_START_HOUR, DAY_END_HOUR = 7, 19

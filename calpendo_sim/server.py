@@ -18,7 +18,6 @@ import socket
 import sys
 import threading
 import time
-from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -29,33 +28,15 @@ from .catalogue import Directory, default_type
 from .errors import ApiError, NotFound
 from .query import compile_predicate, parse_expression, parse_paths, split_segments
 from .render import DEFAULT_PATHS, Selection, detail, query_body
+from .response import HTML_TYPE, TEXT_TYPE, Response
 from .schema import TypeRegistry
 from .seed import generate_records
-from .store import Booking, BookingStore
+from .booking import Booking
+from .store import BookingStore
 
 LOG = logging.getLogger("calpendo_sim")
-REALM = "Calpendo"
-JSON_TYPE = "application/json;charset=UTF-8"
-TEXT_TYPE = "text/plain; charset=utf-8"
-HTML_TYPE = "text/html; charset=utf-8"
 DEFAULT_OPERATOR = "Tech, Anna"
 _TYPE_DEFAULT = object()  # add_booking's operator: "whatever this type gets by default"
-
-
-@dataclass
-class Response:
-    status: int
-    body: bytes
-    content_type: str = TEXT_TYPE
-    headers: dict[str, str] = field(default_factory=dict)
-
-    @classmethod
-    def text(cls, status: int, message: str, **headers: str) -> "Response":
-        return cls(status, (message + "\n").encode("utf-8"), TEXT_TYPE, headers)
-
-    @classmethod
-    def json(cls, body: bytes) -> "Response":
-        return cls(200, body, JSON_TYPE)
 
 
 class _FailurePlan:
@@ -329,8 +310,7 @@ class CalpendoSimulator:
         if injected is not None:
             return injected
         if not self._authorised(authorization):
-            return Response.text(401, "Authentication required",
-                                 **{"WWW-Authenticate": f'Basic realm="{REALM}"'})
+            return Response.authentication_required()
         try:
             return self._route(raw_path)
         except ApiError as exc:

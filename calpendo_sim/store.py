@@ -1,72 +1,23 @@
-"""The simulator's booking store: typed records, thread-safe mutations, cheap snapshots.
+"""The simulator's booking store: thread-safe mutations, cheap snapshots.
 
-Each booking is kept three ways: ``props`` with Python values (datetimes, ints) that
-queries compare against, ``rendered``, the JSON-ready form with Calpendo's timestamp
-strings, and ``texts``, the JSON text of every property path. All are built once per
-change, so a query over thousands of bookings does no formatting or encoding.
-Records are never mutated; a change replaces the record, so a reader's snapshot stays
-consistent without holding the lock while it filters and serialises.
+The store holds one :class:`~calpendo_sim.booking.Booking` version per booking. A
+change replaces the version, so a reader's snapshot stays consistent without holding
+the lock while it filters and serialises.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import threading
-from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
+from .booking import Booking
 from .catalogue import RESEARCHERS, Directory, default_type
-from .render import json_texts
-from .schema import (ENVELOPE, STATUSES, TypeRegistry, format_datetime, format_range,
-                     infer_field)
+from .schema import STATUSES, TypeRegistry, infer_field
 
 # Keyword arguments of add/update that map onto referenced objects or derived properties.
 _REFERENCES = {"resource", "project", "operator", "booker", "owner"}
 _SCHEDULE = {"start", "minutes"}
-
-
-def render_value(value: Any) -> Any:
-    """JSON-ready copy: datetimes become Calpendo timestamp strings, dicts are copied."""
-    if isinstance(value, dt.datetime):
-        return format_datetime(value)
-    if isinstance(value, dict):
-        return {key: render_value(sub) for key, sub in value.items()}
-    return value
-
-
-@dataclass(frozen=True)
-class Booking:
-    """One immutable booking version."""
-
-    props: dict      # typed values, including id and biskitType
-    rendered: dict   # the same properties as JSON values
-    texts: dict      # JSON text per dotted path (render.json_texts), for fast queries
-    # Spliced result biskits per path selection (render.Selection); valid for this version.
-    fragments: dict = field(default_factory=dict, compare=False, repr=False)
-
-    @property
-    def id(self) -> int:
-        return self.props["id"]
-
-    @property
-    def biskit_type(self) -> str:
-        return self.props["biskitType"]
-
-    @classmethod
-    def build(cls, props: dict) -> "Booking":
-        """Fill the derived properties (duration, formattedName) and render once."""
-        start, finish = props["dateRange"]["start"], props["dateRange"]["finish"]
-        props = {**props,
-                 "durationInMinutes": int((finish - start).total_seconds() // 60),
-                 "formattedName": format_range(start, finish)}
-        rendered = render_value(props)
-        return cls(props, rendered, json_texts(rendered))
-
-    def as_biskit(self, names: Iterable[str]) -> dict:
-        """``{"id", "biskitType", "properties": {...}}`` with the given property names."""
-        return {"id": self.id, "biskitType": self.biskit_type,
-                "properties": {name: render_value(self.rendered.get(name))
-                               for name in names if name not in ENVELOPE}}
 
 
 def local_naive(value: dt.datetime, zone: dt.tzinfo) -> dt.datetime:

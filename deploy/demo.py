@@ -24,7 +24,9 @@ import urllib.request
 from pathlib import Path
 from urllib.parse import urlparse
 
-from calpendo_assets.config import ConfigError, DataSource, enabled_sources, load_config
+from calpendo_assets.config import enabled_sources, load_config
+from calpendo_assets.core.errors import ConfigError
+from calpendo_assets.core.source import DataSource
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent

@@ -17,6 +17,16 @@ non-daemon DUL thread, the process) for ever. :class:`MwlAssociationServer` adds
 * :meth:`MwlAssociationServer.stop` ends every connection promptly, however its peer
   behaves: A-ABORT to each association, then the sockets of those that do not end
   within a grace period are shut down.
+
+pynetdicom internals relied on (pynetdicom>=3,<4, checked against 3.0.4), besides the
+``socketserver`` hooks ``ThreadedAssociationServer`` keeps: ``assoc.dul.socket.socket``
+(the accepted socket an association runs on), ``assoc.dul.to_user_queue`` (where the
+acceptor waits for the A-ASSOCIATE-RQ; ``None`` there means none came),
+``assoc.dul.state_machine.current_state`` and ``assoc.dul.event_queue`` (a DUL still
+in Sta1 with nothing to do has seen no request). When one is missing the connection
+is not tracked or not woken early (:func:`_socket_of`, :meth:`Connection.peer_gone`,
+:meth:`Connection.close`); the socket timeouts and pynetdicom's own ACSE timeout
+still end it.
 """
 
 from __future__ import annotations
@@ -44,6 +54,11 @@ STOP_GRACE = 1.0
 _SETTLE = 0.5
 
 
+def _socket_of(assoc: Any) -> socket.socket | None:
+    """The accepted socket ``assoc`` runs on (pynetdicom's ``dul.socket.socket``)."""
+    return getattr(getattr(getattr(assoc, "dul", None), "socket", None), "socket", None)
+
+
 @dataclass
 class Connection:
     """One accepted TCP connection, from accept until its association ends."""
@@ -69,7 +84,9 @@ class Connection:
             return False
         if not dul.is_alive():
             return True
-        return dul.state_machine.current_state == "Sta1" and dul.event_queue.empty()
+        state = getattr(getattr(dul, "state_machine", None), "current_state", None)
+        events = getattr(dul, "event_queue", None)
+        return state == "Sta1" and events is not None and events.empty()
 
     def close(self) -> None:
         """Shut the socket down (wakes any thread blocked reading or writing it) and
@@ -78,7 +95,8 @@ class Connection:
             self.sock.shutdown(socket.SHUT_RDWR)
         if self.assoc is not None and not self.requested:
             # pynetdicom's acceptor takes None from this queue as "no request came".
-            self.assoc.dul.to_user_queue.put(None)
+            with contextlib.suppress(AttributeError):
+                self.assoc.dul.to_user_queue.put(None)
 
 
 class MwlAssociationServer(ThreadedAssociationServer):
@@ -174,7 +192,7 @@ class MwlAssociationServer(ThreadedAssociationServer):
     def connection_opened(self, assoc: Any) -> None:
         """EVT_CONN_OPEN: the association of a registered connection is about to run.
         Until its request arrives, it waits at most the request timeout for it."""
-        conn = self._connections.get(assoc.dul.socket.socket)
+        conn = self._connections.get(_socket_of(assoc))
         if conn is not None:
             conn.assoc = assoc
         if self.request_timeout is not None:
@@ -183,7 +201,7 @@ class MwlAssociationServer(ThreadedAssociationServer):
 
     def association_requested(self, assoc: Any) -> None:
         """EVT_REQUESTED: the A-ASSOCIATE-RQ is in; the ACSE timeout applies again."""
-        conn = self._connections.get(assoc.dul.socket.socket)
+        conn = self._connections.get(_socket_of(assoc))
         if conn is not None:
             conn.requested = True
         if hasattr(assoc, "_mwl_acse_timeout"):

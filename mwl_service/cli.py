@@ -9,9 +9,11 @@ import sys
 import threading
 from collections.abc import Sequence
 
-from mwl_service import schema
+from mwl_service.database import DEFAULT_DB_PATH, db_url_origin, get_db_url
+from mwl_service.logs import LOGGED_VALUE_LENGTH
 from mwl_service.retention import DEFAULT_OFFER_PAST_DAYS
-from mwl_service.server import (
+from mwl_service.server import start_server
+from mwl_service.settings import (
     DEFAULT_ACSE_TIMEOUT,
     DEFAULT_AE_TITLE,
     DEFAULT_DIMSE_TIMEOUT,
@@ -20,9 +22,7 @@ from mwl_service.server import (
     DEFAULT_NETWORK_TIMEOUT,
     DEFAULT_PORT,
     DEFAULT_REQUEST_TIMEOUT,
-    LOGGED_VALUE_LENGTH,
     ServerConfig,
-    start_server,
 )
 from mwl_service.vr import validate_ae_title
 
@@ -41,7 +41,7 @@ progress; it never calls Calpendo.
 EPILOG = f"""\
 environment:
   WORKLIST_DB_URL   database URL used when --db-url is not given
-                    (fallback: sqlite:///{schema.DEFAULT_DB_PATH}, relative to the
+                    (fallback: sqlite:///{DEFAULT_DB_PATH}, relative to the
                     working directory)
 
 security:
@@ -130,13 +130,23 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    _add_service_options(parser)
+    _add_admission_options(parser)
+    _add_timeout_options(parser)
+    _add_query_options(parser)
+    _add_tls_and_log_options(parser)
+    return parser
+
+
+def _add_service_options(parser: argparse.ArgumentParser) -> None:
+    """Which database, and where the service listens under which AE title."""
     parser.add_argument(
         "--db-url",
         default=None,
         metavar="URL",
         help="SQLAlchemy URL of the worklist database, e.g. sqlite:///var/worklist.db or "
         "postgresql+psycopg://user@host/db (default: $WORKLIST_DB_URL, else "
-        f"sqlite:///{schema.DEFAULT_DB_PATH}); missing tables are created",
+        f"sqlite:///{DEFAULT_DB_PATH}); missing tables are created",
     )
     parser.add_argument(
         "--ae-title",
@@ -157,6 +167,10 @@ def build_parser() -> argparse.ArgumentParser:
         default=DEFAULT_PORT,
         help=f"TCP port to listen on (default: {DEFAULT_PORT})",
     )
+
+
+def _add_admission_options(parser: argparse.ArgumentParser) -> None:
+    """Who may associate, and how many at once."""
     parser.add_argument(
         "--allowed-aet",
         action="append",
@@ -181,6 +195,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="maximum simultaneous connections from one peer address, associated or "
         "not; more are closed at once (default: half of --max-associations, at least 1)",
     )
+
+
+def _add_timeout_options(parser: argparse.ArgumentParser) -> None:
+    """How long each stage of a connection may take."""
     parser.add_argument(
         "--request-timeout",
         type=_seconds,
@@ -215,6 +233,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="time to wait for an expected DIMSE message (pynetdicom dimse_timeout; "
         f"default: {DEFAULT_DIMSE_TIMEOUT:g})",
     )
+
+
+def _add_query_options(parser: argparse.ArgumentParser) -> None:
+    """What a C-FIND is answered with."""
     parser.add_argument(
         "--max-results",
         type=_positive_int,
@@ -238,6 +260,10 @@ def build_parser() -> argparse.ArgumentParser:
         "query without a Scheduled Procedure Step Start Date; a query naming its date "
         f"still finds it (default: {DEFAULT_OFFER_PAST_DAYS:g})",
     )
+
+
+def _add_tls_and_log_options(parser: argparse.ArgumentParser) -> None:
+    """TLS, and how much the service logs."""
     parser.add_argument(
         "--tls-cert",
         default=None,
@@ -264,7 +290,6 @@ def build_parser() -> argparse.ArgumentParser:
         default="INFO",
         help="logging level (default: INFO); DEBUG includes DICOM datasets, i.e. patient data",
     )
-    return parser
 
 
 def parse_allowed_aets(values: Sequence[str]) -> tuple[str, ...]:
@@ -280,7 +305,7 @@ def parse_allowed_aets(values: Sequence[str]) -> tuple[str, ...]:
 
 def config_from_args(args: argparse.Namespace) -> ServerConfig:
     return ServerConfig(
-        db_url=schema.get_db_url(args.db_url),
+        db_url=get_db_url(args.db_url),
         ae_title=args.ae_title,
         host=args.host,
         port=args.port,
@@ -341,7 +366,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "Cannot start the MWL service: %s: %s (database from %s)",
             type(exc).__name__,
             exc,
-            schema.db_url_origin(args.db_url),
+            db_url_origin(args.db_url),
         )
         return 1
 

@@ -42,7 +42,7 @@ from pydicom.charset import convert_encodings, default_encoding, python_encoding
 from pydicom.dataelem import RawDataElement
 from pydicom.tag import BaseTag
 
-from mwl_service.query.keys import ReturnKey, WorklistQuery
+from mwl_service.query.model import ReturnKey, WorklistQuery
 from mwl_service.query.values import SCS_TAG
 from mwl_service.schema import WorklistItem
 

@@ -13,8 +13,8 @@ Public API (the names the other modules define are re-exported here)::
     QueryError, WorklistQuery, ReturnKey, parse_query, build_select   (mwl_service.query)
     row_to_dataset, row_to_bytes                                      (mwl_service.encode)
     find_worklist(conn_or_engine, identifier, *, limit=None, implicit_vr=False,
-                  calling_station=None, offer_past_days=None, now=None) -> Iterator[Dataset]
-    find_worklist_encoded(...same...) -> Iterator[bytes]
+                  calling_station=None, offer_past_days=None, now=None,
+                  convert=row_to_dataset) -> Iterator[answer]
 """
 
 from __future__ import annotations
@@ -42,11 +42,16 @@ from mwl_service.query import __all__ as QUERY_API
 
 __all__ = [
     *QUERY_API,
+    "RowConverter",
     "find_worklist",
-    "find_worklist_encoded",
     "row_to_bytes",
     "row_to_dataset",
 ]
+
+
+# Turns one selected row into its answer: row_to_dataset (a Dataset) or row_to_bytes
+# (the same answer encoded), called as convert(row, query, implicit_vr=...).
+RowConverter = Callable[..., Any]
 
 
 def find_worklist(
@@ -58,10 +63,14 @@ def find_worklist(
     calling_station: str | None = None,
     offer_past_days: float | None = None,
     now: dt.datetime | None = None,
-) -> Iterator[Dataset]:
+    convert: RowConverter = row_to_dataset,
+) -> Iterator[Any]:
     """Parse ``identifier`` (raising :class:`QueryError` at once), then lazily yield
-    one response dataset per matching row, streaming rows from the database.
+    one answer per matching row, streaming rows from the database.
 
+    ``convert`` makes the answers: :func:`row_to_dataset` (the default) yields
+    response datasets, :func:`row_to_bytes` the same answers already encoded in
+    Implicit (``implicit_vr``) or Explicit VR Little Endian.
     ``calling_station`` and ``offer_past_days`` (with ``now``) are as in
     :func:`~mwl_service.query.parse_query`. Given an Engine, a connection is opened
     for the iteration and closed when it ends (or when the iterator is closed); a
@@ -71,33 +80,14 @@ def find_worklist(
         identifier, limit=limit, calling_station=calling_station,
         offer_past_days=offer_past_days, now=now,
     )
-    return _iterate(conn_or_engine, query, implicit_vr, row_to_dataset)
-
-
-def find_worklist_encoded(
-    conn_or_engine: Connection | Engine,
-    identifier: Dataset,
-    *,
-    limit: int | None = None,
-    implicit_vr: bool = False,
-    calling_station: str | None = None,
-    offer_past_days: float | None = None,
-    now: dt.datetime | None = None,
-) -> Iterator[bytes]:
-    """As :func:`find_worklist`, but yields each answer encoded (:func:`row_to_bytes`)
-    in Implicit (``implicit_vr``) or Explicit VR Little Endian."""
-    query = parse_query(
-        identifier, limit=limit, calling_station=calling_station,
-        offer_past_days=offer_past_days, now=now,
-    )
-    return _iterate(conn_or_engine, query, implicit_vr, row_to_bytes)
+    return _iterate(conn_or_engine, query, implicit_vr, convert)
 
 
 def _iterate(
     conn_or_engine: Connection | Engine,
     query: WorklistQuery,
     implicit_vr: bool,
-    convert: Callable[..., Any],
+    convert: RowConverter,
 ) -> Iterator[Any]:
     stmt = build_select(query).execution_options(stream_results=True, yield_per=500)
     if isinstance(conn_or_engine, Engine):
@@ -112,7 +102,7 @@ def _rows(
     stmt: Select[Any],
     query: WorklistQuery,
     implicit_vr: bool,
-    convert: Callable[..., Any],
+    convert: RowConverter,
 ) -> Iterator[Any]:
     result = conn.execute(stmt)
     try:

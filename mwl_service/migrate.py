@@ -6,7 +6,7 @@ version table; later revisions add to it. A new, empty database is created at th
 newest revision directly (``create_all`` plus a version stamp); an existing one is
 upgraded with ``calpendo-mwl db upgrade``, which calls :func:`upgrade`. The MWL
 service and the sync refuse a database that is not at the newest revision
-(:func:`require_current`, called by :func:`mwl_service.schema.make_engine`), naming
+(:func:`require_current`, called by :func:`mwl_service.engine.make_engine`), naming
 that command.
 
 Public API::
@@ -31,6 +31,7 @@ from sqlalchemy import inspect
 from sqlalchemy.engine import Connection, Engine
 
 from mwl_service import schema
+from mwl_service.database import bare_engine, describe_db
 
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
 RELEASE_1 = "0001"  # the first release's schema: tables but no alembic_version
@@ -100,7 +101,7 @@ def require_current(engine: Engine) -> None:
     state = schema_state(engine)
     if state.up_to_date:
         return
-    where = schema.describe_db(engine)
+    where = describe_db(engine)
     if not state.has_tables:
         problem = "has no worklist tables"
     elif state.current is None:
@@ -136,7 +137,7 @@ def upgrade(url: str | None = None) -> tuple[str | None, str]:
     An empty database gets every revision from the first; a first-release database
     (tables, no version table) is stamped at revision 0001 first.
     """
-    engine = schema.make_engine(url, create=False, check_schema=False)
+    engine = bare_engine(url)
     try:
         with engine.connect() as conn:
             if engine.dialect.name == "sqlite":

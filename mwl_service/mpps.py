@@ -1,7 +1,8 @@
 """Modality Performed Procedure Step (MPPS) SCP logic, per DICOM PS3.4 Annex F.7.
 
 Plain functions over an SQLAlchemy engine and pydicom datasets; the pynetdicom
-handlers in :mod:`mwl_service.server` only wire them to N-CREATE / N-SET.
+handlers in :mod:`mwl_service.handlers` only wire them to N-CREATE / N-SET. What an
+instance does to its worklist rows: :mod:`mwl_service.mpps_worklist`.
 
 * N-CREATE (F.7.2.1): the SCU names the SOP Instance UID, the Performed Procedure
   Step Status is "IN PROGRESS", and the Scheduled Step Attributes Sequence refers to
@@ -40,13 +41,12 @@ from dataclasses import dataclass, field
 
 from pydicom.dataset import Dataset
 from pydicom.uid import RE_VALID_UID
-from sqlalchemy import select
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from mwl_service import schema
-from mwl_service.history import HistoryEntry, write_history
+from mwl_service.mpps_worklist import apply_to_worklist, instance_rows, linked_rows, stripped_text
 from mwl_service.schema import MppsInstance, WorklistItem
 
 LOG = logging.getLogger(__name__)
@@ -108,13 +108,6 @@ def _fail(status: int, comment: str, uid: str = "", error_id: int | None = None)
     )
 
 
-def _text(ds: Dataset, keyword: str) -> str:
-    value = ds.get(keyword)
-    if value is None:
-        return ""
-    return str(value).strip()
-
-
 def _status_value(ds: Dataset) -> tuple[bool, str]:
     """(present, value) of Performed Procedure Step Status, upper-cased and stripped."""
     if PPS_STATUS_TAG not in ds:
@@ -141,98 +134,73 @@ def _from_json(text: str) -> Dataset:
     return ds
 
 
-def _row_for_item(session: Session, item: Dataset) -> WorklistItem | None:
-    """The worklist row one Scheduled Step Attributes item refers to, if any.
-
-    Study Instance UID and Accession Number are unique per row (one step per
-    booking), so either identifies it; a Scheduled Procedure Step ID alone is used
-    only when it names exactly one row.
-    """
-    study_uid = _text(item, "StudyInstanceUID")
-    accession = _text(item, "AccessionNumber")
-    step = _text(item, "ScheduledProcedureStepID")
-    if study_uid:
-        row = session.scalars(
-            select(WorklistItem).where(WorklistItem.study_instance_uid == study_uid)
-        ).first()
-        if row is not None:
-            return row
-    if accession:
-        row = session.scalars(
-            select(WorklistItem).where(WorklistItem.accession_number == accession)
-        ).first()
-        if row is not None and (not step or row.scheduled_procedure_step_id == step):
-            return row
-    if step and not study_uid and not accession:
-        rows = session.scalars(
-            select(WorklistItem).where(WorklistItem.scheduled_procedure_step_id == step).limit(2)
-        ).all()
-        if len(rows) == 1:
-            return rows[0]
-    return None
-
-
-def _linked_rows(session: Session, ds: Dataset) -> list[WorklistItem]:
-    """Worklist rows referenced by the instance's Scheduled Step Attributes Sequence."""
-    rows: list[WorklistItem] = []
-    for item in ds.get("ScheduledStepAttributesSequence") or []:
-        row = _row_for_item(session, item)
-        if row is not None and all(r.id != row.id for r in rows):
-            rows.append(row)
-    return rows
-
-
-def _history(
-    session: Session,
-    event: str,
-    row: WorklistItem | None,
-    old: str,
-    new: str,
-    details: dict,
-) -> None:
-    entry = HistoryEntry(
-        event=event,
-        worklist_item_id=row.id if row is not None else None,
-        source=row.source if row is not None else "",
-        booking_id=row.booking_id if row is not None else "",
-        old_step_status=old,
-        new_step_status=new,
-        details=details,
-    )
-    write_history(session, [entry])
-
-
-def _move_row(row: WorklistItem, status: str, reason: str = "") -> str:
-    """Put a worklist row into `status`, scanner-owned; returns the old status."""
-    old = row.step_status
-    now = schema.utcnow()
-    row.step_status = status
-    row.step_status_owner = schema.OWNER_MPPS
-    row.updated_at = now
-    if status == schema.DISCONTINUED:
-        row.discontinued_at = now
-        row.discontinued_reason = (reason or "MPPS DISCONTINUED")[:255]
-    return old
-
-
 def _discontinuation_reason(ds: Dataset) -> str:
     seq = ds.get("PerformedProcedureStepDiscontinuationReasonCodeSequence") or []
     for item in seq:
-        meaning = _text(item, "CodeMeaning")
+        meaning = stripped_text(item, "CodeMeaning")
         if meaning:
             return f"MPPS DISCONTINUED: {meaning}"
     return "MPPS DISCONTINUED"
 
 
-def _check_uid(uid: str | None) -> MppsOutcome | None:
+@dataclass(frozen=True)
+class _Request:
+    """The opening every MPPS operation shares: the instance UID it names and the
+    Performed Procedure Step Status it carries (``status_present``: the attribute
+    is there, perhaps empty)."""
+
+    uid: str
+    status_present: bool
+    status: str
+
+    @classmethod
+    def read(cls, sop_instance_uid: str | None, ds: Dataset) -> _Request:
+        present, status = _status_value(ds)
+        return cls(str(sop_instance_uid or "").strip(), present, status)
+
+
+def _create_refusal(request: _Request, attributes: Dataset) -> MppsOutcome | None:
+    """Why an N-CREATE is refused (F.7.2.1), or None."""
+    uid = request.uid
     if not uid:
-        return _fail(
-            MISSING_ATTRIBUTE,
-            "Affected SOP Instance UID required (PS3.4 F.7.2.1.2)",
-        )
+        return _fail(MISSING_ATTRIBUTE, "Affected SOP Instance UID required (PS3.4 F.7.2.1.2)")
     if len(uid) > 64 or not RE_VALID_UID.match(uid):
         return _fail(INVALID_SOP_INSTANCE, "SOP Instance UID is not a valid UID", uid)
+    if not request.status_present:
+        return _fail(MISSING_ATTRIBUTE, "Performed Procedure Step Status missing", uid)
+    if not request.status:
+        return _fail(MISSING_ATTRIBUTE_VALUE, "Performed Procedure Step Status empty", uid)
+    if request.status != schema.IN_PROGRESS:
+        return _fail(
+            INVALID_ATTRIBUTE_VALUE,
+            "N-CREATE requires Performed Procedure Step Status IN PROGRESS",
+            uid,
+        )
+    if SSA_SEQUENCE_TAG not in attributes:
+        return _fail(MISSING_ATTRIBUTE, "Scheduled Step Attributes Sequence missing", uid)
+    if not attributes.ScheduledStepAttributesSequence:
+        return _fail(MISSING_ATTRIBUTE_VALUE, "Scheduled Step Attributes Sequence empty", uid)
     return None
+
+
+def _set_refusal(request: _Request) -> MppsOutcome | None:
+    """Why an N-SET is refused before its instance is read (F.7.2.2), or None."""
+    if not request.uid:
+        return _fail(NO_SUCH_SOP_INSTANCE, "Requested SOP Instance UID missing")
+    if request.status_present and request.status not in MPPS_STATUSES:
+        return _fail(
+            INVALID_ATTRIBUTE_VALUE,
+            "Performed Procedure Step Status must be IN PROGRESS/COMPLETED/DISCONTINUED",
+            request.uid,
+        )
+    return None
+
+
+def _succeeded(request: _Request, status: str, row_ids: list[int]) -> MppsOutcome:
+    return MppsOutcome(
+        status=SUCCESS, sop_instance_uid=request.uid, mpps_status=status,
+        worklist_item_ids=row_ids,
+    )
 
 
 def create_mpps(
@@ -243,86 +211,52 @@ def create_mpps(
     calling_ae_title: str = "",
 ) -> MppsOutcome:
     """Handle an MPPS N-CREATE: validate, store the instance, move the worklist row."""
-    uid = str(sop_instance_uid or "").strip()
-    bad = _check_uid(uid)
-    if bad is not None:
-        return bad
-
-    present, status = _status_value(attributes)
-    if not present:
-        return _fail(MISSING_ATTRIBUTE, "Performed Procedure Step Status missing", uid)
-    if not status:
-        return _fail(MISSING_ATTRIBUTE_VALUE, "Performed Procedure Step Status empty", uid)
-    if status != schema.IN_PROGRESS:
-        return _fail(
-            INVALID_ATTRIBUTE_VALUE,
-            "N-CREATE requires Performed Procedure Step Status IN PROGRESS",
-            uid,
-        )
-    if SSA_SEQUENCE_TAG not in attributes:
-        return _fail(MISSING_ATTRIBUTE, "Scheduled Step Attributes Sequence missing", uid)
-    items = attributes.ScheduledStepAttributesSequence
-    if not items:
-        return _fail(MISSING_ATTRIBUTE_VALUE, "Scheduled Step Attributes Sequence empty", uid)
-
-    first = items[0]
+    request = _Request.read(sop_instance_uid, attributes)
+    refusal = _create_refusal(request, attributes)
+    if refusal is not None:
+        return refusal
+    uid, status = request.uid, request.status
     stored = _unicode_copy(attributes)
     stored.PerformedProcedureStepStatus = status
     stored.SOPClassUID = "1.2.840.10008.3.1.2.3.3"
     stored.SOPInstanceUID = uid
-    dataset_json = stored.to_json()
-
     try:
         with Session(engine) as session, session.begin():
             if session.get(MppsInstance, uid) is not None:
                 return _fail(DUPLICATE_SOP_INSTANCE, "MPPS SOP Instance already exists", uid)
-            rows = _linked_rows(session, stored)
-            now = schema.utcnow()
-            session.add(
-                MppsInstance(
-                    sop_instance_uid=uid,
-                    status=status,
-                    worklist_item_id=rows[0].id if rows else None,
-                    calling_ae_title=calling_ae_title[:16],
-                    study_instance_uid=_text(first, "StudyInstanceUID")[:64],
-                    accession_number=_text(first, "AccessionNumber")[:16],
-                    scheduled_procedure_step_id=_text(first, "ScheduledProcedureStepID")[:16],
-                    dataset_json=dataset_json,
-                    created_at=now,
-                    updated_at=now,
-                )
-            )
+            rows = linked_rows(session, stored)
+            session.add(_new_instance(request, stored, rows, calling_ae_title))
             details = {
                 "sop_instance_uid": uid,
                 "calling_ae_title": calling_ae_title,
                 "mpps_status": status,
-                "performed_procedure_step_id": _text(stored, "PerformedProcedureStepID"),
+                "performed_procedure_step_id": stripped_text(stored, "PerformedProcedureStepID"),
             }
-            if rows:
-                for row in rows:
-                    old = _move_row(row, schema.IN_PROGRESS)
-                    _history(
-                        session, schema.EVENT_MPPS_CREATE, row, old, schema.IN_PROGRESS, details
-                    )
-            else:
-                _history(
-                    session,
-                    schema.EVENT_MPPS_CREATE,
-                    None,
-                    "",
-                    schema.IN_PROGRESS,
-                    {**details, "unscheduled": True},
-                )
-            row_ids = [row.id for row in rows]
+            row_ids = apply_to_worklist(
+                session, schema.EVENT_MPPS_CREATE, rows, details, status, move=True
+            )
     except IntegrityError:
         # A concurrent N-CREATE with the same UID won the race.
         return _fail(DUPLICATE_SOP_INSTANCE, "MPPS SOP Instance already exists", uid)
+    return _succeeded(request, status, row_ids)
 
-    return MppsOutcome(
-        status=SUCCESS,
-        sop_instance_uid=uid,
-        mpps_status=status,
-        worklist_item_ids=row_ids,
+
+def _new_instance(
+    request: _Request, stored: Dataset, rows: list[WorklistItem], calling_ae_title: str
+) -> MppsInstance:
+    first = stored.ScheduledStepAttributesSequence[0]
+    now = schema.utcnow()
+    return MppsInstance(
+        sop_instance_uid=request.uid,
+        status=request.status,
+        worklist_item_id=rows[0].id if rows else None,
+        calling_ae_title=calling_ae_title[:16],
+        study_instance_uid=stripped_text(first, "StudyInstanceUID")[:64],
+        accession_number=stripped_text(first, "AccessionNumber")[:16],
+        scheduled_procedure_step_id=stripped_text(first, "ScheduledProcedureStepID")[:16],
+        dataset_json=stored.to_json(),
+        created_at=now,
+        updated_at=now,
     )
 
 
@@ -334,88 +268,61 @@ def set_mpps(
     calling_ae_title: str = "",
 ) -> MppsOutcome:
     """Handle an MPPS N-SET: update an IN PROGRESS instance, finish the worklist row."""
-    uid = str(sop_instance_uid or "").strip()
-    if not uid:
-        return _fail(NO_SUCH_SOP_INSTANCE, "Requested SOP Instance UID missing")
-
-    present, new_status = _status_value(modifications)
-    if present and new_status not in MPPS_STATUSES:
-        return _fail(
-            INVALID_ATTRIBUTE_VALUE,
-            "Performed Procedure Step Status must be IN PROGRESS/COMPLETED/DISCONTINUED",
-            uid,
-        )
-
+    request = _Request.read(sop_instance_uid, modifications)
+    refusal = _set_refusal(request)
+    if refusal is not None:
+        return refusal
+    uid = request.uid
     with Session(engine) as session, session.begin():
         instance = session.get(MppsInstance, uid, with_for_update=True)
         if instance is None:
             return _fail(NO_SUCH_SOP_INSTANCE, "No such MPPS SOP Instance", uid)
         if instance.status in FINAL_STATUSES:
             return _fail(
-                PROCESSING_FAILURE,
-                FINAL_STATE_ERROR_COMMENT,
-                uid,
-                error_id=FINAL_STATE_ERROR_ID,
+                PROCESSING_FAILURE, FINAL_STATE_ERROR_COMMENT, uid, error_id=FINAL_STATE_ERROR_ID
             )
-
-        stored = _from_json(instance.dataset_json)
-        ignored = []
-        for elem in _unicode_copy(modifications):
-            if elem.tag == 0x00080005:
-                continue
-            if elem.keyword in _NOT_SETTABLE:
-                ignored.append(elem.keyword)
-                continue
-            stored[elem.tag] = elem
-        status = new_status or instance.status
-        stored.PerformedProcedureStepStatus = status
-        if ignored:
-            LOG.warning("MPPS N-SET %s: ignored attributes not settable by N-SET: %s", uid, ignored)
-
-        old_instance_status = instance.status
-        instance.status = status
-        instance.dataset_json = stored.to_json()
-        instance.updated_at = schema.utcnow()
-
-        rows = _linked_rows(session, stored)
-        if instance.worklist_item_id is not None and all(
-            r.id != instance.worklist_item_id for r in rows
-        ):
-            linked = session.get(WorklistItem, instance.worklist_item_id)
-            if linked is not None:
-                rows.insert(0, linked)
-
+        previous = instance.status
+        status = request.status or previous
+        stored = _modified(instance, modifications, status)
+        rows = instance_rows(session, instance, stored)
         details = {
             "sop_instance_uid": uid,
             "calling_ae_title": calling_ae_title,
             "mpps_status": status,
-            "previous_mpps_status": old_instance_status,
+            "previous_mpps_status": previous,
             "modified": sorted({e.keyword or str(e.tag) for e in modifications}),
         }
-        if rows:
-            reason = _discontinuation_reason(stored) if status == schema.DISCONTINUED else ""
-            for row in rows:
-                old = row.step_status
-                if status != old_instance_status:
-                    old = _move_row(row, status, reason)
-                _history(session, schema.EVENT_MPPS_SET, row, old, row.step_status, details)
-        else:
-            _history(
-                session,
-                schema.EVENT_MPPS_SET,
-                None,
-                old_instance_status,
-                status,
-                {**details, "unscheduled": True},
-            )
-        row_ids = [row.id for row in rows]
+        reason = _discontinuation_reason(stored) if status == schema.DISCONTINUED else ""
+        row_ids = apply_to_worklist(
+            session, schema.EVENT_MPPS_SET, rows, details, status,
+            move=status != previous, reason=reason, unscheduled_from=previous,
+        )
+    return _succeeded(request, status, row_ids)
 
-    return MppsOutcome(
-        status=SUCCESS,
-        sop_instance_uid=uid,
-        mpps_status=status,
-        worklist_item_ids=row_ids,
-    )
+
+def _modified(instance: MppsInstance, modifications: Dataset, status: str) -> Dataset:
+    """The instance's attributes with an N-SET's modifications applied (those N-SET
+    may not change are kept as created, and logged), now in ``status``; the
+    instance row is updated to match."""
+    stored = _from_json(instance.dataset_json)
+    ignored = []
+    for elem in _unicode_copy(modifications):
+        if elem.tag == 0x00080005:
+            continue
+        if elem.keyword in _NOT_SETTABLE:
+            ignored.append(elem.keyword)
+            continue
+        stored[elem.tag] = elem
+    stored.PerformedProcedureStepStatus = status
+    if ignored:
+        LOG.warning(
+            "MPPS N-SET %s: ignored attributes not settable by N-SET: %s",
+            instance.sop_instance_uid, ignored,
+        )
+    instance.status = status
+    instance.dataset_json = stored.to_json()
+    instance.updated_at = schema.utcnow()
+    return stored
 
 
 def load_mpps(engine: Engine, sop_instance_uid: str) -> Dataset | None:

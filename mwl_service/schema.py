@@ -1,15 +1,16 @@
-"""The worklist database: the one definition of its tables, identifiers and engine.
+"""The worklist database: the one definition of its tables and identifiers.
 
 mwl_service owns this schema; the Dagster assets import it. Nothing else defines
 these columns. Its versions are the Alembic revisions in ``mwl_service/migrations``
-(see :mod:`mwl_service.migrate`): a change here needs a new revision there.
+(see :mod:`mwl_service.migrate`): a change here needs a new revision there. The
+engine to the database: :func:`mwl_service.engine.make_engine`.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import os
-from pathlib import Path
+import hashlib
+import uuid
 
 from sqlalchemy import (
     Boolean,
@@ -21,17 +22,8 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
-    create_engine,
-    event,
 )
-from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
-
-from mwl_service import dbfile
-# Re-exported: the identifiers of a row are part of the schema's vocabulary.
-from mwl_service.identifiers import accession_number, step_id, study_instance_uid  # noqa: F401
-
-DEFAULT_DB_PATH = Path("var") / "worklist.db"
 
 # Scheduled Procedure Step Status values (DICOM defined terms used by MWL/MPPS).
 SCHEDULED = "SCHEDULED"
@@ -237,7 +229,7 @@ class WorklistItem(Base):
     discontinued_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)
     discontinued_reason: Mapped[str] = mapped_column(String(255), nullable=False, default="")
 
-    # Calpendo facts kept for operators and audits
+    # What the source said of the booking (any source type), kept for operators and audits
     booking_status: Mapped[str] = mapped_column(String(32), nullable=False, default="")
     resource_name: Mapped[str] = mapped_column(String(128), nullable=False, default="")
     project_name: Mapped[str] = mapped_column(String(255), nullable=False, default="")
@@ -368,80 +360,35 @@ class LoginFailure(Base):
     failed_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, nullable=False)
 
 
-# ---------------------------------------------------------------- engine
+# ---------------------------------------------------------------- identifiers
+# Derived from (source, booking id) alone: the same on every machine and in every run,
+# for synced rows and manual items alike (source ``manual``).
+
+# Fixed namespace so identifiers are reproducible on every machine, forever.
+_UID_NAMESPACE = uuid.UUID("6f3c7c1e-9a57-4b43-9d7e-5b0f1f6a2c11")
 
 
-def get_db_url(url: str | None = None) -> str:
-    """Explicit URL, else `WORKLIST_DB_URL`, else a SQLite file under ./var/."""
-    if url:
-        return url
-    env = os.environ.get("WORKLIST_DB_URL", "").strip()
-    if env:
-        return env
-    return f"sqlite:///{DEFAULT_DB_PATH}"
+def _booking_uuid(source: str, booking_id: str) -> uuid.UUID:
+    return uuid.uuid5(_UID_NAMESPACE, f"{source}\x1f{booking_id}")
 
 
-def db_url_origin(url: str | None = None) -> str:
-    """Which setting chose the database: for error messages that say where to look."""
-    if url:
-        return "--db-url"
-    if os.environ.get("WORKLIST_DB_URL", "").strip():
-        return "WORKLIST_DB_URL"
-    return f"the default ({DEFAULT_DB_PATH} under the current directory)"
+def study_instance_uid(source: str, booking_id: str) -> str:
+    """`2.25.<uuid5 as int>`: a valid UI (digits and dots, at most 44 of 64 chars)."""
+    return f"2.25.{_booking_uuid(source, booking_id).int}"
 
 
-def describe_db(engine: Engine) -> str:
-    """The database for logs: a SQLite file as its absolute path, else the URL
-    without its password."""
-    url = engine.url
-    if url.get_backend_name() == "sqlite" and url.database and url.database != ":memory:":
-        return f"SQLite file {Path(url.database).resolve()}"
-    return url.render_as_string(hide_password=True)
+def accession_number(source: str, booking_id: str) -> str:
+    """16 decimal digits (SH limit) derived from (source, booking_id)."""
+    return f"{_booking_uuid(source, booking_id).int % 10**16:016d}"
 
 
-def _sqlite_pragmas(dbapi_connection, _record) -> None:
-    cur = dbapi_connection.cursor()
-    # WAL lets the MWL service read while a sync writes; the busy timeout makes a
-    # writer wait for a lock instead of failing at once.
-    cur.execute("PRAGMA journal_mode=WAL")
-    cur.execute("PRAGMA busy_timeout=10000")
-    cur.execute("PRAGMA synchronous=NORMAL")
-    cur.execute("PRAGMA foreign_keys=ON")
-    cur.close()
+def step_id(source: str, booking_id: str) -> str:
+    """Scheduled Procedure Step ID / Requested Procedure ID (SH, <= 16 chars).
 
-
-def make_engine(
-    url: str | None = None, *, create: bool = True, check_schema: bool = True
-) -> Engine:
-    """Engine for the worklist DB.
-
-    ``create``: an empty database gets its tables at the newest schema revision.
-    ``check_schema``: a database at an older revision (e.g. one written by the first
-    release) is refused with :class:`mwl_service.migrate.SchemaOutOfDateError`,
-    whose message names ``calpendo-mwl db upgrade``.
+    The booking id itself when it fits, so technologists can find the booking;
+    otherwise a stable digest of it.
     """
-    db_url = get_db_url(url)
-    # hide_parameters: a database error's text must not quote row values (patient
-    # names) into logs and Dagster's event storage.
-    if db_url.startswith("sqlite"):
-        path = db_url.split("///", 1)[1] if "///" in db_url else ""
-        if path and path != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
-            dbfile.create_private(path)
-        engine = create_engine(db_url, connect_args={"timeout": 10}, hide_parameters=True)
-        event.listen(engine, "connect", _sqlite_pragmas)
-    else:
-        engine = create_engine(db_url, pool_pre_ping=True, hide_parameters=True)
-    if create or check_schema:
-        from mwl_service import migrate  # imports this module
-
-        try:
-            if create:
-                migrate.create_at_head(engine)
-            if check_schema:
-                migrate.require_current(engine)
-        except Exception:
-            engine.dispose()
-            raise
-    return engine
-
+    bid = str(booking_id)
+    if 0 < len(bid) <= 16 and bid.isascii() and bid.replace("-", "").replace("_", "").isalnum():
+        return bid
+    return hashlib.sha1(bid.encode("utf-8")).hexdigest()[:16].upper()

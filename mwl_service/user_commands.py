@@ -15,7 +15,9 @@ from sqlalchemy import func, select
 from sqlalchemy.engine import Engine
 
 from mwl_service import users
-from mwl_service.schema import ROLES, ApiUser, db_url_origin, make_engine
+from mwl_service.database import db_url_origin
+from mwl_service.engine import make_engine
+from mwl_service.schema import ROLES, ApiUser
 
 DB_URL_HELP = "worklist database URL (default: $WORKLIST_DB_URL, else ./var SQLite)"
 

@@ -3,6 +3,7 @@
 pytest_plugins = [
     "tests.fixtures.db",
     "tests.fixtures.sim",
+    "tests.fixtures.redcap_sim",
     "tests.fixtures.dicom",
     "tests.fixtures.api",
 ]

@@ -46,7 +46,7 @@ LT_FIELDS = ("patient_comments", "scheduled_procedure_step_comments")
 # Any mappable field may be built by a template (e.g. weight "{weight} {weightUnit}");
 # mr_fields renders those of the MR fields, the mapping step the others.
 TEMPLATE_FIELDS = MAPPABLE_FIELDS
-# Placeholders with these names read the row; any other name is a Calpendo path.
+# Placeholders with these names read the row; any other name is a record path.
 WORKLIST_FIELD_NAMES = frozenset(SYNC_COLUMNS) | frozenset(MR_FIELDS) | frozenset(CODE_COLUMNS)
 
 # ---------------------------------------------------------------- weight and size
@@ -344,6 +344,7 @@ def mr_fields(
     return values, warnings
 
 
-def calpendo_paths(templates: Mapping[str, str] | None) -> list[str]:
-    """The Calpendo paths the MR templates read, for the fetch's ``?paths=``."""
+def template_record_paths(templates: Mapping[str, str] | None) -> list[str]:
+    """The record paths `templates` read (placeholders that are not worklist fields), so
+    that a fetch asks for them, whatever the source type."""
     return template_paths(templates or {}, WORKLIST_FIELD_NAMES)

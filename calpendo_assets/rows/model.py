@@ -90,6 +90,8 @@ class TransformResult:
     excluded: dict[str, int] = field(default_factory=dict)  # reason -> count
     warnings: list[str] = field(default_factory=list)
     present_ids: set[str] = field(default_factory=set)  # in scope, incl. unpublishable
+    # booking id -> what to tell the administrator about a booking that spans days
+    multi_day: dict[str, str] = field(default_factory=dict)
     # Each booking fetched but not offered as work, and why (mwl_service.excluded).
     left_out: list[Excluded] = field(default_factory=list)
 

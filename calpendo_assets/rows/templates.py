@@ -1,7 +1,7 @@
 """Derived text from templates: ``"Project:{project.name} Subject:{patient_id}"`` (pure).
 
 ``field_mapping._templates`` maps a worklist field to a template. A placeholder names
-either a worklist field (its already-mapped value) or a Calpendo path of the booking
+either a worklist field (its already-mapped value) or a record path of the booking
 (dotted; nested or flat-dotted keys, read like every other mapped path). ``{{`` and
 ``}}`` are literal braces, as in `str.format`.
 
@@ -23,7 +23,7 @@ from collections.abc import Collection, Mapping
 from typing import Any
 
 from calpendo_assets.rows.names import as_text
-from calpendo_assets.sources.base import get_path
+from calpendo_assets.core.records import get_path
 
 # A dotted name: what `field_mapping` keys look like, and all a placeholder may be.
 _PLACEHOLDER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*")
@@ -50,7 +50,7 @@ def _pieces(template: str) -> tuple[tuple[str, str | None], ...]:
             raise ValueError(f"{shown}: format specs (after ':') are not allowed")
         if not _PLACEHOLDER.fullmatch(name):
             raise ValueError(
-                f"{shown}: a placeholder is a worklist field or a dotted Calpendo path "
+                f"{shown}: a placeholder is a worklist field or a dotted record path "
                 "such as {patient_id} or {project.name} (no indexing, no empty {})"
             )
         pieces.append((literal, name))
@@ -95,13 +95,13 @@ def validate_templates(
         if chained:
             raise ValueError(
                 f"{field}: {{{chained[0]}}} is itself built by a template; "
-                "templates read mapped fields and Calpendo paths only"
+                "templates read mapped fields and record paths only"
             )
     return templates
 
 
 def template_paths(templates: Mapping[str, str], field_names: Collection[str]) -> list[str]:
-    """The Calpendo paths `templates` read (placeholders that are not `field_names`),
+    """The record paths `templates` read (placeholders that are not `field_names`),
     in first-use order, so that the fetch can ask for them."""
     paths: dict[str, None] = {}
     for template in templates.values():

@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from calpendo_assets.sources.base import get_path
+from calpendo_assets.core.records import get_path
 
 log = logging.getLogger(__name__)
 
@@ -118,5 +118,17 @@ def booking_start(
     return _booking_instant(booking, tz, "start", 0, notes)
 
 
-def booking_finish(booking: Mapping, tz: ZoneInfo) -> dt.datetime | None:
-    return _booking_instant(booking, tz, "finish", 1)
+def booking_finish(
+    booking: Mapping, tz: ZoneInfo, notes: list[str] | None = None
+) -> dt.datetime | None:
+    """``dateRange.finish``, else the second part of ``formattedName``."""
+    return _booking_instant(booking, tz, "finish", 1, notes)
+
+
+def is_multi_day(start: dt.datetime, finish: dt.datetime | None, tz: ZoneInfo) -> bool:
+    """Whether a booking ends on a later site-local day than it starts (ending at the
+    midnight after its start is still the same day)."""
+    if finish is None or finish <= start:
+        return False
+    last_moment = (finish - dt.timedelta(microseconds=1)).astimezone(tz)
+    return last_moment.date() > start.astimezone(tz).date()

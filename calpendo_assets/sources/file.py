@@ -21,10 +21,11 @@ from typing import Any
 
 from pydantic import Field, ValidationInfo, field_validator
 
-from calpendo_assets.config import DataSource, SourceSettings, Window, json_document
+from calpendo_assets.core.errors import BadAnswerError, SourceUnavailableError
+from calpendo_assets.core.records import json_document, set_dotted
+from calpendo_assets.core.settings import SourceSettings
+from calpendo_assets.core.window import Window, site_local
 from calpendo_assets.sources.base import FetchResult, SourcePlugin
-from calpendo_assets.sources.calpendo.biskits import set_dotted
-from calpendo_assets.sources.errors import BadAnswerError, SourceUnavailableError
 
 START_FORMAT = "%Y-%m-%d %H:%M"
 # File columns -> the record paths the shared mapping step reads.
@@ -45,11 +46,6 @@ class FileSettings(SourceSettings):
             raise ValueError(f"{value!r} must end in .csv or .json")
         base = (info.context or {}).get("base_dir") or Path.cwd()
         return str((Path(base) / value).resolve())
-
-
-def _settings(source: DataSource) -> FileSettings:
-    assert isinstance(source.settings, FileSettings), source.type
-    return source.settings
 
 
 def read_rows(path: Path) -> list[dict[str, Any]]:
@@ -91,10 +87,11 @@ def to_record(row: dict[str, Any], where: str) -> tuple[dict, dt.datetime]:
 
 def window_records(path: Path, window: Window) -> list[dict]:
     """The records whose start lies in the window (site-local wall time)."""
-    start, end = window.start.replace(tzinfo=None), window.end.replace(tzinfo=None)
+    start, end = site_local(window.start), site_local(window.end)
     records, seen = [], {}
     for number, row in enumerate(read_rows(path), start=2 if path.suffix == ".csv" else 1):
-        where = f"entries file {str(path)!r}, {'row' if path.suffix == '.csv' else 'entry'} {number}"
+        kind = "row" if path.suffix == ".csv" else "entry"
+        where = f"entries file {str(path)!r}, {kind} {number}"
         record, local = to_record(row, where)
         if record["id"] in seen:
             raise BadAnswerError(f"{where}: id repeats entry {seen[record['id']]}")
@@ -104,17 +101,17 @@ def window_records(path: Path, window: Window) -> list[dict]:
     return records
 
 
-class FilePlugin(SourcePlugin):
+class FilePlugin(SourcePlugin[FileSettings]):
     type = "file"
     config_model = FileSettings
     needs_credentials = False
 
     def fetch_entries(self, source, window, credentials=None, logger=None) -> FetchResult:
-        records = window_records(Path(_settings(source).path), window)
+        records = window_records(Path(self.settings(source).path), window)
         return FetchResult(records, {}, True, requests=1, strategy="file")
 
     def probe(self, source, credentials=None) -> str:
-        path = Path(_settings(source).path)
+        path = Path(self.settings(source).path)
         rows = read_rows(path)
         for number, row in enumerate(rows, start=1):
             to_record(row, f"entries file {str(path)!r}, entry {number}")

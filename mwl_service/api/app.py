@@ -18,8 +18,8 @@ from sqlalchemy.engine import Engine
 
 from mwl_service.api import auth, errors, manual_routes, page, status, worklist
 from mwl_service.api.middleware import AccessLog, BodyLimit, silence_uvicorn_access_log
-from mwl_service.api.settings import ApiSettings, default_settings
-from mwl_service.schema import make_engine
+from mwl_service.api.settings import ApiSettings
+from mwl_service.engine import make_engine
 
 DESCRIPTION = """\
 The worklist's HTTP face. Every `/api/v1` endpoint except `health` and `login` needs
@@ -35,9 +35,9 @@ def create_app(
 ) -> FastAPI:
     """The ASGI app over the worklist database at `db_url` (default ``$WORKLIST_DB_URL``).
 
-    `settings` default: the site zone of ``$CALPENDO_MWL_CONFIG`` (else UTC) and the
-    documented limits."""
-    settings = settings or default_settings()
+    `settings` default: UTC as the site zone and the documented limits (`mwl-api`
+    passes the zone it was given or read from the data-source config)."""
+    settings = settings or ApiSettings()
     engine = engine or make_engine(db_url)
 
     @asynccontextmanager

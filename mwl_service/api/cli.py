@@ -5,18 +5,22 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import logging
+import os
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import uvicorn
 
-from calpendo_assets.config import ConfigError
-from mwl_service import schema
+# The one place mwl-api reads the data-source config: the default of --timezone. The
+# app and its modules get the zone passed in and never depend on calpendo_assets.
+from calpendo_assets.config import config_path, enabled_sources, load_config
+from calpendo_assets.core.errors import ConfigError
+from mwl_service import database
 from mwl_service.api.app import create_app
 from mwl_service.api.middleware import DEFAULT_MAX_BODY
-from mwl_service.api.settings import ApiSettings, config_timezone
+from mwl_service.api.settings import ApiSettings
 from mwl_service.cli import LOG_LEVELS, _int_at_least, _port
 from mwl_service.sessions import DEFAULT_FAILURE_WINDOW, DEFAULT_MAX_FAILURES, DEFAULT_TOKEN_TTL
 
@@ -33,7 +37,7 @@ like (accounts, tokens and the login rate limit live in the database).
 EPILOG = f"""\
 environment:
   WORKLIST_DB_URL      database URL when --db-url is not given
-                       (fallback: sqlite:///{schema.DEFAULT_DB_PATH})
+                       (fallback: sqlite:///{database.DEFAULT_DB_PATH})
   CALPENDO_MWL_CONFIG  data-source config whose first enabled source's timezone is
                        the default of --timezone
 
@@ -83,7 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"address to listen on (default: {DEFAULT_HOST}; 0.0.0.0 for all IPv4 interfaces)")
     add("--port", type=_port, default=DEFAULT_PORT, help=f"TCP port (default: {DEFAULT_PORT})")
     add("--db-url", metavar="URL", help="SQLAlchemy URL of the worklist database (default: "
-        f"$WORKLIST_DB_URL, else sqlite:///{schema.DEFAULT_DB_PATH}); missing tables are created")
+        f"$WORKLIST_DB_URL, else sqlite:///{database.DEFAULT_DB_PATH}); missing tables are created")
     add("--timezone", type=_zone, metavar="ZONE", help="the site's IANA zone: which day is "
         "today, and how a time without an offset is read (default: the timezone of the first "
         "enabled data source in $CALPENDO_MWL_CONFIG)")
@@ -105,6 +109,16 @@ def configure_logging(level: str) -> None:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger().setLevel(getattr(logging, level))
     logging.getLogger("alembic").setLevel(logging.WARNING)
+
+
+def config_timezone(env: Mapping[str, str] = os.environ) -> str:
+    """The zone of the first enabled data source of the config file; ConfigError
+    (naming the file) when there is none."""
+    path = config_path(None, env)
+    sources = enabled_sources(load_config(str(path), env))
+    if not sources:
+        raise ConfigError(f"{path}: no enabled data source to take the site time zone from")
+    return sources[0].settings.timezone
 
 
 def settings_from_args(args: argparse.Namespace) -> ApiSettings:
@@ -132,14 +146,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         parser.error(f"cannot tell the site time zone ({exc}); give --timezone")
     try:
-        app = create_app(schema.get_db_url(args.db_url), settings)
+        app = create_app(database.get_db_url(args.db_url), settings)
     except Exception as exc:  # noqa: BLE001 - out-of-date schema, bad URL, unreachable ...
         LOG.error("Cannot start mwl-api: %s: %s (database from %s)", type(exc).__name__, exc,
-                  schema.db_url_origin(args.db_url))
+                  database.db_url_origin(args.db_url))
         return 1
     LOG.info("mwl-api on %s://%s:%d (site zone %s, database %s)",
              "https" if args.tls_cert else "http", args.host, args.port, settings.timezone,
-             schema.describe_db(app.state.engine))
+             database.describe_db(app.state.engine))
     signal.signal(signal.SIGTERM, _stopped)
     signal.signal(signal.SIGINT, _stopped)
     uvicorn.run(

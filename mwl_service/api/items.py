@@ -19,7 +19,7 @@ from sqlalchemy import Select, func, select
 from sqlalchemy.engine import Connection
 
 from mwl_service.encode import row_to_dataset
-from mwl_service.query import parse_query
+from mwl_service.query import ACTIVE_STATUSES, parse_query
 from mwl_service.query.sql import station_condition
 from mwl_service.schema import STEP_STATUSES, WorklistItem
 
@@ -27,7 +27,6 @@ ITEMS = WorklistItem.__table__
 INTERNAL = frozenset({"id", "content_hash", "step_status_owner", "scheduled_start_utc",
                       "scheduled_start_date", "scheduled_start_time"})
 NUMBERS = frozenset({"patient_weight", "patient_size"})
-ACTIVE = ("SCHEDULED", "IN PROGRESS")  # what C-FIND offers without a status key
 DICOM_JSON = "application/dicom+json"
 
 
@@ -101,7 +100,7 @@ def worklist_select(
     if status:
         conditions.append(ITEMS.c.step_status == status)
     else:
-        conditions.append(ITEMS.c.step_status.in_(ACTIVE))
+        conditions.append(ITEMS.c.step_status.in_(ACTIVE_STATUSES))  # as C-FIND offers
     if source:
         conditions.append(ITEMS.c.source == source)
     if patient_id:

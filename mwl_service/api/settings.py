@@ -1,19 +1,16 @@
 """mwl-api's settings: the site's time zone, token lifetime, limits and CORS.
 
 The site zone says which day is "today" and reads a time without an offset as wall
-time; by default it is the ``timezone`` of the first enabled data source of the
-config named by ``$CALPENDO_MWL_CONFIG`` (the zone the sync writes rows in).
+time. The caller gives it: the app never reads the data-source config (the `mwl-api`
+command does, for the default of ``--timezone``).
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import os
-from collections.abc import Mapping
 from dataclasses import dataclass
 from zoneinfo import ZoneInfo
 
-from calpendo_assets.config import ConfigError, config_path, enabled_sources, load_config
 from mwl_service.api.middleware import DEFAULT_MAX_BODY
 from mwl_service.sessions import (
     DEFAULT_FAILURE_WINDOW,
@@ -37,21 +34,3 @@ class ApiSettings:
 
     def today(self, now: dt.datetime | None = None) -> dt.date:
         return (now or dt.datetime.now(dt.UTC)).astimezone(self.tz).date()
-
-
-def config_timezone(env: Mapping[str, str] = os.environ) -> str:
-    """The zone of the first enabled data source of the config file; ConfigError
-    (naming the file) when there is none."""
-    path = config_path(None, env)
-    sources = enabled_sources(load_config(str(path), env))
-    if not sources:
-        raise ConfigError(f"{path}: no enabled data source to take the site time zone from")
-    return sources[0].timezone
-
-
-def default_settings() -> ApiSettings:
-    """Settings for `create_app` without any: the config's zone, else UTC."""
-    try:
-        return ApiSettings(timezone=config_timezone())
-    except (ConfigError, OSError):
-        return ApiSettings()

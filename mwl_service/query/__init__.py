@@ -1,7 +1,8 @@
 """The C-FIND query side of the matcher: a query identifier becomes SQL.
 
-``keys`` knows the worklist attributes and parses an identifier, ``values`` decodes
-query values and DA/TM ranges, ``sql`` builds the conditions and the SELECT.
+``model`` is the parsed query (plain data), ``attributes`` the worklist attributes
+a key may name, ``keys`` parses an identifier, ``values`` decodes query values and
+DA/TM ranges, ``sql`` builds the conditions and the SELECT.
 """
 
 from mwl_service.query.errors import (
@@ -9,7 +10,8 @@ from mwl_service.query.errors import (
     STATUS_UNABLE_TO_PROCESS,
     QueryError,
 )
-from mwl_service.query.keys import ACTIVE_STATUSES, ReturnKey, WorklistQuery, parse_query
+from mwl_service.query.keys import ACTIVE_STATUSES, parse_query
+from mwl_service.query.model import ReturnKey, WorklistQuery
 from mwl_service.query.sql import build_select
 
 __all__ = [

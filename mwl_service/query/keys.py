@@ -1,7 +1,9 @@
-"""Query keys: which worklist attribute each key of an MWL identifier is, and the parse.
+"""Query keys: the parse of an MWL identifier, key by key.
 
-:func:`parse_query` turns a C-FIND identifier into a :class:`WorklistQuery`: the SQL
-conditions of its matching keys and the return keys its answers carry.
+:func:`parse_query` turns a C-FIND identifier into a
+:class:`~mwl_service.query.model.WorklistQuery`: the SQL conditions of its matching
+keys and the return keys its answers carry (which attribute each key names:
+:mod:`mwl_service.query.attributes`).
 
 * Universal matching: an absent key, a zero-length value, a value of only ``*``,
   or a bare ``-`` range: no condition; the key is still returned.
@@ -31,16 +33,24 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from typing import Any
 
 from pydicom import Dataset
 from pydicom.charset import default_encoding
-from pydicom.datadict import dictionary_VR, keyword_for_tag, tag_for_keyword
 from sqlalchemy.sql.elements import ColumnElement
 
 from mwl_service.query import sql
+from mwl_service.query.attributes import (
+    SPS_ITEM,
+    START_DATE,
+    START_TIME,
+    TOP_LEVEL,
+    Attribute,
+    code_item_keys,
+    needed_columns,
+    return_key,
+)
 from mwl_service.query.errors import STATUS_IDENTIFIER_DOES_NOT_MATCH, QueryError
+from mwl_service.query.model import ReturnKey, WorklistQuery
 from mwl_service.query.values import (
     SCS_TAG,
     check_order,
@@ -55,185 +65,7 @@ from mwl_service.schema import IN_PROGRESS, SCHEDULED
 ACTIVE_STATUSES = (SCHEDULED, IN_PROGRESS)
 
 SPS_TAG = 0x00400100  # ScheduledProcedureStepSequence
-
-
-@dataclass(frozen=True)
-class _Attr:
-    """A worklist attribute: where its value comes from and how it matches."""
-
-    keyword: str
-    vr: str
-    column: str | None  # WorklistItem column; None: derived or always empty
-    matchable: bool = True
-    fallback: str | None = None  # column used when `column` is empty (type 1 keys)
-    multi_valued: bool = False  # the column may hold several values (A\B)
-    code_prefix: str | None = None  # a code sequence: its columns' common prefix
-
-
-def _catalogue(*attrs: _Attr) -> dict[int, _Attr]:
-    out: dict[int, _Attr] = {}
-    for a in attrs:
-        tag = tag_for_keyword(a.keyword)
-        assert tag is not None, a.keyword
-        out[tag] = a
-    return out
-
-
-# Top level of the MWL identifier (PS3.4 Table K.6-1 plus a few harmless extras).
-_TOP_LEVEL = _catalogue(
-    _Attr("AccessionNumber", "SH", "accession_number"),
-    _Attr("ReferringPhysicianName", "PN", "referring_physician_name"),
-    _Attr("StudyDescription", "LO", "study_description"),
-    _Attr("PatientName", "PN", "patient_name"),
-    _Attr("PatientID", "LO", "patient_id", fallback="accession_number"),
-    _Attr("IssuerOfPatientID", "LO", None, matchable=False),
-    _Attr("PatientBirthDate", "DA", "patient_birth_date"),
-    _Attr("PatientSex", "CS", "patient_sex"),
-    _Attr("OtherPatientIDs", "LO", "other_patient_ids"),
-    _Attr("PatientSize", "DS", "patient_size", matchable=False),
-    _Attr("PatientWeight", "DS", "patient_weight", matchable=False),
-    _Attr("MedicalAlerts", "LO", "medical_alerts", matchable=False),
-    _Attr("Allergies", "LO", "allergies", matchable=False),
-    _Attr("PregnancyStatus", "US", "pregnancy_status", matchable=False),
-    _Attr("PatientComments", "LT", "patient_comments", matchable=False),
-    _Attr("StudyInstanceUID", "UI", "study_instance_uid"),
-    _Attr("RequestingPhysician", "PN", "requesting_physician", matchable=False),
-    _Attr(
-        "RequestedProcedureCodeSequence", "SQ", None, matchable=False,
-        code_prefix="requested_procedure",
-    ),
-    _Attr("AdmissionID", "LO", "admission_id"),
-    _Attr("RequestedProcedureDescription", "LO", "requested_procedure_description"),
-    _Attr(
-        "RequestedProcedureID",
-        "SH",
-        "requested_procedure_id",
-        fallback="scheduled_procedure_step_id",
-    ),
-    _Attr("RequestedProcedurePriority", "SH", "requested_procedure_priority", matchable=False),
-)
-
-# Inside the ScheduledProcedureStepSequence item.
-_SPS_ITEM = _catalogue(
-    _Attr("Modality", "CS", "modality"),
-    _Attr("RequestedContrastAgent", "LO", "requested_contrast_agent", matchable=False),
-    _Attr("ScheduledStationAETitle", "AE", "scheduled_station_ae_title", multi_valued=True),
-    _Attr("ScheduledProcedureStepStartDate", "DA", "scheduled_start_date"),
-    _Attr("ScheduledProcedureStepStartTime", "TM", "scheduled_start_time"),
-    _Attr("ScheduledProcedureStepEndDate", "DA", None, matchable=False),
-    _Attr("ScheduledProcedureStepEndTime", "TM", None, matchable=False),
-    _Attr("ScheduledPerformingPhysicianName", "PN", "performing_physician_name"),
-    _Attr("ScheduledProcedureStepDescription", "LO", "scheduled_procedure_step_description"),
-    _Attr(
-        "ScheduledProtocolCodeSequence", "SQ", None, matchable=False,
-        code_prefix="scheduled_protocol",
-    ),
-    _Attr("ScheduledStationName", "SH", "scheduled_station_name"),
-    _Attr("PreMedication", "LO", "pre_medication", matchable=False),
-    _Attr("ScheduledProcedureStepLocation", "SH", "scheduled_procedure_step_location"),
-    _Attr("ScheduledProcedureStepID", "SH", "scheduled_procedure_step_id"),
-    _Attr("ScheduledProcedureStepStatus", "CS", "step_status"),
-    _Attr(
-        "CommentsOnTheScheduledProcedureStep", "LT", "scheduled_procedure_step_comments",
-        matchable=False,
-    ),
-)
-
-# The item of a code sequence; column names are "<code_prefix>_<suffix>".
-_CODE_ITEM = (
-    (0x00080100, "CodeValue", "SH", "code_value"),
-    (0x00080102, "CodingSchemeDesignator", "SH", "coding_scheme_designator"),
-    (0x00080104, "CodeMeaning", "LO", "code_meaning"),
-)
-
-_START_DATE = 0x00400002
-_START_TIME = 0x00400003
-_END_DATE = 0x00400004
-_END_TIME = 0x00400005
-
-# Derived values need these columns.
-END_COLUMNS = ("scheduled_start_utc", "site_timezone", "duration_minutes")
-
-
-@dataclass(frozen=True)
-class ReturnKey:
-    """One requested key of the response: the value source and how to encode it."""
-
-    tag: int
-    keyword: str
-    vr: str
-    # Value source, None: zero length (unless derived). For a sequence with
-    # item_keys: the column that must be non-empty for its item to be sent
-    # (None: always one item).
-    column: str | None = None
-    fallback: str | None = None
-    derived: str | None = None  # "end_date" / "end_time"
-    # For a requested sequence: the item's keys (None: zero-length sequence)
-    item_keys: tuple[ReturnKey, ...] | None = None
-
-
-@dataclass
-class WorklistQuery:
-    """A parsed MWL C-FIND identifier.
-
-    ``conditions`` are SQL boolean expressions over ``WorklistItem`` (AND'ed);
-    ``return_keys`` the top-level response keys in tag order, the
-    ScheduledProcedureStepSequence among them with its ``item_keys``;
-    ``columns`` the WorklistItem columns :func:`build_select` selects, in order.
-    """
-
-    conditions: list[ColumnElement[bool]] = field(default_factory=list)
-    return_keys: tuple[ReturnKey, ...] = ()
-    columns: tuple[str, ...] = ()
-    query_character_set: str | list[str] = default_encoding  # Python codec(s)
-    specific_character_set_requested: bool = False
-    # The query's SpecificCharacterSet value(s) as sent ("" when absent).
-    specific_character_set: str | tuple[str, ...] = ""
-    limit: int | None = None
-    # Keywords matched with a real condition ("Sequence>Item" for item keys): for logs.
-    matched_keys: tuple[str, ...] = ()
-    # True when no explicit step status was asked for (finished steps excluded).
-    active_only: bool = True
-
-    def __post_init__(self) -> None:
-        self.index = {name: i for i, name in enumerate(self.columns)}
-        # Encoding plans per transfer syntax, compiled by mwl_service.encode.
-        self.plans: dict[Any, Any] = {}
-
-
-def _code_item_keys(prefix: str, wanted: set[int] | None = None) -> tuple[ReturnKey, ...]:
-    keys = [
-        ReturnKey(tag, kw, vr, f"{prefix}_{suffix}")
-        for tag, kw, vr, suffix in _CODE_ITEM
-        if wanted is None or tag in wanted
-    ]
-    known = {tag for tag, *_ in _CODE_ITEM}
-    keys += [_unknown_key(tag, None) for tag in sorted((wanted or set()) - known)]
-    return tuple(sorted(keys, key=lambda k: k.tag))
-
-
-def _return_key(tag: int, elem_vr: str | None, catalogue: dict[int, _Attr]) -> ReturnKey:
-    attr = catalogue.get(tag)
-    if attr is None:
-        return _unknown_key(tag, elem_vr)
-    if attr.code_prefix:
-        return ReturnKey(
-            tag, attr.keyword, "SQ", f"{attr.code_prefix}_code_value",
-            item_keys=_code_item_keys(attr.code_prefix),
-        )
-    derived = {_END_DATE: "end_date", _END_TIME: "end_time"}.get(tag)
-    return ReturnKey(tag, attr.keyword, attr.vr, attr.column, attr.fallback, derived)
-
-
-def _unknown_key(tag: int, elem_vr: str | None) -> ReturnKey:
-    vr = elem_vr or ""
-    if not vr or vr == "UN" or len(vr) != 2:
-        try:
-            vr = dictionary_VR(tag)
-        except KeyError:
-            vr = "UN"
-    vr = vr.split(" or ")[0]
-    return ReturnKey(tag, keyword_for_tag(tag) or f"({tag >> 16:04X},{tag & 0xFFFF:04X})", vr)
+_SPS_PREFIX = "ScheduledProcedureStepSequence>"  # how matched item keys are named
 
 
 def _elem_vr(ds: Dataset, tag: int) -> str | None:
@@ -276,7 +108,7 @@ def _sequence_items(ds: Dataset, tag: int, keyword: str) -> list[Dataset]:
     return list(seq)
 
 
-def _code_sequence_key(ds: Dataset, tag: int, attr: _Attr) -> ReturnKey:
+def _code_sequence_key(ds: Dataset, tag: int, attr: Attribute) -> ReturnKey:
     """A requested code sequence: the item keys the query names (all for an empty
     sequence or an empty item). Values given in the query are not matched."""
     items = _sequence_items(ds, tag, attr.keyword)
@@ -284,7 +116,7 @@ def _code_sequence_key(ds: Dataset, tag: int, attr: _Attr) -> ReturnKey:
     assert attr.code_prefix
     return ReturnKey(
         tag, attr.keyword, "SQ", f"{attr.code_prefix}_code_value",
-        item_keys=_code_item_keys(attr.code_prefix, wanted or None),
+        item_keys=code_item_keys(attr.code_prefix, wanted or None),
     )
 
 
@@ -308,63 +140,97 @@ def parse_query(
     ScheduledProcedureStepSequence that is not a sequence of zero or one item
     (status 0xA900), or an unparsable/empty date, time or range (0xC000).
     """
-    if limit is not None and (not isinstance(limit, int) or limit < 1):
-        raise ValueError("limit must be a positive int or None")
-    if offer_past_days is not None and offer_past_days < 0:
-        raise ValueError("offer_past_days must be >= 0 or None")
+    _check_options(limit, offer_past_days)
     if not isinstance(identifier, Dataset):
         raise QueryError("the identifier is not a dataset", STATUS_IDENTIFIER_DOES_NOT_MATCH)
 
     charset = declared_charset(identifier, default_encoding)
-    scs_requested = SCS_TAG in identifier
-    scs_value: str | tuple[str, ...] = ""
-    if scs_requested:
-        value = identifier[SCS_TAG].value
-        scs_value = value if isinstance(value, str) else tuple(str(v) for v in value or ())
-
     conditions: list[ColumnElement[bool]] = []
     matched: list[str] = []
-    return_keys: list[ReturnKey] = []
-
-    for tag in _query_tags(identifier):
-        if tag == SPS_TAG:
-            return_keys.append(_parse_sps(identifier, charset, conditions, matched))
-            continue
-        attr = _TOP_LEVEL.get(tag)
-        if attr is not None and attr.code_prefix:
-            return_keys.append(_code_sequence_key(identifier, tag, attr))
-            continue
-        return_keys.append(_return_key(tag, _elem_vr(identifier, tag), _TOP_LEVEL))
-        if attr is not None and attr.matchable and attr.column is not None:
-            values = values_or_error(identifier, tag, charset, attr.keyword)
-            if _add_matching(attr, values, conditions):
-                matched.append(attr.keyword)
-
-    prefix = "ScheduledProcedureStepSequence>"
-    status_matched = prefix + "ScheduledProcedureStepStatus" in matched
-    if not status_matched:
-        conditions.append(sql.status_condition(ACTIVE_STATUSES))
-    if calling_station and prefix + "ScheduledStationAETitle" not in matched:
-        conditions.append(sql.station_condition(calling_station))
-    if offer_past_days is not None and prefix + "ScheduledProcedureStepStartDate" not in matched:
-        now = now or dt.datetime.now(dt.timezone.utc)
-        conditions.append(sql.started_since(now - dt.timedelta(days=offer_past_days)))
-
-    columns = _needed_columns(return_keys)
+    return_keys = [
+        _top_level_key(identifier, tag, charset, conditions, matched)
+        for tag in _query_tags(identifier)
+    ]
+    status_matched = _SPS_PREFIX + "ScheduledProcedureStepStatus" in matched
+    conditions += _implied_conditions(
+        matched, calling_station=calling_station, offer_past_days=offer_past_days, now=now
+    )
     return WorklistQuery(
         conditions=conditions,
         return_keys=tuple(return_keys),
-        columns=columns,
+        columns=needed_columns(return_keys),
         query_character_set=charset,
-        specific_character_set_requested=scs_requested,
-        specific_character_set=scs_value,
+        specific_character_set_requested=SCS_TAG in identifier,
+        specific_character_set=_character_set_sent(identifier),
         limit=limit,
         matched_keys=tuple(matched),
         active_only=not status_matched,
     )
 
 
-def _add_matching(attr: _Attr, values: list[str], conditions: list[ColumnElement[bool]]) -> bool:
+def _check_options(limit: int | None, offer_past_days: float | None) -> None:
+    if limit is not None and (not isinstance(limit, int) or limit < 1):
+        raise ValueError("limit must be a positive int or None")
+    if offer_past_days is not None and offer_past_days < 0:
+        raise ValueError("offer_past_days must be >= 0 or None")
+
+
+def _character_set_sent(identifier: Dataset) -> str | tuple[str, ...]:
+    """The query's SpecificCharacterSet value(s) as sent; "" when absent."""
+    if SCS_TAG not in identifier:
+        return ""
+    value = identifier[SCS_TAG].value
+    return value if isinstance(value, str) else tuple(str(v) for v in value or ())
+
+
+def _top_level_key(
+    identifier: Dataset,
+    tag: int,
+    charset: str | list[str],
+    conditions: list[ColumnElement[bool]],
+    matched: list[str],
+) -> ReturnKey:
+    """The return key of one top-level query key; its condition, if it matches, is
+    appended to ``conditions`` and its keyword to ``matched``."""
+    if tag == SPS_TAG:
+        return _parse_sps(identifier, charset, conditions, matched)
+    attr = TOP_LEVEL.get(tag)
+    if attr is not None and attr.code_prefix:
+        return _code_sequence_key(identifier, tag, attr)
+    key = return_key(tag, _elem_vr(identifier, tag), TOP_LEVEL)
+    if attr is not None and attr.matchable and attr.column is not None:
+        values = values_or_error(identifier, tag, charset, attr.keyword)
+        if _add_matching(attr, values, conditions):
+            matched.append(attr.keyword)
+    return key
+
+
+def _implied_conditions(
+    matched: list[str],
+    *,
+    calling_station: str | None,
+    offer_past_days: float | None,
+    now: dt.datetime | None,
+) -> list[ColumnElement[bool]]:
+    """What the service adds to a query that leaves a key universal: active steps only
+    (no step status), the calling station's (no station), recent ones (no date)."""
+    def universal(keyword: str) -> bool:
+        return _SPS_PREFIX + keyword not in matched
+
+    conditions = []
+    if universal("ScheduledProcedureStepStatus"):
+        conditions.append(sql.status_condition(ACTIVE_STATUSES))
+    if calling_station and universal("ScheduledStationAETitle"):
+        conditions.append(sql.station_condition(calling_station))
+    if offer_past_days is not None and universal("ScheduledProcedureStepStartDate"):
+        now = now or dt.datetime.now(dt.timezone.utc)
+        conditions.append(sql.started_since(now - dt.timedelta(days=offer_past_days)))
+    return conditions
+
+
+def _add_matching(
+    attr: Attribute, values: list[str], conditions: list[ColumnElement[bool]]
+) -> bool:
     """Append the condition of a matching key's values; False when they are universal."""
     if not values or attr.column is None:
         return False
@@ -387,12 +253,12 @@ def _parse_sps(
     conditions: list[ColumnElement[bool]],
     matched: list[str],
 ) -> ReturnKey:
-    prefix = "ScheduledProcedureStepSequence>"
+    prefix = _SPS_PREFIX
     items = _sequence_items(identifier, SPS_TAG, "ScheduledProcedureStepSequence")
     item_tags = _query_tags(items[0]) if items else []
     if not item_tags:
         # A zero-length sequence or one empty item: universal, the whole step back.
-        keys = tuple(_return_key(tag, None, _SPS_ITEM) for tag in sorted(_SPS_ITEM))
+        keys = tuple(return_key(tag, None, SPS_ITEM) for tag in sorted(SPS_ITEM))
         return ReturnKey(SPS_TAG, "ScheduledProcedureStepSequence", "SQ", item_keys=keys)
 
     item = items[0]
@@ -400,22 +266,22 @@ def _parse_sps(
     item_keys: list[ReturnKey] = []
     values_by_tag: dict[int, list[str]] = {}
     for tag in item_tags:
-        attr = _SPS_ITEM.get(tag)
+        attr = SPS_ITEM.get(tag)
         if attr is not None and attr.code_prefix:
             item_keys.append(_code_sequence_key(item, tag, attr))
             continue
-        item_keys.append(_return_key(tag, _elem_vr(item, tag), _SPS_ITEM))
+        item_keys.append(return_key(tag, _elem_vr(item, tag), SPS_ITEM))
         if attr is None or not attr.matchable:
             continue
         values_by_tag[tag] = values_or_error(item, tag, item_charset, attr.keyword)
 
     date_rng = parse_range(
-        values_by_tag.pop(_START_DATE, []), "DA", "ScheduledProcedureStepStartDate"
+        values_by_tag.pop(START_DATE, []), "DA", "ScheduledProcedureStepStartDate"
     )
     # Within a combined date-time range the time part may run "backwards"
     # (2300-0700 over two days); only the combined range must be ordered.
     time_rng = parse_range(
-        values_by_tag.pop(_START_TIME, []), "TM", "ScheduledProcedureStepStartTime",
+        values_by_tag.pop(START_TIME, []), "TM", "ScheduledProcedureStepStartTime",
         ordered=False,
     )
     if date_rng is not None and time_rng is not None:
@@ -431,29 +297,10 @@ def _parse_sps(
         matched.append(prefix + "ScheduledProcedureStepStartTime")
 
     for tag, values in values_by_tag.items():
-        attr = _SPS_ITEM[tag]
+        attr = SPS_ITEM[tag]
         if _add_matching(attr, values, conditions):
             matched.append(prefix + attr.keyword)
 
     return ReturnKey(
         SPS_TAG, "ScheduledProcedureStepSequence", "SQ", item_keys=tuple(item_keys)
     )
-
-
-def _needed_columns(keys: Sequence[ReturnKey]) -> tuple[str, ...]:
-    cols: dict[str, None] = {}
-
-    def visit(k: ReturnKey) -> None:
-        if k.column:
-            cols[k.column] = None
-        if k.fallback:
-            cols[k.fallback] = None
-        if k.derived:
-            for c in END_COLUMNS:
-                cols[c] = None
-        for sub in k.item_keys or ():
-            visit(sub)
-
-    for k in keys:
-        visit(k)
-    return tuple(cols)

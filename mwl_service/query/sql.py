@@ -18,7 +18,7 @@ All matching happens in SQL (PS3.4 C.2.2.2):
 from __future__ import annotations
 
 import datetime as dt
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sqlalchemy import Boolean, Select, String, and_, literal, or_, select
 from sqlalchemy.ext.compiler import compiles
@@ -27,11 +27,9 @@ from sqlalchemy.sql.functions import FunctionElement
 from sqlalchemy.sql.visitors import InternalTraversal
 
 from mwl_service.query.errors import QueryError
+from mwl_service.query.model import WorklistQuery
 from mwl_service.query.values import Range
 from mwl_service.schema import WorklistItem
-
-if TYPE_CHECKING:
-    from mwl_service.query.keys import WorklistQuery
 
 WILDCARD_VRS = frozenset({"AE", "CS", "LO", "LT", "PN", "SH", "ST", "UC", "UT"})
 

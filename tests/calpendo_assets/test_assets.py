@@ -18,9 +18,9 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from calpendo_assets import sync
-from calpendo_assets.assets import build_source_assets
+from calpendo_assets.defs.assets import build_source_assets
 from calpendo_assets.config import load_config
-from calpendo_assets.resources import CalpendoResource, WorklistDatabase
+from calpendo_assets.defs.resources import SourceAccess, WorklistDatabase
 from mwl_service.schema import (
     DISCONTINUED,
     IN_PROGRESS,
@@ -84,7 +84,7 @@ def source_config(url: str) -> dict:
 def resources(db_url, password=SIM_PASSWORD) -> dict:
     return {
         "worklist_db": WorklistDatabase(url=db_url),
-        "calpendo": CalpendoResource(username=SIM_USER, password=password),
+        "calpendo": SourceAccess(username=SIM_USER, password=password),
     }
 
 
@@ -235,8 +235,8 @@ def test_failing_check_publishes_nothing(calpendo_sim, source, engine, db_url, m
     # simulate one by corrupting a row after the real transform ran.
     real_transform = sync.transform
 
-    def buggy_transform(src, details):
-        result = real_transform(src, details)
+    def buggy_transform(src, details, logger=None):
+        result = real_transform(src, details, logger)
         result.frame.loc[result.frame.index[0], "scheduled_station_ae_title"] = "AE_TITLE_TOO_LONG_X"
         return result
 
@@ -254,7 +254,7 @@ def test_mass_cancellation_guard_blocks_publish(calpendo_sim, source, engine, db
     assert materialize(source, db_url).success
     published = rows(engine)
     scheduled = [b for b, r in published.items() if r.step_status == SCHEDULED]
-    assert len(scheduled) >= source.min_cancel_guard_rows
+    assert len(scheduled) >= source.settings.min_cancel_guard_rows
     for bid in scheduled:
         calpendo_sim.delete_booking(int(bid))
     before_hist = history_count(engine)
@@ -465,3 +465,18 @@ def test_run_log_counts_data_warnings_not_bookings(make_source, db_url):
     assert count >= 1
     assert warnings == [f"{count} data warning(s); see the 'warning_list' metadata of "
                         "mri/worklist_rows"]
+
+
+def test_with_operator_counts_the_operators_the_worklist_names(make_source, engine, db_url):
+    # Whichever record path carries the operator (config.operator_property, a file
+    # column), the count is of rows naming one, as Performing Physician's Name.
+    def with_operator(source):
+        result = materialize(source, db_url, selection=[dg.AssetKey(["mri", "booking_details"])])
+        return materialized(result, "booking_details")[0].materialization.metadata["with_operator"].value
+
+    source = make_source()
+    assert materialize(source, db_url).success
+    named = [r for r in rows(engine).values() if r.performing_physician_name]
+    assert with_operator(source) == len(named) > 0
+    unmapped = make_source({"title": {"_extract": {"patient_id": {"pattern": "^(SUB[0-9]+)"}}}})
+    assert with_operator(unmapped) == 0

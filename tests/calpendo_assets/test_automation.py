@@ -9,9 +9,10 @@ from zoneinfo import ZoneInfo
 import dagster as dg
 import pytest
 
-from calpendo_assets.automation import build_job, build_schedule, build_sensor, cron_for_interval
+from calpendo_assets.defs.automation import build_job, build_schedule, build_sensor, cron_for_interval
 from calpendo_assets.config import load_config
-from calpendo_assets.resources import CalpendoResource, calpendo_from_env
+from calpendo_assets.core.settings import OperationInterval
+from calpendo_assets.defs.resources import SourceAccess, source_access
 from tests.fixtures.sim import SIM_PASSWORD, SIM_USER
 
 
@@ -37,11 +38,13 @@ def source(pipeline_env):
 
 
 def test_schedule_runs_only_inside_operation_interval(source):
-    office = dataclasses.replace(source, operation_start=(7, 0), operation_end=(18, 30))
+    office = dataclasses.replace(
+        source, operation_interval=OperationInterval(start_time=(7, 0), end_time=(18, 30))
+    )
     schedule = build_schedule(office, build_job(office))
     assert schedule.name == f"{source.name}_schedule"
-    assert schedule.execution_timezone == source.timezone
-    tz = ZoneInfo(source.timezone)
+    assert schedule.execution_timezone == source.settings.timezone
+    tz = ZoneInfo(source.settings.timezone)
 
     def tick(hour, minute):
         when = dt.datetime(2026, 3, 9, hour, minute, tzinfo=tz)
@@ -55,7 +58,7 @@ def test_schedule_runs_only_inside_operation_interval(source):
 
 
 def context(cursor=None, resource=None):
-    resource = resource or CalpendoResource(username=SIM_USER, password=SIM_PASSWORD)
+    resource = resource or SourceAccess(username=SIM_USER, password=SIM_PASSWORD)
     return dg.build_sensor_context(cursor=cursor, resources={"calpendo": resource})
 
 
@@ -96,7 +99,7 @@ def test_sensor_without_credentials_names_the_missing_variable(source, monkeypat
     monkeypatch.delenv("CALPENDO_PASSWORD")
     sensor = build_sensor(source, build_job(source))
     with pytest.raises(Exception, match="CALPENDO_PASSWORD"):
-        sensor.evaluate_tick(context(resource=calpendo_from_env()))
+        sensor.evaluate_tick(context(resource=source_access([source])))
 
 
 def test_sensor_skips_while_calpendo_is_down(calpendo_sim, source):

@@ -14,8 +14,9 @@ from sqlalchemy.orm import Session
 from calpendo_assets import sync
 from calpendo_assets.config import parse_config
 from calpendo_assets.sources.calpendo.query import window_expression
-from calpendo_assets.sources.errors import BadAnswerError
-from mwl_service.schema import SCHEDULED, WorklistItem, make_engine
+from calpendo_assets.core.errors import BadAnswerError
+from mwl_service.schema import SCHEDULED, WorklistItem
+from mwl_service.engine import make_engine
 from tests.fixtures.sim import SIM_PASSWORD, SIM_USER
 
 JSON_TYPE = "application/json;charset=UTF-8"

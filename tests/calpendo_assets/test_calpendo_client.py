@@ -1,5 +1,6 @@
-"""Tests for calpendo_assets.sources.calpendo: grammar (pure), HTTP behaviour (responses), and
-retries/parallelism against a real loopback server (responses bypasses urllib3's Retry)."""
+"""Tests for calpendo_assets.sources.calpendo: grammar (pure), the HTTP transport and the
+window fetch (responses), and retries/parallelism against a real loopback server
+(responses bypasses urllib3's Retry)."""
 
 from __future__ import annotations
 
@@ -16,21 +17,31 @@ from zoneinfo import ZoneInfo
 import pytest
 import responses
 
-from calpendo_assets.sources.base import get_path
-from calpendo_assets.sources.calpendo.biskits import normalise_biskit, operator_name
-from calpendo_assets.sources.calpendo.client import (
-    BOOKING_PATHS,
-    FINGERPRINT_PATHS,
-    CalpendoClient,
-    HttpSettings,
-)
-from calpendo_assets.sources.calpendo.query import and_, cond, date_literal, or_, window_expression
-from calpendo_assets.sources.errors import (
+from calpendo_assets.core.errors import (
     AuthRefusedError as CalpendoAuthError,
     BadAnswerError as CalpendoResponseError,
     NotFoundError as CalpendoNotFoundError,
     SourceError as CalpendoError,
 )
+from calpendo_assets.core.records import get_path
+from calpendo_assets.sources.calpendo.biskits import normalise_biskit, operator_name
+from calpendo_assets.sources.calpendo.fetch import (
+    BOOKING_PATHS,
+    FINGERPRINT_PATHS,
+    FetchPlan,
+    WindowFetch,
+    get_details,
+)
+from calpendo_assets.sources.calpendo.http import CalpendoHttp, HttpSettings
+from calpendo_assets.sources.calpendo.query import (
+    WindowQuery,
+    and_,
+    cond,
+    date_literal,
+    or_,
+    window_expression,
+)
+
 
 BASE = "http://cal.test/calpendo"
 API = BASE + "/webdav"
@@ -50,7 +61,7 @@ OPERATOR_URL = booking_query_url(("id", "Operator"), "MRIScan")
 
 @pytest.fixture
 def client():
-    with CalpendoClient(BASE, USER, PASSWORD, FAST) as c:
+    with CalpendoHttp(BASE, USER, PASSWORD, FAST) as c:
         yield c
 
 
@@ -268,7 +279,7 @@ def test_base_url_forms(base, rsps):
     rsps.get(f"{API}/q/Calpendo.Booking/id/EQ/1", json=biskits(FLAT))
     # Credentials embedded in the URL are used only when none are given explicitly.
     user, password = ("", "") if "@" in base else (USER, PASSWORD)
-    with CalpendoClient(base, user, password, FAST) as c:
+    with CalpendoHttp(base, user, password, FAST) as c:
         assert c.api_root == API  # no userinfo ever kept in a URL
         assert c.query("Calpendo.Booking", "id/EQ/1") == [EXPECTED]
     sent = rsps.calls[0].request.headers["Authorization"]
@@ -361,7 +372,7 @@ def test_get_details_skips_404_with_warning_and_keeps_order(client, rsps, caplog
         rsps.get(f"{API}/b/Calpendo.Booking/{i}", json=dict(FLAT, id=i))
     rsps.get(f"{API}/b/Calpendo.Booking/5", status=404)
     with caplog.at_level(logging.WARNING, logger="calpendo_assets.sources.calpendo"):
-        details, skipped = client.get_details([3, 5, 1, 2, 3])
+        details, skipped = get_details(client, [3, 5, 1, 2, 3])
     assert [d["id"] for d in details] == [3, 1, 2]
     assert list(skipped) == ["5"] and "404" in skipped["5"]
     assert "booking 5 skipped" in caplog.text
@@ -371,7 +382,7 @@ def test_get_details_skips_404_with_warning_and_keeps_order(client, rsps, caplog
 def test_get_details_raises_other_errors(client, rsps):
     rsps.get(f"{API}/b/Calpendo.Booking/1", status=401)
     with pytest.raises(CalpendoAuthError):
-        client.get_details([1])
+        get_details(client, [1])
 
 
 def _mock_window(rsps, bookings, paths, operators=None):
@@ -384,8 +395,30 @@ def _mock_window(rsps, bookings, paths, operators=None):
 
 def fetch(client, start, end, statuses, strategy="bulk", extra_paths=()):
     """A whole fetch, the two steps in the order a sync runs them."""
-    listing = client.list_bookings(start, end, statuses, strategy, extra_paths)
-    return client.complete_bookings(listing, start, end, statuses)
+    window = WindowFetch(client, WindowQuery(start, end, statuses))
+    listing = window.listing(strategy, extra_paths)
+    return window.complete(listing)
+
+
+def test_a_whole_fetch_runs_the_plan(client, rsps):
+    paths = (*BOOKING_PATHS, "project.id")
+    _mock_window(rsps, [dict(NESTED, id=1)], paths, [{"id": 1, "Operator": "Sam Tech"}])
+    plan = FetchPlan("bulk", ("project.id",))
+    result = WindowFetch(client, WindowQuery(DAY, NEXT_DAY, ["APPROVED"])).run(plan)
+    assert [b["Operator"] for b in result.bookings] == ["Sam Tech"]
+    assert result.requests == 2 and result.complete
+
+
+def test_the_window_query_is_built_once_for_every_request(client, rsps):
+    query = WindowQuery(DAY, NEXT_DAY, ["approved"])
+    assert query.expression == WINDOW_EXPR
+    assert query.expression is query.expression  # computed once
+    _mock_window(rsps, [FLAT], BOOKING_PATHS, [{"id": 7, "Operator": "op"}])
+    WindowFetch(client, query).complete(WindowFetch(client, query).listing())
+    assert [c.request.url.split("?")[0] for c in rsps.calls] == [
+        f"{API}/q/Calpendo.Booking/{WINDOW_EXPR}",
+        f"{API}/q/MRIScan/{WINDOW_EXPR}",
+    ]
 
 
 def test_fetch_window_bulk_two_requests_and_operator_merge(client, rsps):
@@ -453,11 +486,12 @@ def test_fingerprint_is_order_independent_and_content_sensitive(client, rsps):
     url = booking_query_url(FINGERPRINT_PATHS)
     a, b = dict(FLAT, id=1), dict(FLAT, id=2)
     rsps.get(url, json=biskits(a, b))
-    first = client.fingerprint(DAY, NEXT_DAY, ["APPROVED"])
+    window = WindowFetch(client, WindowQuery(DAY, NEXT_DAY, ["APPROVED"]))
+    first = window.fingerprint()
     rsps.replace(responses.GET, url, json=biskits(b, a))
-    assert client.fingerprint(DAY, NEXT_DAY, ["APPROVED"]) == first
+    assert window.fingerprint() == first
     rsps.replace(responses.GET, url, json=biskits(a, dict(b, modified="2025-02-11 09:00:00.0")))
-    changed = client.fingerprint(DAY, NEXT_DAY, ["APPROVED"])
+    changed = window.fingerprint()
     assert changed != first and len(changed) == 64
     assert {c.request.url for c in rsps.calls} == {url}
 
@@ -538,7 +572,7 @@ def serve():
 def test_retries_transient_failures_then_succeeds(failure, serve):
     server = serve(lambda path, hit: (failure, "busy", 0) if hit <= 2 else (200, biskits(FLAT), 0))
     settings = HttpSettings(timeout=5, retries=3, backoff_factor=0)
-    with CalpendoClient(server.url, USER, PASSWORD, settings) as c:
+    with CalpendoHttp(server.url, USER, PASSWORD, settings) as c:
         assert c.query("Calpendo.Booking", "id/EQ/7") == [EXPECTED]
         assert c.request_count == 1  # urllib3 retried below us
     assert len(server.paths) == 3
@@ -547,7 +581,7 @@ def test_retries_transient_failures_then_succeeds(failure, serve):
 def test_gives_up_after_retries_with_status_and_url(serve):
     server = serve(lambda path, hit: (503, "maintenance", 0))
     settings = HttpSettings(timeout=5, retries=2, backoff_factor=0)
-    with CalpendoClient(server.url, USER, PASSWORD, settings) as c:
+    with CalpendoHttp(server.url, USER, PASSWORD, settings) as c:
         with pytest.raises(CalpendoError) as info:
             c.query("Calpendo.Booking", "id/EQ/7")
     assert "HTTP 503" in str(info.value)
@@ -562,7 +596,7 @@ def test_retry_after_beyond_the_cap_fails_at_once(status, retries, serve):
     server = serve(lambda path, hit: (status, "come back in an hour", 0))
     server.retry_after = "3600"
     settings = HttpSettings(timeout=5, retries=retries, backoff_factor=0, max_retry_after=5)
-    with CalpendoClient(server.url, USER, PASSWORD, settings) as c:
+    with CalpendoHttp(server.url, USER, PASSWORD, settings) as c:
         with pytest.raises(CalpendoError) as info:
             c.query("Calpendo.Booking", "id/EQ/7")
     assert str(info.value) == (
@@ -578,14 +612,14 @@ def test_retry_after_within_the_cap_is_waited_for(serve):
     server = serve(lambda path, hit: (429, "busy", 0) if hit == 1 else (200, biskits(FLAT), 0))
     server.retry_after = "1"
     settings = HttpSettings(timeout=5, retries=3, backoff_factor=0, max_retry_after=1)
-    with CalpendoClient(server.url, USER, PASSWORD, settings) as c:
+    with CalpendoHttp(server.url, USER, PASSWORD, settings) as c:
         assert c.query("Calpendo.Booking", "id/EQ/7") == [EXPECTED]
     assert len(server.paths) == 2
 
 
 def test_auth_failure_is_not_retried(serve):
     server = serve(lambda path, hit: (401, "no", 0))
-    with CalpendoClient(server.url, USER, PASSWORD, HttpSettings(retries=3, backoff_factor=0)) as c:
+    with CalpendoHttp(server.url, USER, PASSWORD, HttpSettings(retries=3, backoff_factor=0)) as c:
         with pytest.raises(CalpendoAuthError):
             c.query("Calpendo.Booking", "id/EQ/7")
     assert len(server.paths) == 1
@@ -597,7 +631,7 @@ def test_connection_refused_becomes_calpendo_error():
         port = sock.getsockname()[1]
     base = f"http://{USER}:{PASSWORD}@127.0.0.1:{port}"
     settings = HttpSettings(timeout=2, retries=1, backoff_factor=0)
-    with CalpendoClient(base, "", "", settings) as c, pytest.raises(CalpendoError) as info:
+    with CalpendoHttp(base, "", "", settings) as c, pytest.raises(CalpendoError) as info:
         c.query("Calpendo.Booking", "id/EQ/7")
     message = str(info.value)
     assert f"http://127.0.0.1:{port}/webdav/q/Calpendo.Booking/id/EQ/7" in message
@@ -608,7 +642,7 @@ def test_connection_refused_becomes_calpendo_error():
 def test_read_timeout_becomes_calpendo_error(serve):
     server = serve(lambda path, hit: (200, biskits(), 1.0))
     settings = HttpSettings(timeout=0.2, retries=0, backoff_factor=0)
-    with CalpendoClient(server.url, USER, PASSWORD, settings) as c:
+    with CalpendoHttp(server.url, USER, PASSWORD, settings) as c:
         with pytest.raises(CalpendoError) as info:
             c.query("Calpendo.Booking", "id/EQ/7")
     assert "Timeout" in str(info.value)
@@ -623,9 +657,9 @@ def test_get_details_runs_in_parallel(serve):
     server = serve(detail)
     ids = list(range(1, 11))
     settings = HttpSettings(timeout=5, retries=0, backoff_factor=0, max_workers=5)
-    with CalpendoClient(server.url, USER, PASSWORD, settings) as c:
+    with CalpendoHttp(server.url, USER, PASSWORD, settings) as c:
         started = time.perf_counter()
-        details, skipped = c.get_details(ids)
+        details, skipped = get_details(c, ids)
         elapsed = time.perf_counter() - started
     assert elapsed < 0.6, f"10 fetches of 0.1 s with 5 workers took {elapsed:.2f} s"
     assert [d["id"] for d in details] == ids and skipped == {}
@@ -638,7 +672,7 @@ def test_a_short_password_does_not_mangle_the_error_text():
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     settings = HttpSettings(timeout=2, retries=0, backoff_factor=0)
-    with CalpendoClient(f"http://127.0.0.1:{port}", "u", "1", settings) as c:
+    with CalpendoHttp(f"http://127.0.0.1:{port}", "u", "1", settings) as c:
         with pytest.raises(CalpendoError) as info:
             c.query("Calpendo.Booking", "id/EQ/7")
     assert f"host='127.0.0.1', port={port}" in str(info.value)

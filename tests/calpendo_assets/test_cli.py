@@ -128,7 +128,7 @@ def test_db_upgrade_then_check_passes(calpendo_sim, tmp_path, run, capsys):
     assert main(["db", "upgrade", "--db-url", url]) == 0
     upgraded = capsys.readouterr().out
     code, out = run(write_config(tmp_path, calpendo_sim.url), "--db-url", url)
-    from mwl_service.schema import make_engine
+    from mwl_service.engine import make_engine
 
     engine = make_engine(url, create=False, check_schema=False)
     head = migrate.schema_state(engine).head

@@ -12,21 +12,14 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from calpendo_assets.config import (
-    DEFAULT_FIELD_MAPPING,
-    DEFAULT_TITLE_PATTERN,
-    ConfigError,
-    DataSource,
-    FieldExtraction,
-    Window,
-    booking_window,
-    env_credentials,
-    enabled_sources,
-    in_operation_interval,
-    load_config,
-    parse_config,
-)
-from calpendo_assets.sources.base import Credentials
+from calpendo_assets.config import enabled_sources, load_config, parse_config
+from calpendo_assets.config.mapping import DEFAULT_FIELD_MAPPING, DEFAULT_TITLE_PATTERN
+from calpendo_assets.core.credentials import Credentials, env_credentials
+from calpendo_assets.core.errors import ConfigError
+from calpendo_assets.core.source import DataSource, FieldExtraction
+from calpendo_assets.core.window import Window, booking_window, in_operation_interval
+from calpendo_assets.rows.mapping import bookings_to_rows
+from calpendo_assets.sources.registry import plugin_for
 
 ROOT = Path(__file__).resolve().parents[2]
 EDMONTON = ZoneInfo("America/Edmonton")
@@ -70,38 +63,38 @@ def test_defaults_apply():
     assert src.name == "mri3t"
     assert src.enabled is True
     assert src.sync_interval == 300
-    assert (src.operation_start, src.operation_end) == ((6, 0), (22, 0))
+    assert (src.operation_interval.start_time, src.operation_interval.end_time) == ((6, 0), (22, 0))
     assert src.settings.base_url == "http://127.0.0.1:8089"
-    assert src.resources == ("3T MRI",)
-    assert src.status_filter == ("APPROVED",)
-    assert (src.past_days, src.future_days) == (1, 7)
-    assert src.timezone == "America/Edmonton"
+    assert src.settings.resources == ("3T MRI",)
+    assert src.settings.scheduled_statuses() == ("APPROVED",)
+    assert (src.settings.past_days, src.settings.future_days) == (1, 7)
+    assert src.settings.timezone == "America/Edmonton"
     assert src.tz == EDMONTON
-    assert src.default_modality == "MR"
+    assert src.settings.default_modality == "MR"
     assert src.settings.fetch_strategy == "bulk"
     assert (src.settings.timeout, src.settings.retries, src.settings.backoff_factor, src.settings.max_workers) == (30, 3, 0.5, 5)
-    assert (src.max_cancel_fraction, src.min_cancel_guard_rows) == (0.5, 5)
+    assert (src.settings.max_cancel_fraction, src.settings.min_cancel_guard_rows) == (0.5, 5)
     # default field mapping
-    assert ("project.name", "study_description") in src.direct_mappings
-    assert ("project.name", "requested_procedure_description") in src.direct_mappings
-    assert ("resource.name", "scheduled_station_name") in src.direct_mappings
-    assert ("Operator", "performing_physician_name") in src.direct_mappings
-    (path, extractions) = src.extractions[0]
+    assert ("project.name", "study_description") in src.mapping.direct
+    assert ("project.name", "requested_procedure_description") in src.mapping.direct
+    assert ("resource.name", "scheduled_station_name") in src.mapping.direct
+    assert ("Operator", "performing_physician_name") in src.mapping.direct
+    (path, extractions) = src.mapping.extractions[0]
     assert path == "title"
     assert [(x.field, x.group) for x in extractions] == [
         ("patient_id", "patient_id"),
         ("patient_name", "patient_name"),
     ]
-    assert src.record_paths() == (
+    assert src.mapping.record_paths == (
         "project.name", "resource.name", "Operator", "title", "status", "durationInMinutes"
     )
 
 
 def test_status_filter_accepts_one_string_any_case():
     (src,) = parse(with_config(status_filter="approved"))
-    assert src.status_filter == ("APPROVED",)
+    assert src.settings.scheduled_statuses() == ("APPROVED",)
     (src,) = parse(with_config(status_filter=["approved", "Tentative", "APPROVED"]))
-    assert src.status_filter == ("APPROVED", "TENTATIVE")
+    assert src.settings.scheduled_statuses() == ("APPROVED", "TENTATIVE")
 
 
 def test_base_url_falls_back_to_env_and_config_wins():
@@ -129,16 +122,16 @@ def test_custom_field_mapping_and_extractions():
         "booker.name": ["referring_physician_name"],
     }
     (src,) = parse(base_source(field_mapping=mapping))
-    assert src.direct_mappings == (
+    assert src.mapping.direct == (
         ("project.formattedName", "study_description"),
         ("booker.name", "referring_physician_name"),
     )
-    (path, (pid, name)) = src.extractions[0]
+    (path, (pid, name)) = src.mapping.extractions[0]
     assert path == "title"
     assert isinstance(pid, FieldExtraction)
     assert pid.pattern.pattern == r"^(?P<pid>\w+)" and pid.group == "pid"
     assert name.group == 1
-    assert src.record_paths() == (
+    assert src.mapping.record_paths == (
         "project.formattedName", "booker.name", "title", "status", "durationInMinutes"
     )
 
@@ -150,8 +143,8 @@ def test_resource_mappings_validated_as_dicom_values():
             resource_ae_title_mapping={"3T MRI": "MRI3T"},
         )
     )
-    assert src.resource_modality_mapping == {"3T MRI": "MR", "EEG": "EEG"}
-    assert src.resource_ae_title_mapping == {"3T MRI": "MRI3T"}
+    assert src.settings.resource_modality_mapping == {"3T MRI": "MR", "EEG": "EEG"}
+    assert src.settings.resource_ae_title_mapping == {"3T MRI": "MRI3T"}
 
 
 def test_disabled_sources_are_loaded_and_validated_but_not_enabled():
@@ -423,8 +416,8 @@ def test_shipped_config_targets_the_simulator():
     assert [s.name for s in enabled] == ["mri"]
     mri = enabled[0]
     assert mri.settings.base_url == "http://127.0.0.1:8089"
-    assert mri.resources == ("3T MRI", "EEG Lab", "Mock Scanner")
-    assert mri.resource_modality_mapping["EEG Lab"] == "EEG"
+    assert mri.settings.resources == ("3T MRI", "EEG Lab", "Mock Scanner")
+    assert mri.settings.resource_modality_mapping["EEG Lab"] == "EEG"
     # the shipped file spells out the documented default field mapping
     raw = json.loads((ROOT / "config" / "calpendo.json").read_text())
     assert raw["data_sources"][0]["field_mapping"] == json.loads(json.dumps(DEFAULT_FIELD_MAPPING))
@@ -538,16 +531,16 @@ def test_units_codes_and_templates_are_modelled():
         },
     )
     (src,) = parse(source)
-    assert (src.units.patient_weight, src.units.patient_size) == ("lb", "cm")
-    code = src.scheduled_protocol_codes["BRISKP"]
+    assert (src.settings.units.patient_weight, src.settings.units.patient_size) == ("lb", "cm")
+    code = src.settings.scheduled_protocol_codes["BRISKP"]
     assert (code.code_value, code.coding_scheme_designator, code.code_meaning) == (
         "BRAIN_STD", "99LOCAL", "Standard brain")
-    assert src.requested_procedure_codes == {}
-    assert src.templates == {"scheduled_procedure_step_description": "{project.name} on {resource.name}"}
+    assert src.settings.requested_procedure_codes == {}
+    assert src.mapping.templates == {"scheduled_procedure_step_description": "{project.name} on {resource.name}"}
     # Template paths are fetched like mapped paths.
-    assert {"project.name", "resource.name"} <= set(src.record_paths())
+    assert {"project.name", "resource.name"} <= set(src.mapping.record_paths)
     (defaults,) = parse(base_source())
-    assert (defaults.units.patient_weight, defaults.units.patient_size) == ("kg", "m")
+    assert (defaults.settings.units.patient_weight, defaults.settings.units.patient_size) == ("kg", "m")
 
 
 @pytest.mark.parametrize(
@@ -571,7 +564,11 @@ def test_new_keys_are_validated(config, expected):
 
 def test_several_ae_titles_become_one_multi_value():
     (src,) = parse(with_config(resource_ae_title_mapping={"3T MRI": ["MRI3T", "MRI3T2"], "EEG": "EEGLAB"}))
-    assert src.resource_ae_title_mapping == {"3T MRI": "MRI3T\\MRI3T2", "EEG": "EEGLAB"}
+    assert src.settings.resource_ae_title_mapping == {"3T MRI": ["MRI3T", "MRI3T2"], "EEG": "EEGLAB"}
+    booking = {"id": 1, "title": "SUB1", "status": "APPROVED", "resource": {"name": "3T MRI"},
+               "dateRange": {"start": "2026-02-12 10:00:00.0"}}
+    (row,) = bookings_to_rows([booking], src).frame.to_dict("records")
+    assert row["scheduled_station_ae_title"] == "MRI3T\\MRI3T2"
 
 
 def test_every_mappable_field_is_accepted():
@@ -579,7 +576,7 @@ def test_every_mappable_field_is_accepted():
 
     mapping = {f"x.f{i}": name for i, name in enumerate(MAPPABLE_FIELDS)}
     (src,) = parse(base_source(field_mapping=mapping))
-    assert set(src.mapped_fields()) == set(MAPPABLE_FIELDS)
+    assert set(src.mapping.mapped_fields()) == set(MAPPABLE_FIELDS)
 
 
 def test_operator_subtype_and_property_are_config():
@@ -594,7 +591,7 @@ def test_shipped_manual_entries_example_is_readable():
     manual = sources["manual_entries"]
     assert (manual.type, manual.enabled) == ("file", False)
     assert manual.settings.path == str(ROOT / "config" / "manual-entries.csv")
-    assert manual.plugin.probe(manual) == f"{ROOT / 'config' / 'manual-entries.csv'}: 1 entry readable"
+    assert plugin_for(manual.type).probe(manual) == f"{ROOT / 'config' / 'manual-entries.csv'}: 1 entry readable"
 
 
 @pytest.mark.parametrize(

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
 
 import jsonschema
 import pytest
 
-from calpendo_assets.config import Code, SourceBase, SourceSettings, Units, json_schema
+from calpendo_assets.config import json_schema
+from calpendo_assets.config.models import SourceBase
+from calpendo_assets.core.settings import Code, SourceSettings, Units
 from calpendo_assets.sources.calpendo.settings import CalpendoSettings
 from calpendo_assets.sources.file import FileSettings
 from tests.fixtures.sim import ROOT
@@ -24,6 +28,15 @@ def keys(model, minus=()) -> set[str]:
 def test_shipped_schema_is_generated_from_the_models():
     # Regenerate with: python -m calpendo_assets.config --schema > config/calpendo-mwl.schema.json
     assert json.loads(SCHEMA.read_text()) == json.loads(json.dumps(json_schema()))
+
+
+@pytest.mark.external
+def test_the_documented_command_prints_the_shipped_schema():
+    command = [sys.executable, "-m", "calpendo_assets.config", "--schema"]
+    assert "python -m calpendo_assets.config --schema" in README
+    proc = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == SCHEMA.read_text()
 
 
 @pytest.mark.parametrize("name", ["calpendo.json", "pylantir-example.json"])

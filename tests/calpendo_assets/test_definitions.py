@@ -11,7 +11,9 @@ import dagster as dg
 import pytest
 
 from calpendo_assets.config import load_config
+from calpendo_assets.core.credentials import Credentials
 from calpendo_assets.definitions import build_definitions
+from calpendo_assets.defs.resources import SourceAccess
 from tests.fixtures.sim import ROOT, shipped_config_for
 
 ASSETS = ["raw_bookings", "booking_details", "worklist_rows", "cancellation_reconciliation", "worklist"]
@@ -62,3 +64,23 @@ def test_dg_check_defs_with_the_shipped_config():
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "All definitions loaded successfully" in proc.stdout + proc.stderr
+
+
+def test_the_source_access_resource_keeps_its_key_and_asks_only_what_sources_need(tmp_path):
+    path, _ = shipped_config_for("http://127.0.0.1:9", tmp_path)
+    sources = load_config(str(path))
+    calpendo = [s for s in sources if s.type == "calpendo"]
+    files = [s for s in sources if s.type == "file"]
+    assert calpendo and files
+    # The key deployments name stays `calpendo`, whatever the source types.
+    resources = build_definitions(calpendo).resources
+    assert set(resources) == {"worklist_db", "calpendo"}
+    access = resources["calpendo"]
+    assert isinstance(access, SourceAccess)
+    assert (access.username, access.password) == (
+        dg.EnvVar("CALPENDO_USERNAME"), dg.EnvVar("CALPENDO_PASSWORD"),
+    )
+    # A site with only file sources sets no credentials, not fake ones.
+    file_only = build_definitions(files).resources["calpendo"]
+    assert file_only == SourceAccess() and file_only.credentials() is None
+    assert SourceAccess(username="u", password="p").credentials() == Credentials("u", "p")

@@ -11,11 +11,14 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from calpendo_assets import sync
-from calpendo_assets.config import ConfigError, parse_config
+from calpendo_assets.config import parse_config
 from calpendo_assets.definitions import build_definitions
 from calpendo_assets.rows.model import VANISHED_REASON
-from calpendo_assets.sources.errors import BadAnswerError, SourceUnavailableError
-from mwl_service.schema import DISCONTINUED, SCHEDULED, WorklistItem, make_engine
+from calpendo_assets.sources.registry import plugin_for
+from calpendo_assets.core.errors import BadAnswerError, ConfigError, SourceUnavailableError
+from mwl_service.engine import make_engine
+from mwl_service.excluded import list_excluded
+from mwl_service.schema import DISCONTINUED, SCHEDULED, WorklistItem
 from tests.fixtures.dicom import run_findscu
 
 EDMONTON = ZoneInfo("America/Edmonton")
@@ -148,6 +151,41 @@ def test_fingerprint_changes_with_the_file(tmp_path):
     assert sync.fingerprint(source, now=NOW) != first
 
 
+def left_out_of(engine) -> list[tuple[str, str, str]]:
+    with engine.connect() as conn:
+        return [(e["booking_id"], e["kind"], e["run_id"]) for e in list_excluded(conn)]
+
+
+def test_a_plain_sync_replaces_the_list_of_entries_it_left_out(tmp_path, engine):
+    path = tmp_path / "entries.csv"
+    path.write_text(HEADER + ROWS[0] + "qa-2,2026-03-10 09:30,20,Prisma,Phantom session,QA\n"
+                    "qa-3,2026-03-10 10:30,20,Prisma,,QA\n")
+    source = file_source(path)
+    sync.run_sync(source, engine, env={}, now=NOW)
+    assert left_out_of(engine) == [("qa-2", "pattern_not_matched", ""),
+                                   ("qa-3", "no_patient_id", "")]
+    path.write_text(HEADER + ROWS[0] + "qa-2,2026-03-10 09:30,20,Prisma,QA0002 - Phantom,QA\n")
+    sync.run_sync(source, engine, env={}, now=NOW)
+    assert left_out_of(engine) == []  # fixed and gone: the publish replaced the list
+
+
+def test_the_dagster_job_stores_the_entries_it_left_out(tmp_path, sqlite_url, monkeypatch):
+    today = dt.datetime.now(EDMONTON).date()
+    path = tmp_path / "entries.csv"
+    path.write_text(HEADER + f"qa-1,{today} 23:10,20,Prisma,QA0007 - Phantom,QA\n"
+                    f"qa-2,{today} 23:40,20,Prisma,Phantom session,QA\n")
+    monkeypatch.setenv("WORKLIST_DB_URL", sqlite_url)
+    defs = build_definitions([file_source(path)], retry_policy=None)
+    done = defs.resolve_job_def("manual_entries_sync").execute_in_process()
+    assert done.success
+    engine = make_engine(sqlite_url)
+    try:
+        assert left_out_of(engine) == [("qa-2", "pattern_not_matched", done.run_id)]
+        assert set(rows_of(engine)) == {"qa-1"}
+    finally:
+        engine.dispose()
+
+
 @pytest.mark.external
 def test_manual_entries_reach_findscu_through_the_dagster_job(
     tmp_path, sqlite_url, monkeypatch, mwl_server
@@ -181,3 +219,10 @@ def test_broken_json_names_line_and_column_not_content(tmp_path):
         sync.fetch(file_source(path), now=NOW)
     assert str(info.value).startswith(f"entries file '{path}': invalid JSON at line 1 column 45")
     assert "Secret" not in str(info.value)
+
+
+def test_a_plugin_reads_only_settings_of_its_own_type(tmp_path):
+    source = file_source(tmp_path / "entries.csv")
+    assert plugin_for("file").settings(source) is source.settings
+    with pytest.raises(TypeError, match="data source 'manual_entries' is of type 'file', not 'calpendo'"):
+        plugin_for("calpendo").settings(source)

@@ -21,8 +21,11 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from calpendo_assets import sync
-from calpendo_assets.config import ConfigError, forget_logged_notes, load_config
-from mwl_service.schema import DISCONTINUED, SCHEDULED, WorklistItem, make_engine
+from calpendo_assets.config import load_config
+from calpendo_assets.config.load import forget_logged_notes
+from calpendo_assets.core.errors import ConfigError
+from mwl_service.schema import DISCONTINUED, SCHEDULED, WorklistItem
+from mwl_service.engine import make_engine
 from tests.fixtures.dicom import run_findscu
 from tests.fixtures.sim import ROOT, SIM_PASSWORD, SIM_USER
 
@@ -49,11 +52,12 @@ def test_example_loads_unchanged_with_one_warning_per_meaning(caplog):
         load_config(str(EXAMPLE), env={})
     assert source.name == "calpendo_3t"
     assert source.settings.base_url == "https://sfc-calgary.calpendo.com"
-    assert source.status_filter == ("APPROVED",)
-    assert (source.operation_start, source.operation_end) == ((6, 0), (20, 0))
+    assert source.settings.scheduled_statuses() == ("APPROVED",)
+    interval = source.operation_interval
+    assert (interval.start_time, interval.end_time) == ((6, 0), (20, 0))
     # What the derived fields mean: read from the named paths, not copied.
-    assert (source.status_path, source.duration_path) == ("status", "durationInMinutes")
-    mapped = source.mapped_fields()
+    assert (source.mapping.status_path, source.mapping.duration_path) == ("status", "durationInMinutes")
+    mapped = source.mapping.mapped_fields()
     assert "scheduled_start_date" not in mapped and "scheduled_start_time" not in mapped
     assert set(mapped) == {"patient_id", "patient_name", "study_description", "modality"}
     warnings = [r.getMessage() for r in caplog.records]

@@ -11,23 +11,27 @@ from zoneinfo import ZoneInfo
 import pytest
 from sqlalchemy import event, func, select, update
 
-from calpendo_assets.config import Window, booking_window, parse_config
-from calpendo_assets.reconcile import (
+from calpendo_assets.config import parse_config
+from calpendo_assets.core.window import Window, booking_window
+from calpendo_assets.reconcile.plan import (
     CANCEL_IN_CALPENDO,
     CANCEL_MISSING,
     Cancel,
-    MassCancellationError,
-    PublishResult,
     ReconciliationPlan,
-    StaleFetchError,
-    load_existing,
     mass_cancellation_problem,
     plan_reconciliation,
+)
+from calpendo_assets.reconcile.publish import (
+    MassCancellationError,
+    PublishResult,
+    StaleFetchError,
+    load_existing,
     publish,
     reconcile,
 )
 from calpendo_assets.rows.mapping import bookings_to_rows
 from calpendo_assets.rows.model import VANISHED_REASON, frame_records
+from mwl_service.engine import make_engine
 from mwl_service.schema import (
     COMPLETED,
     DISCONTINUED,
@@ -38,7 +42,6 @@ from mwl_service.schema import (
     SourceSyncState,
     WorklistHistory,
     WorklistItem,
-    make_engine,
 )
 
 EDMONTON = ZoneInfo("America/Edmonton")
@@ -88,8 +91,8 @@ def sync(engine, bookings, *, complete=True, source=SOURCE, window=WINDOW, run_i
         window,
         complete,
         result.present_ids,
-        max_cancel_fraction=kw.pop("max_cancel_fraction", source.max_cancel_fraction),
-        min_cancel_guard_rows=kw.pop("min_cancel_guard_rows", source.min_cancel_guard_rows),
+        max_cancel_fraction=kw.pop("max_cancel_fraction", source.settings.max_cancel_fraction),
+        min_cancel_guard_rows=kw.pop("min_cancel_guard_rows", source.settings.min_cancel_guard_rows),
         run_id=run_id,
         **kw,
     )
@@ -428,6 +431,10 @@ def test_an_older_fetch_never_overwrites_a_newer_publish(engine):
     )
     # The same or a newer fetch publishes; another source is not affected.
     assert sync(engine, [booking(1, hour=12)], fetched_at=t_new).updated == 1
+    assert sync(engine, [booking(1, hour=13)], fetched_at=NOW, run_id="run-newest").updated == 1
+    with engine.connect() as conn:
+        (state,) = conn.execute(select(SourceSyncState.__table__)).all()  # updated in place
+    assert (state.last_fetched_at, state.last_run_id) == (NOW, "run-newest")
     other = make_source("eeg")
     assert sync(engine, [booking(7)], source=other, fetched_at=t_old).inserted == 1
 

@@ -14,11 +14,12 @@ from zoneinfo import ZoneInfo
 import pandas as pd
 import pytest
 
-from calpendo_assets.config import FieldExtraction, parse_config
-from calpendo_assets.rows.mapping import (
-    bookings_to_rows,
+from calpendo_assets.config import parse_config
+from calpendo_assets.core.source import FieldExtraction
+from calpendo_assets.rows.fields import extract_fields
+from calpendo_assets.rows.mapping import bookings_to_rows
+from calpendo_assets.rows.scope import (
     default_ae_title,
-    extract_fields,
     map_by_resource,
     map_step_status,
     match_resource,
@@ -648,3 +649,55 @@ def test_dst_warnings_reach_the_sync_warnings_naming_the_booking(caplog):
     rows = result.frame.set_index("booking_id")
     assert rows.loc["41", "scheduled_start_time"] == "033000"
     assert rows.loc["42", "scheduled_start_time"] == "013000"
+
+
+# ---------------------------------------------------------------- multi-day bookings
+
+
+def test_a_booking_that_ends_on_a_later_day_is_noted_and_scheduled_on_its_start_date():
+    overnight = booking(
+        51, title="SUB0051 - Night Owl",
+        dateRange={"start": "2025-02-12 22:00:00.0", "finish": "2025-02-13 06:00:00.0"},
+        durationInMinutes=480,
+    )
+    result = bookings_to_rows([overnight, booking(52)], make_source())
+    rows = result.frame.set_index("booking_id")
+    assert (rows.loc["51", "scheduled_start_date"], rows.loc["51", "scheduled_start_time"]) == (
+        "20250212", "220000",
+    )
+    assert rows.loc["51", "skip_reason"] == ""  # still published
+    assert list(result.multi_day) == ["51"]
+    note = result.multi_day["51"]
+    assert note == (
+        "booking 51: a multi-day booking (from 2025-02-12 22:00 to 2025-02-13 06:00, "
+        "site-local); its worklist step is scheduled on its start date"
+    )
+    assert note in result.warnings
+    assert "Night" not in note and "Owl" not in note and "SUB0051" not in note
+
+
+@pytest.mark.parametrize(
+    "start, finish, minutes, multi_day",
+    [
+        ("2025-02-12 23:00:00.0", "2025-02-13 00:00:00.0", 60, False),  # ends at midnight
+        ("2025-02-12 10:00:00.0", "2025-02-12 11:00:00.0", 60, False),
+        ("2025-02-12 23:30:00.0", None, 45, True),  # no finish: start + duration
+        ("2025-02-12 23:30:00.0", None, 30, False),
+        ("2025-02-12 10:00:00.0", "2025-02-14 10:00:00.0", None, True),
+    ],
+)
+def test_multi_day_is_a_later_local_day_of_the_finish(start, finish, minutes, multi_day):
+    b = booking(53, dateRange={"start": start, "finish": finish}, durationInMinutes=minutes,
+                formattedName=None)
+    assert bool(bookings_to_rows([b], make_source()).multi_day) is multi_day
+
+
+def test_a_value_that_cannot_be_used_warns_for_every_booking_that_has_it():
+    # Normalisation is memoised per value: the warning must still name each booking.
+    mapping = {"title": "patient_id", "dob": "patient_birth_date"}
+    source = make_source(field_mapping=mapping)
+    result = bookings_to_rows([booking(61, dob="soon"), booking(62, dob="soon")], source)
+    assert [w for w in result.warnings if "patient_birth_date" in w] == [
+        "booking 61: patient_birth_date is not a valid date",
+        "booking 62: patient_birth_date is not a valid date",
+    ]

@@ -14,7 +14,7 @@ from calpendo_assets.rows.clinical import (
     SIZE,
     TEMPLATE_FIELDS,
     WEIGHT,
-    calpendo_paths,
+    template_record_paths,
     long_string,
     long_text,
     measure,
@@ -385,10 +385,10 @@ def test_warnings_name_the_booking_never_participant_text():
         assert "Jane" not in warning and "Doe" not in warning and "SUB001" not in warning
 
 
-def test_calpendo_paths_are_the_template_paths_that_are_not_worklist_fields():
+def test_template_record_paths_are_the_placeholders_that_are_not_worklist_fields():
     templates = {
         "patient_comments": "Project:{project.name} Subject:{patient_id} Session:{id}",
         "allergies": "{Allergies} {patient_weight} {booking_id} {requested_procedure_code_value}",
     }
-    assert calpendo_paths(templates) == ["project.name", "id", "Allergies"]
-    assert calpendo_paths(None) == []
+    assert template_record_paths(templates) == ["project.name", "id", "Allergies"]
+    assert template_record_paths(None) == []

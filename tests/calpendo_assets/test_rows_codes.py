@@ -7,7 +7,7 @@ from types import SimpleNamespace
 import pytest
 
 from calpendo_assets.rows.codes import CODE_COLUMNS, code_columns, code_problems, match_by_name
-from calpendo_assets.rows.mapping import map_by_resource
+from calpendo_assets.rows.scope import map_by_resource
 
 
 def code(value: str, scheme: str = "99LOCAL", meaning: str = "Meaning") -> SimpleNamespace:

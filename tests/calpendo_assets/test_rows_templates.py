@@ -20,7 +20,7 @@ FIELDS = {"patient_id": "SUB001", "patient_name": "Doe^Jane", "modality": "MR"}
 
 
 @pytest.mark.parametrize("booking", [NESTED, FLAT], ids=["nested", "flat-dotted"])
-def test_placeholders_read_calpendo_paths_and_mapped_fields(booking):
+def test_placeholders_read_record_paths_and_mapped_fields(booking):
     assert render(XNAT, booking, FIELDS) == ("Project:BRISK Subject:SUB001 Session:1234", [])
 
 
@@ -83,7 +83,7 @@ def test_dotted_names_are_dictionary_lookups_never_attribute_access():
         ("{patient_id!s}", "{patient_id!s}: conversions"),
         ("{patient_id:>20}", "{patient_id:>20}: format specs (after ':') are not allowed"),
         ("{a:{b}}", "{a:{b}}: format specs"),
-        ("{}", "{}: a placeholder is a worklist field or a dotted Calpendo path"),
+        ("{}", "{}: a placeholder is a worklist field or a dotted record path"),
         ("{0}", "{0}: a placeholder is"),
         ("{a[0]}", "{a[0]}: a placeholder is"),
         ("{a.}", "{a.}: a placeholder is"),
@@ -121,7 +121,7 @@ def test_validate_templates_names_the_field_at_fault():
         )
 
 
-def test_template_paths_lists_the_calpendo_paths_to_fetch():
+def test_template_paths_lists_the_record_paths_to_fetch():
     templates = {
         "patient_comments": XNAT,
         "scheduled_procedure_step_comments": "{resource.name} {id} {modality} {{x}}",

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from calpendo_assets import validation
+from calpendo_assets.rows import validation
 from calpendo_assets.rows.model import ROW_COLUMNS, to_frame
 
 

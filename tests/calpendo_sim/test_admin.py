@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from calpendo_sim import admin
+from calpendo_sim import admin, admin_client
 from tests.fixtures.sim import SIM_PASSWORD, SIM_USER
 
 CLI = str(Path(sys.executable).parent / "calpendo-sim")
@@ -88,6 +88,6 @@ def test_connection_options_also_follow_the_command(calpendo_sim):
          "--username", SIM_USER, "--password", SIM_PASSWORD],
         capture_output=True, text=True, timeout=30)
     assert listed.returncode == 0 and "SUB0202 - Jane Roe" in listed.stdout, listed.stderr
-    for command in admin.COMMANDS:
+    for command in admin_client.COMMANDS:
         shown = subprocess.run([CLI, command, "--help"], capture_output=True, text=True, timeout=30)
         assert "--url URL" in shown.stdout and "--password PASSWORD" in shown.stdout

@@ -20,7 +20,7 @@ from alembic import command
 from sqlalchemy import create_engine
 
 from mwl_service import migrate, users
-from mwl_service.schema import make_engine
+from mwl_service.engine import make_engine
 from tests.fixtures.api import PASSWORD, api_user
 from tests.fixtures.dicom import HOST, SITE_TZ, free_port, run_findscu, sps, with_keys
 

@@ -17,7 +17,7 @@ from sqlalchemy import select
 
 from calpendo_assets import sync
 from calpendo_assets.config import load_config
-from calpendo_assets.sources.base import Credentials
+from calpendo_assets.core.credentials import Credentials
 from mwl_service.schema import WorklistHistory
 from tests.fixtures.api import api_user
 from tests.fixtures.sim import SIM_PASSWORD, SIM_USER

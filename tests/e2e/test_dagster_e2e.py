@@ -21,13 +21,13 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from mwl_service.engine import make_engine
 from mwl_service.schema import (
     DISCONTINUED,
     SCHEDULED,
     SourceSyncState,
     WorklistHistory,
     WorklistItem,
-    make_engine,
 )
 from tests.fixtures.dagster_ui import DagsterUI, start_dagster_dev, stop_process_group
 from tests.fixtures.dicom import free_port, run_findscu

@@ -105,7 +105,8 @@ def test_local_times_across_dst_changes(
     day = next_transition(source.tz, calpendo_sim.today, backwards)
     # Widen the window to reach that day.
     days_ahead = (day - calpendo_sim.today).days + 2
-    source = dataclasses.replace(source, future_days=max(source.future_days, days_ahead))
+    future_days = max(source.settings.future_days, days_ahead)
+    source = dataclasses.replace(source, settings=source.settings.model_copy(update={"future_days": future_days}))
     bid = calpendo_sim.add_booking(
         title="SUB7777 - Clock Change", resource="3T MRI",
         start=dt.datetime.combine(day, wall_clock), minutes=30, status="APPROVED",

@@ -16,7 +16,8 @@ from pathlib import Path
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from mwl_service.schema import SCHEDULED, WorklistItem, make_engine
+from mwl_service.engine import make_engine
+from mwl_service.schema import SCHEDULED, WorklistItem
 from tests.fixtures.sim import ROOT
 
 pytestmark = pytest.mark.external

@@ -14,7 +14,7 @@ import pytest
 
 from calpendo_assets import sync
 from calpendo_assets.config import load_config
-from mwl_service.schema import make_engine
+from mwl_service.engine import make_engine
 from tests.fixtures.dicom import run_findscu
 from tests.fixtures.sim import SIM_PASSWORD, SIM_USER
 

@@ -21,8 +21,9 @@ from pynetdicom.dsutils import decode, encode
 from sqlalchemy import insert, select
 
 from mwl_service import schema
+from mwl_service.engine import make_engine
 from mwl_service.matching import build_select, find_worklist, parse_query, row_to_bytes, row_to_dataset
-from mwl_service.query.keys import _SPS_ITEM
+from mwl_service.query.attributes import SPS_ITEM
 from mwl_service.schema import WorklistItem
 from tests.fixtures.dicom import SERVER_AET, insert_item, run_findscu
 from tests.mwl_service.test_matching import make_row, on_the_wire, query
@@ -130,7 +131,7 @@ def test_empty_sps_item_returns_the_whole_step(mr_worklist, shape):
     for wire in (ds, on_the_wire(ds)):
         (a,) = find_worklist(mr_worklist, wire)
         (item,) = a.ScheduledProcedureStepSequence
-        assert {int(e.tag) for e in item} == set(_SPS_ITEM)
+        assert {int(e.tag) for e in item} == set(SPS_ITEM)
         assert item.Modality == "MR"
         assert item.ScheduledStationAETitle == "MR3T"
         assert item.ScheduledProcedureStepStartDate == "20260310"
@@ -265,7 +266,7 @@ def _dump2dcm(dump: Path, out: Path) -> Path:
 
 @pytest.mark.external
 def test_dcmtk_empty_item_query_gets_the_whole_step(sqlite_url, mwl_server, tmp_path):
-    engine = schema.make_engine(sqlite_url)
+    engine = make_engine(sqlite_url)
     row = insert_item(engine, patient_name="Vivaldi^Antonio", scheduled_station_ae_title="AA32\\AA33",
                       medical_alerts="METASTASIS", allergies="TANTAL", requesting_physician="SMITH",
                       requested_procedure_priority="LOW", requested_contrast_agent="BARIUMSULFAT")
@@ -287,7 +288,7 @@ def test_dcmtk_empty_item_query_gets_the_whole_step(sqlite_url, mwl_server, tmp_
 
 @pytest.mark.external
 def test_dcmtk_latin1_query_gets_a_latin1_answer(sqlite_url, mwl_server):
-    engine = schema.make_engine(sqlite_url)
+    engine = make_engine(sqlite_url)
     insert_item(engine, patient_name="Müller^Jürgen")
     insert_item(engine, patient_name="Doe^Jane")
     engine.dispose()
@@ -308,7 +309,7 @@ def test_dcmtk_latin1_query_gets_a_latin1_answer(sqlite_url, mwl_server):
 
 @pytest.mark.external
 def test_station_from_calling_aet_answers_only_the_callers_steps(sqlite_url, mwl_server):
-    engine = schema.make_engine(sqlite_url)
+    engine = make_engine(sqlite_url)
     mine = insert_item(engine, scheduled_station_ae_title="CONSOLE_A\\CONSOLE_B")
     insert_item(engine, scheduled_station_ae_title="OTHER")
     engine.dispose()

@@ -11,7 +11,7 @@ import requests
 
 from calpendo_assets import cli
 from mwl_service import users
-from mwl_service.schema import make_engine
+from mwl_service.engine import make_engine
 from tests.fixtures.api import PASSWORD, api_user
 
 pytestmark = pytest.mark.postgres

@@ -23,6 +23,7 @@ from pynetdicom.pdu import P_DATA_TF
 from pynetdicom.sop_class import ModalityWorklistInformationFind  # type: ignore[attr-defined]
 
 from mwl_service import fastpath, schema
+from mwl_service.engine import make_engine
 from mwl_service.fastpath import PendingFindResponses, pending_command_set
 from tests.fixtures.dicom import (
     client_ae,
@@ -54,7 +55,7 @@ def many_rows(sqlite_url):
     row LONG_ROW (in start order) has a 22 KB requested procedure description."""
     from sqlalchemy import insert
 
-    engine = schema.make_engine(sqlite_url)
+    engine = make_engine(sqlite_url)
     tz = ZoneInfo("America/Edmonton")
     first = dt.datetime.combine(dt.datetime.now(tz).date(), dt.time(7), tzinfo=tz)
     rows = []
@@ -193,7 +194,7 @@ def test_findscu_cancel_with_the_fast_path(sqlite_url, mwl_server, fast_sends):
     """findscu --cancel 3 on a 20000-answer query: the answers stop early (a
     smaller result is all written before findscu's C-CANCEL can arrive)."""
     n = 20_000
-    engine = schema.make_engine(sqlite_url)
+    engine = make_engine(sqlite_url)
     insert_items(engine, n, scheduled_station_ae_title="FAST")
     engine.dispose()
     server = mwl_server(sqlite_url)

@@ -20,6 +20,7 @@ from pynetdicom.dsutils import decode, encode
 from sqlalchemy import insert, select, text
 
 from mwl_service import schema
+from mwl_service.engine import make_engine
 from mwl_service.matching import (
     STATUS_IDENTIFIER_DOES_NOT_MATCH,
     STATUS_UNABLE_TO_PROCESS,
@@ -27,7 +28,6 @@ from mwl_service.matching import (
     WorklistQuery,
     build_select,
     find_worklist,
-    find_worklist_encoded,
     parse_query,
     row_to_bytes,
     row_to_dataset,
@@ -607,7 +607,7 @@ def test_answers_encode_like_pydicom(worklist, built_implicit, written_implicit)
     assert str(back.PatientName) == "Müller^Jürgen"
     assert back.StudyInstanceUID == BY_ID["101"]["study_instance_uid"]  # odd length: NUL pad
     # The bytes path (the server's fast path) writes exactly the same bytes.
-    (raw,) = find_worklist_encoded(worklist, ds, implicit_vr=written_implicit)
+    (raw,) = find_worklist(worklist, ds, implicit_vr=written_implicit, convert=row_to_bytes)
     assert raw == got
 
 
@@ -659,7 +659,7 @@ def test_bytes_path_equals_what_pydicom_writes(worklist, make, implicit):
             # and built for the other syntax, pydicom still converts to the same
             other = row_to_dataset(row, q, implicit_vr=not implicit)
             assert encode(other, implicit, True) == expected
-        streamed = list(find_worklist_encoded(worklist, ds, implicit_vr=implicit))
+        streamed = list(find_worklist(worklist, ds, implicit_vr=implicit, convert=row_to_bytes))
         assert streamed == [
             encode(a, implicit, True) for a in find_worklist(worklist, ds, implicit_vr=implicit)
         ]
@@ -808,7 +808,7 @@ def test_wire_query_with_two_items_is_refused():
 
 
 def test_queries_use_indexes_on_sqlite(sqlite_url):
-    engine = schema.make_engine(sqlite_url)
+    engine = make_engine(sqlite_url)
     cases = {
         "ix_worklist_patient_id": query({"PatientID": "P1"}, {
             "ScheduledProcedureStepStartDate": "20260101-20261231"}),

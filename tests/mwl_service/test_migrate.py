@@ -19,6 +19,7 @@ from sqlalchemy import MetaData, Table, create_engine, insert, select, text
 from sqlalchemy.engine import make_url
 
 from mwl_service import migrate, schema
+from mwl_service.engine import make_engine
 from tests.fixtures.dicom import SERVER_AET, item_values, run_findscu
 
 FIXTURES = Path(__file__).parents[1] / "fixtures"
@@ -100,7 +101,7 @@ def schema_differences(url: str) -> list:
 
 
 def test_new_database_is_created_at_head(db_url):
-    engine = schema.make_engine(db_url)
+    engine = make_engine(db_url)
     state = migrate.schema_state(engine)
     assert state.current == state.head == migrate.head_revision()
     assert state.up_to_date
@@ -122,7 +123,7 @@ def test_release_1_database_is_refused_upgraded_and_keeps_everything(db_url):
         # A password in the URL is never shown (the dev server trusts loopback).
         shown = shown.set(password="s3cret-pw")
     with pytest.raises(migrate.SchemaOutOfDateError) as refused:
-        schema.make_engine(shown.render_as_string(hide_password=False))
+        make_engine(shown.render_as_string(hide_password=False))
     message = str(refused.value)
     assert "calpendo-mwl db upgrade --db-url " in message
     assert "first release" in message and migrate.head_revision() in message
@@ -132,7 +133,7 @@ def test_release_1_database_is_refused_upgraded_and_keeps_everything(db_url):
     assert migrate.upgrade(db_url) == (migrate.head_revision(), migrate.head_revision())
     assert schema_differences(db_url) == []
 
-    engine = schema.make_engine(db_url)  # now accepted
+    engine = make_engine(db_url)  # now accepted
     with engine.connect() as conn:
         for name, model in (("items", schema.WorklistItem), ("history", schema.WorklistHistory),
                             ("mpps", schema.MppsInstance)):
@@ -187,7 +188,7 @@ def test_upgraded_release_1_database_is_served(sqlite_url, mwl_service_process):
 
 
 def test_require_current_names_a_newer_or_partial_database(sqlite_url):
-    engine = schema.make_engine(sqlite_url)
+    engine = make_engine(sqlite_url)
     with engine.begin() as conn:
         conn.execute(text("UPDATE alembic_version SET version_num = '0001'"))
     with pytest.raises(migrate.SchemaOutOfDateError, match="revision 0001"):

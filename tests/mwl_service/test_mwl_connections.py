@@ -12,6 +12,7 @@ import time
 import pytest
 
 from mwl_service import schema
+from mwl_service.engine import make_engine
 from tests.fixtures.dicom import (
     PARTIAL_ASSOCIATE_RQ,
     PARTIAL_PDU,
@@ -188,7 +189,7 @@ def test_a_client_that_stops_reading_loses_its_association(
 ):
     """The probe's reproduction: SO_RCVBUF 2048, a query for 16000 rows, never read.
     The slot is free again within the network timeout (it was held for minutes)."""
-    engine = schema.make_engine(sqlite_url)
+    engine = make_engine(sqlite_url)
     insert_items(engine, 16000, scheduled_station_ae_title="BULK")
     engine.dispose()
     options = ("--max-associations", "1", "--network-timeout", "2", "--dimse-timeout", "2")
@@ -217,7 +218,7 @@ def test_sigterm_stops_promptly_with_stuck_peers(sqlite_url, mwl_service_process
     """SIGTERM with a partial request, a partial PDU on an association, a client
     that stopped reading and an idle association, all with long timeouts: the
     process exits 0 within a few seconds (it hung until SIGKILL)."""
-    engine = schema.make_engine(sqlite_url)
+    engine = make_engine(sqlite_url)
     insert_items(engine, 16000, scheduled_station_ae_title="BULK")
     engine.dispose()
     service = mwl_service_process(

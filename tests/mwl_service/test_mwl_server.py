@@ -29,6 +29,7 @@ from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from mwl_service import schema
+from mwl_service.engine import make_engine
 from tests.fixtures.dicom import (
     associate,
     insert_item,
@@ -56,7 +57,7 @@ def rejection(assoc) -> tuple[int, int, int]:
 @pytest.fixture
 def rows(sqlite_url):
     """Three steps today: two on the 3T scanner, one EEG."""
-    engine = schema.make_engine(sqlite_url)
+    engine = make_engine(sqlite_url)
 
     tz = ZoneInfo("America/Edmonton")
     today = dt.datetime.now(tz).date()
@@ -186,7 +187,7 @@ def test_pynetdicom_query_returns_the_requested_keys(sqlite_url, mwl_server, row
 
 @pytest.mark.external
 def test_non_ascii_names_round_trip(sqlite_url, mwl_server):
-    engine = schema.make_engine(sqlite_url)
+    engine = make_engine(sqlite_url)
     mueller = insert_item(engine, patient_name="Müller^Jürgen")
     yamada = insert_item(engine, patient_name="Yamada^Tarou=山田^太郎=やまだ^たろう")
     engine.dispose()
@@ -224,7 +225,7 @@ def test_non_ascii_names_round_trip(sqlite_url, mwl_server):
 
 
 def test_c_cancel_stops_the_answers(sqlite_url, mwl_server, fast_sends):
-    engine = schema.make_engine(sqlite_url)
+    engine = make_engine(sqlite_url)
     n = 5000  # large enough that the answers are still going out when the cancel comes
     made = insert_items(engine, n, scheduled_station_ae_title="BUSY")
     engine.dispose()
@@ -280,7 +281,7 @@ def test_query_failures_get_failure_statuses(sqlite_url, mwl_server, rows, caplo
     assert identifier is None
 
     # a database failure: 0xC000, logged without patient data, server keeps serving
-    engine = schema.make_engine(sqlite_url)
+    engine = make_engine(sqlite_url)
     with engine.begin() as conn:
         conn.execute(text("ALTER TABLE worklist_items RENAME TO worklist_items_away"))
     try:
@@ -425,7 +426,7 @@ def test_tls_without_client_certificates(sqlite_url, mwl_server, tls_files):
 
 @pytest.mark.external
 def test_console_script_serves_and_stops_cleanly(sqlite_url, mwl_service_process):
-    engine = schema.make_engine(sqlite_url)
+    engine = make_engine(sqlite_url)
     for name in ("Müller^Jürgen", "Doe^Jane", "Roe^Richard"):
         insert_item(engine, patient_name=name)
     row = insert_item(engine, patient_name="Poe^Edgar", scheduled_station_ae_title="OTHER")
@@ -565,7 +566,7 @@ def test_utf8_query_without_character_set_matches(sqlite_url, mwl_service_proces
     """PatientName bytes M\\xc3\\xbcller* with no (0008,0005) are read as UTF-8 and
     find the row; describing the query for the log once made pydicom decode them
     as Latin-1 first, and the query found nothing."""
-    engine = schema.make_engine(sqlite_url)
+    engine = make_engine(sqlite_url)
     insert_item(engine, patient_name="Müller^Jürgen")
     insert_item(engine, patient_name="Mueller^Hans")
     engine.dispose()
@@ -614,7 +615,7 @@ def test_existing_sqlite_file_keeps_its_mode(tmp_path):
     path = tmp_path / "worklist.db"
     path.touch(mode=0o640)
     path.chmod(0o640)
-    schema.make_engine(f"sqlite:///{path}").dispose()
+    make_engine(f"sqlite:///{path}").dispose()
     assert path.stat().st_mode & 0o777 == 0o640
 
 
@@ -626,7 +627,7 @@ def test_existing_sqlite_file_keeps_its_mode(tmp_path):
 def test_station_from_calling_aet(sqlite_url, mwl_service_process):
     """--station-from-calling-aet: a query that leaves Scheduled Station AE Title
     universal gets only the calling AE title's steps; an explicit station wins."""
-    engine = schema.make_engine(sqlite_url)
+    engine = make_engine(sqlite_url)
     mri = [insert_item(engine, patient_name=n) for n in ("Doe^Jane", "Roe^Rick")]
     eeg = insert_item(engine, patient_name="Eeg^Erin", scheduled_station_ae_title="EEG1")
     engine.dispose()
@@ -660,7 +661,7 @@ def test_offer_past_days(sqlite_url, mwl_service_process):
     query's date range asks for that day."""
     tz = ZoneInfo("America/Edmonton")
     today = dt.datetime.now(tz).date()
-    engine = schema.make_engine(sqlite_url)
+    engine = make_engine(sqlite_url)
     now = insert_item(engine, start=dt.datetime.combine(today, dt.time(9), tzinfo=tz))
     old_day = today - dt.timedelta(days=5)
     old = insert_item(engine, start=dt.datetime.combine(old_day, dt.time(9), tzinfo=tz))

@@ -21,6 +21,7 @@ from pydicom.dataset import Dataset
 from sqlalchemy import insert
 
 from mwl_service import schema
+from mwl_service.engine import make_engine
 from tests.fixtures.dicom import HOST, SERVER_AET, free_port, run_findscu, wait_for_echo
 
 pytestmark = pytest.mark.external
@@ -90,7 +91,7 @@ def offis(tmp_path, sqlite_url, mwl_server):
     aet_dir = tmp_path / "wlistdb" / WLMSCPFS_AET
     aet_dir.mkdir(parents=True)
     (aet_dir / "lockfile").touch()
-    engine = schema.make_engine(sqlite_url)
+    engine = make_engine(sqlite_url)
     with engine.begin() as conn:
         for dump in samples:
             wl = aet_dir / (dump.stem + ".wl")

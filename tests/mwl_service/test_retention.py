@@ -8,9 +8,10 @@ import json
 import dagster as dg
 from sqlalchemy import insert, select
 
-from calpendo_assets.resources import WorklistDatabase
-from calpendo_assets.retention_job import JOB_NAME, OP_NAME, SCHEDULE_NAME, build_retention_defs
+from calpendo_assets.defs.resources import WorklistDatabase
+from calpendo_assets.defs.retention import JOB_NAME, OP_NAME, SCHEDULE_NAME, build_retention_defs
 from mwl_service import retention, schema
+from mwl_service.engine import make_engine
 from mwl_service.schema import MppsInstance, WorklistHistory, WorklistItem
 from tests.fixtures.dicom import insert_item
 
@@ -67,7 +68,7 @@ def test_purge_deletes_old_rows_and_their_mpps_and_keeps_history(engine):
 
 
 def test_retention_job_purges_and_reports_counts(sqlite_url):
-    engine = schema.make_engine(sqlite_url)
+    engine = make_engine(sqlite_url)
     today = dt.datetime.now(dt.UTC)
     insert_item(engine, booking_id="ANCIENT", start=today - dt.timedelta(days=500))
     insert_item(engine, booking_id="TODAY", start=today)

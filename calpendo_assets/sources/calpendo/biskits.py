@@ -1,38 +1,29 @@
-"""Calpendo answers as plain records: biskits normalised to nested dicts.
+"""Calpendo answers as plain records: biskits normalised to nested dicts, and checked.
 
 Liberal in what we accept: fields nested under ``properties`` or as flat dotted keys
 (at the top level or inside ``properties``), in any mix; values such as dates pass
-through untouched for the mapping step to parse.
+through untouched for the mapping step to parse. Strict about the shape: a query
+answer is ``{"biskits": [objects]}`` with ids that are numbers or short tokens, and
+a booking without the fields every booking has is skipped, not guessed at.
+Messages name the URL and position, never an answer's text: it holds participant names.
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
+from calpendo_assets.core.errors import BadAnswerError
+from calpendo_assets.core.records import get_path, json_kind, set_dotted
 
-
-def _merge(target: dict, key: str, value: Any) -> None:
-    """Set ``target[key]``; dicts are merged so nested and dotted forms of one object combine."""
-    current = target.get(key)
-    if isinstance(current, dict):
-        if isinstance(value, dict):
-            for sub_key, sub_value in _nest(value).items():
-                _merge(current, sub_key, sub_value)
-        # else: a scalar (null, display string) never replaces the structured form.
-        return
-    target[key] = _nest(value)
-
-
-def set_dotted(target: dict, dotted: str, value: Any) -> None:
-    head, _, rest = dotted.partition(".")
-    if not rest:
-        _merge(target, head, value)
-        return
-    child = target.get(head)
-    if not isinstance(child, dict):
-        # A scalar (e.g. a display string) yields to the structured form of the same object.
-        child = target[head] = {}
-    set_dotted(child, rest, value)
+# Without these a booking cannot be placed or scoped: an answer lacking them is
+# unreadable, not a booking that left the window (its row must not be cancelled).
+REQUIRED_PATHS: tuple[tuple[str, ...], ...] = (
+    ("status",),
+    ("resource.name",),
+    ("dateRange.start", "formattedName"),
+)
+_BOOKING_ID = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 
 
 def _nest(value: Any) -> Any:
@@ -49,11 +40,11 @@ def _nest(value: Any) -> Any:
     properties = value.get("properties")
     if isinstance(properties, dict):
         for key, sub in properties.items():
-            set_dotted(out, str(key), sub)
+            set_dotted(out, str(key), sub, _nest)
     # Envelope keys after properties, so the biskit's own id/biskitType win.
     for key, sub in value.items():
         if not (key == "properties" and isinstance(sub, dict)):
-            set_dotted(out, str(key), sub)
+            set_dotted(out, str(key), sub, _nest)
     return out
 
 
@@ -76,3 +67,87 @@ def operator_name(value: Any) -> str | None:
     if isinstance(value, str) and value.strip():
         return value.strip()
     return None
+
+
+# ---------------------------------------------------------------- answer shapes
+
+
+def id_problem(value: Any) -> str | None:
+    """Why `value` is no booking id (a number, or a short token), else None; a missing
+    id is not a problem here (such a biskit is skipped)."""
+    if value in (None, ""):
+        return None
+    if isinstance(value, str):
+        return None if _BOOKING_ID.fullmatch(value) else "is text that is not a booking id"
+    if isinstance(value, int) and not isinstance(value, bool):
+        return None
+    if isinstance(value, float):
+        return "is not a whole number"
+    return f"is {json_kind(value, article=True)}, not a number"
+
+
+def query_biskits(payload: Any, url: str) -> list[dict]:
+    """A query answer ``{"biskits": [...]}`` as normalised records; BadAnswerError if
+    it is not that shape or an id could be text other than an id."""
+    if not isinstance(payload, dict) or "biskits" not in payload:
+        kind = json_kind(payload, article=True)
+        raise BadAnswerError(f"Calpendo answer for {url} is {kind} without a 'biskits' key")
+    biskits = payload["biskits"]
+    if not isinstance(biskits, list):
+        kind = json_kind(biskits, article=True)
+        raise BadAnswerError(f"Calpendo answer for {url}: 'biskits' is {kind}, not a list")
+    for index, biskit in enumerate(biskits):
+        if not isinstance(biskit, dict):
+            kind = json_kind(biskit, article=True)
+            raise BadAnswerError(
+                f"Calpendo answer for {url}: biskits[{index}] is {kind}, "
+                f"not an object ({len(biskits)} biskits)"
+            )
+    normalised = [normalise_biskit(b) for b in biskits]
+    for index, biskit in enumerate(normalised):
+        problem = id_problem(biskit.get("id"))
+        if problem:
+            # Ids are quoted in warnings and Dagster metadata: never text that may be a name.
+            raise BadAnswerError(
+                f"Calpendo answer for {url}: biskits[{index}].id {problem} ({len(biskits)} biskits)"
+            )
+    return normalised
+
+
+def detail_biskit(payload: Any, url: str) -> dict:
+    """A REST answer (one biskit) as a normalised record; BadAnswerError if it is not one."""
+    # Liberal: a detail answer wrapped like a query result is unwrapped.
+    if isinstance(payload, dict) and isinstance(payload.get("biskits"), list):
+        if len(payload["biskits"]) == 1:
+            payload = payload["biskits"][0]
+    if not isinstance(payload, dict) or isinstance(payload.get("biskits"), list):
+        kind = json_kind(payload, article=True)
+        raise BadAnswerError(f"Calpendo answer for {url} is {kind}, not one biskit object")
+    return normalise_biskit(payload)
+
+
+def _has(record: dict, path: str) -> bool:
+    return get_path(record, path) not in (None, "")
+
+
+def missing_fields(biskit: dict) -> list[str]:
+    """The `REQUIRED_PATHS` a biskit lacks (each alternative group counts once)."""
+    return [" or ".join(alts) for alts in REQUIRED_PATHS if not any(_has(biskit, p) for p in alts)]
+
+
+def split_unreadable(biskits: list[dict]) -> tuple[list[dict], dict[str, str]]:
+    """Biskits without an id or without the fields a booking always has are skipped.
+
+    Skipped bookings make the fetch incomplete: nothing is cancelled on their account.
+    """
+    kept, skipped = [], {}
+    for index, biskit in enumerate(biskits):
+        if biskit.get("id") in (None, ""):
+            skipped[f"#{index}"] = "biskit without an id in the answer"
+            continue
+        missing = missing_fields(biskit)
+        if missing:
+            skipped[str(biskit["id"])] = f"answer lacks {', '.join(missing)}"
+        else:
+            kept.append(biskit)
+    return kept, skipped

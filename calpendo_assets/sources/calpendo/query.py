@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 from urllib.parse import quote
 
@@ -33,6 +35,7 @@ STATUS_CASES: dict[str, Callable[[str], str]] = {
     "as_given": lambda s: s,
 }
 
+Day = dt.date | dt.datetime  # window bounds: site-local dates or wall-clock datetimes
 
 
 def date_literal(value: dt.date | dt.datetime) -> str:
@@ -139,3 +142,19 @@ def window_expression(
     if wanted:
         parts.append(or_(*(cond("status", "EQ", s) for s in wanted)))
     return and_(*parts)
+
+
+@dataclass(frozen=True)
+class WindowQuery:
+    """The window of one fetch as Calpendo compares it: bookings starting in
+    ``[start, end)`` (site-local) whose status is one of ``statuses``, spelled in
+    ``case``. Built once per fetch; every request of the fetch uses its `expression`."""
+
+    start: Day
+    end: Day
+    statuses: str | Sequence[str] | None = None
+    case: str = "upper"
+
+    @cached_property
+    def expression(self) -> str:
+        return window_expression(self.start, self.end, self.statuses, self.case)

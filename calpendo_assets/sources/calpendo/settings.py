@@ -7,21 +7,14 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, Field, ValidationInfo, field_validator
 
-from calpendo_assets.config import (
-    PASSWORD_ENV,
-    URL_ENV,
-    USERNAME_ENV,
-    Count,
-    Names,
-    SourceSettings,
-    Text,
-)
-from calpendo_assets.sources.calpendo.client import (
-    DEFAULT_MAX_RETRY_AFTER,
-    OPERATOR_PATH,
-    OPERATOR_TYPE,
-)
+from calpendo_assets.core.credentials import PASSWORD_ENV, USERNAME_ENV
+from calpendo_assets.core.settings import SourceSettings
+from calpendo_assets.core.types import Count, Names, NonNegative, Positive, Text
+from calpendo_assets.sources.calpendo.fetch import OPERATOR_PATH, OPERATOR_TYPE
+from calpendo_assets.sources.calpendo.http import DEFAULT_MAX_RETRY_AFTER, HttpSettings
 from calpendo_assets.sources.calpendo.query import STATUS_CASES, unique_folded
+
+URL_ENV = "CALPENDO_API_URL"
 
 
 def _statuses(value: tuple[str, ...]) -> tuple[str, ...]:
@@ -29,10 +22,6 @@ def _statuses(value: tuple[str, ...]) -> tuple[str, ...]:
         raise ValueError("must name at least one status")
     # Compared case-insensitively; kept as spelled for status_case "as_given".
     return unique_folded(value)
-
-
-Positive = Annotated[float, Field(gt=0)]
-NonNegative = Annotated[float, Field(ge=0)]
 
 
 class CalpendoSettings(SourceSettings):
@@ -98,6 +87,16 @@ class CalpendoSettings(SourceSettings):
 
     def scheduled_statuses(self) -> tuple[str, ...]:
         return tuple(s.upper() for s in self.status_filter)
+
+    def http(self, retries: int | None = None) -> HttpSettings:
+        """The HTTP behaviour these settings give; `retries` overrides ``retries``."""
+        return HttpSettings(
+            timeout=self.timeout,
+            retries=self.retries if retries is None else retries,
+            backoff_factor=self.backoff_factor,
+            max_workers=self.max_workers,
+            max_retry_after=self.max_retry_after,
+        )
 
     def notes(self) -> tuple[str, ...]:
         if self.lookback_multiplier is None:

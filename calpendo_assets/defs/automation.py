@@ -4,8 +4,9 @@ import datetime as dt
 
 import dagster as dg
 
-from calpendo_assets.config import DataSource, in_operation_interval
-from calpendo_assets.resources import CalpendoResource
+from calpendo_assets.core.source import DataSource
+from calpendo_assets.core.window import in_operation_interval
+from calpendo_assets.defs.resources import SourceAccess
 
 # One cheap window query per 10 s per source: with the run queue's 1 s dequeue
 # interval and a one-step run, a change reaches the worklist in well under 20 s.
@@ -34,7 +35,7 @@ def build_job(source: DataSource):
         # The source's group: its five assets and their checks, however they change.
         selection=dg.AssetSelection.groups(source.name),
         executor_def=dg.in_process_executor,
-        description=f"Sync Calpendo bookings of '{source.name}' into the worklist.",
+        description=f"Sync the bookings of '{source.name}' into the worklist.",
     )
 
 
@@ -43,9 +44,10 @@ def build_schedule(source: DataSource, job) -> dg.ScheduleDefinition:
         name=f"{source.name}_schedule",
         job=job,
         cron_schedule=cron_for_interval(source.sync_interval),
-        execution_timezone=source.timezone,
+        execution_timezone=source.settings.timezone,
         default_status=dg.DefaultScheduleStatus.RUNNING,  # only enabled sources get one
-        description=f"Every {source.sync_interval}s within the operation interval ({source.timezone}).",
+        description=f"Every {source.sync_interval}s within the operation interval "
+        f"({source.settings.timezone}).",
     )
     def _schedule(context: dg.ScheduleEvaluationContext):
         local = context.scheduled_execution_time.astimezone(source.tz)
@@ -64,7 +66,7 @@ def build_sensor(source: DataSource, job) -> dg.SensorDefinition:
         default_status=dg.DefaultSensorStatus.RUNNING,
         description="Polls the booking window cheaply; runs a sync only when it changed.",
     )
-    def _sensor(context: dg.SensorEvaluationContext, calpendo: CalpendoResource):
+    def _sensor(context: dg.SensorEvaluationContext, calpendo: SourceAccess):
         now = dt.datetime.now(dt.timezone.utc)
         if not in_operation_interval(source, now.astimezone(source.tz).time()):
             return dg.SkipReason("outside the operation interval")

@@ -1,13 +1,17 @@
-"""What a failed fetch raises, for every source type.
+"""What goes wrong, for every layer: a bad config, and a fetch that failed.
 
-``transient`` tells the caller whether trying again later can help: the Dagster
-layer retries only transient failures (an outage, 5xx, 429), never refused
-credentials or an answer we cannot read. Messages name the URL (without
-credentials), the HTTP status, content type, size and where the answer went
-wrong; never the answer's content, which holds participant names.
+``transient`` on a `SourceError` tells the caller whether trying again later can
+help: the Dagster layer retries only transient failures (an outage, 5xx, 429),
+never refused credentials or an answer we cannot read. Messages name the file,
+key, URL (without credentials), HTTP status, content type, size and where an
+answer went wrong; never record content, which holds participant names.
 """
 
 from __future__ import annotations
+
+
+class ConfigError(ValueError):
+    """A configuration problem; the message names the file, source and key path."""
 
 
 class SourceError(Exception):

@@ -10,7 +10,7 @@ import datetime as dt
 import dagster as dg
 from pydantic import Field
 
-from calpendo_assets.resources import WorklistDatabase
+from calpendo_assets.defs.resources import WorklistDatabase
 from mwl_service.retention import DEFAULT_PURGE_DAYS, purge
 
 JOB_NAME = "worklist_retention"

@@ -13,9 +13,9 @@ from dataclasses import dataclass
 import dagster as dg
 import pandas as pd
 
-from calpendo_assets import validation
-from calpendo_assets.config import DataSource
-from calpendo_assets.reconcile import ReconciliationPlan, mass_cancellation_problem
+from calpendo_assets.core.source import DataSource
+from calpendo_assets.reconcile.plan import ReconciliationPlan, mass_cancellation_problem
+from calpendo_assets.rows import validation
 
 MAX_LISTED = 50
 
@@ -86,5 +86,8 @@ def row_check_results(rows_key: dg.AssetKey, frame: pd.DataFrame) -> list[dg.Ass
 def guard_result(
     plan_key: dg.AssetKey, source: DataSource, plan: ReconciliationPlan
 ) -> dg.AssetCheckResult:
-    problem = mass_cancellation_problem(plan, source.max_cancel_fraction, source.min_cancel_guard_rows)
+    settings = source.settings
+    problem = mass_cancellation_problem(
+        plan, settings.max_cancel_fraction, settings.min_cancel_guard_rows
+    )
     return _result(plan_key, GUARD, [problem] if problem else [], plan.active_in_window)

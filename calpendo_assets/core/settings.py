@@ -1,0 +1,88 @@
+"""The per-source keys every source type shares: the base of each type's ``config`` model.
+
+A source type's plugin (`calpendo_assets.sources.base.SourcePlugin`) declares its
+``config`` model as a subclass of `SourceSettings`; the keys below then come for
+free: the site zone, the resources in scope and their modality and AE titles, the
+window in days, the mass-cancellation guard, units and codes.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, Field
+
+from calpendo_assets.core.types import (
+    AETitles,
+    Count,
+    Hour,
+    Minute,
+    Modality,
+    Model,
+    Names,
+    Text,
+    TimeZone,
+    unique_resources,
+)
+
+
+class OperationInterval(Model):
+    """Local hours in which the schedule and sensor run; equal bounds mean always."""
+
+    start_time: tuple[Hour, Minute] = Field(description="[hour, minute], site-local")
+    end_time: tuple[Hour, Minute] = Field(description="[hour, minute]; before start spans midnight")
+
+
+class Units(Model):
+    """Units of the weight and size values the field mapping reads."""
+
+    patient_weight: Literal["kg", "lb"] = "kg"
+    patient_size: Literal["m", "cm", "in"] = "m"
+
+
+class Code(Model):
+    """A DICOM code (code sequence item)."""
+
+    code_value: Text
+    coding_scheme_designator: Text
+    code_meaning: Text
+
+
+class SourceSettings(Model):
+    """The ``config`` keys every source type shares (not about fetching)."""
+
+    timezone: TimeZone = Field("America/Edmonton", description="site zone of booking times")
+    resources: Names = Field(
+        (), description="resource names in scope (case-insensitive prefixes); empty = all"
+    )
+    past_days: Count = Field(1, description="window starts this many days before today")
+    future_days: Count = Field(7, description="window ends this many days after today")
+    resource_modality_mapping: Annotated[
+        dict[Text, Modality], AfterValidator(unique_resources)
+    ] = Field(default_factory=dict, description="resource name -> modality (CS)")
+    resource_ae_title_mapping: Annotated[
+        dict[Text, AETitles], AfterValidator(unique_resources)
+    ] = Field(default_factory=dict, description="resource name -> station AE title(s)")
+    default_modality: Modality = Field("MR", description="modality of unmapped resources")
+    max_cancel_fraction: Annotated[float, Field(ge=0, le=1)] = Field(
+        0.5, description="largest share of the window one sync may cancel"
+    )
+    min_cancel_guard_rows: Count = Field(
+        5, description="windows with fewer active rows skip the fraction guard"
+    )
+    units: Units = Field(default_factory=Units)
+    scheduled_protocol_codes: dict[Text, Code] = Field(
+        default_factory=dict, description="project name -> Scheduled Protocol Code"
+    )
+    requested_procedure_codes: dict[Text, Code] = Field(
+        default_factory=dict, description="project name -> Requested Procedure Code"
+    )
+
+    def scheduled_statuses(self) -> tuple[str, ...]:
+        """Upper-case booking statuses published as SCHEDULED; empty: every status that
+        is not cancelled or denied (a type without a status filter)."""
+        return ()
+
+    def notes(self) -> tuple[str, ...]:
+        """Warnings about accepted-but-unused keys, logged once per load."""
+        return ()
