@@ -56,7 +56,9 @@ def requires(role: str) -> Callable[..., User]:
 
     def check(user: Annotated[User, Depends(current_user)]) -> User:
         if not user.may(role):
-            raise ApiError(403, f"this needs the {role!r} role; {user.username!r} has {user.role!r}")
+            raise ApiError(
+                403, f"this needs the {role!r} role; {user.username!r} has {user.role!r}"
+            )
         return user
 
     return check

@@ -9,19 +9,20 @@ import os
 import signal
 import sys
 from collections.abc import Mapping, Sequence
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import uvicorn
 
-# The one place mwl-api reads the data-source config: the default of --timezone. The
-# app and its modules get the zone passed in and never depend on calpendo_assets.
+# The one place mwl-api reads the data-source config (the default of --timezone, a zone
+# checked as the config checks one); the app gets the zone passed in and never depends
+# on calpendo_assets.
 from calpendo_assets.config import config_path, enabled_sources, load_config
 from calpendo_assets.core.errors import ConfigError
+from calpendo_assets.core.types import time_zone
 from mwl_service import database
 from mwl_service.api.app import create_app
 from mwl_service.api.middleware import DEFAULT_MAX_BODY
 from mwl_service.api.settings import ApiSettings
-from mwl_service.cli import LOG_LEVELS, _int_at_least, _port
+from mwl_service.cli import LOG_LEVELS, _int_at_least, _port, checked_by
 from mwl_service.sessions import DEFAULT_FAILURE_WINDOW, DEFAULT_MAX_FAILURES, DEFAULT_TOKEN_TTL
 
 LOG = logging.getLogger("mwl_service.api.cli")
@@ -69,14 +70,6 @@ def _seconds(text: str) -> dt.timedelta:
     return dt.timedelta(seconds=_at_least_a_minute(text))
 
 
-def _zone(text: str) -> str:
-    try:
-        ZoneInfo(text)
-    except (ZoneInfoNotFoundError, ValueError):
-        raise argparse.ArgumentTypeError(f"unknown time zone: {text!r}") from None
-    return text
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mwl-api", description=DESCRIPTION, epilog=EPILOG,
@@ -88,9 +81,9 @@ def build_parser() -> argparse.ArgumentParser:
     add("--port", type=_port, default=DEFAULT_PORT, help=f"TCP port (default: {DEFAULT_PORT})")
     add("--db-url", metavar="URL", help="SQLAlchemy URL of the worklist database (default: "
         f"$WORKLIST_DB_URL, else sqlite:///{database.DEFAULT_DB_PATH}); missing tables are created")
-    add("--timezone", type=_zone, metavar="ZONE", help="the site's IANA zone: which day is "
-        "today, and how a time without an offset is read (default: the timezone of the first "
-        "enabled data source in $CALPENDO_MWL_CONFIG)")
+    add("--timezone", type=checked_by(time_zone), metavar="ZONE", help="the site's IANA zone: "
+        "which day is today, and how a time without an offset is read (default: the timezone "
+        "of the first enabled data source in $CALPENDO_MWL_CONFIG)")
     add("--tls-cert", metavar="PEM", help="server certificate (PEM); serves HTTPS")
     add("--tls-key", metavar="PEM", help="private key of --tls-cert (PEM)")
     add("--token-ttl", type=_seconds, default=DEFAULT_TOKEN_TTL, metavar="SECONDS",

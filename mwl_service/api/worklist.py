@@ -66,7 +66,9 @@ def list_worklist(
     day = parse_day(date, request)
     wanted = check_status(status)
     if wanted == "":
-        raise invalid_fields({"status": "must be SCHEDULED, IN PROGRESS, COMPLETED or DISCONTINUED"})
+        raise invalid_fields(
+            {"status": "must be SCHEDULED, IN PROGRESS, COMPLETED or DISCONTINUED"}
+        )
     stmt = worklist_select(day.strftime("%Y%m%d"), station, wanted, source, patient_id)
     with engine_of(request).connect() as conn:
         rows, total = page_of(conn, stmt, limit, offset)

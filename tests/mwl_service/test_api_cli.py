@@ -44,3 +44,9 @@ def test_timezone_given_is_passed_down_without_reading_the_config(tmp_path, monk
     monkeypatch.setenv("CALPENDO_MWL_CONFIG", write_config(
         tmp_path, ("mri", "America/Edmonton", True))["CALPENDO_MWL_CONFIG"])
     assert cli.settings_from_args(args).timezone == "America/Edmonton"
+
+
+def test_an_unknown_timezone_is_refused_as_the_config_refuses_it(capsys):
+    with pytest.raises(SystemExit):
+        cli.build_parser().parse_args(["--timezone", "Mars/Base"])
+    assert "argument --timezone: unknown time zone 'Mars/Base'" in capsys.readouterr().err
