@@ -9,8 +9,8 @@ STAMP  := $(VENV)/.installed
 .PHONY: demo test test-fast install test-tools bench clean help
 
 help:
-	@echo "make demo   - start simulator, MWL service and Dagster; run a first sync"
-	@echo "make test   - run the whole test suite (installs DCMTK if it can)"
+	@echo "make demo   - start simulator, MWL service, mwl-api and Dagster; run a first sync"
+	@echo "make test   - run the whole test suite (installs DCMTK and Chromium if it can)"
 	@echo "make test-fast - the inner loop: every test that starts no other process, SQLite only"
 	@echo "make bench  - run the sync and MWL benchmarks"
 
@@ -26,16 +26,17 @@ $(STAMP): pyproject.toml | $(BIN)/python
 
 install: $(STAMP)
 
-# Real DICOM clients (DCMTK) and openssl (TLS test certificates) are part of the
-# tests: install the Debian packages when missing, or stop loudly.
+# Real DICOM clients (DCMTK), openssl (TLS test certificates) and Debian's Chromium
+# (the page's browser tests, driven by Playwright: never a downloaded browser) are
+# part of the tests: install the Debian packages when missing, or stop loudly.
 # /usr/bin first: pynetdicom puts its own findscu/echoscu into the venv.
-TEST_TOOLS := /usr/bin/findscu /usr/bin/wlmscpfs /usr/bin/echoscu /usr/bin/openssl
+TEST_TOOLS := /usr/bin/findscu /usr/bin/wlmscpfs /usr/bin/echoscu /usr/bin/openssl /usr/bin/chromium
 test-tools:
 	@missing=""; for t in $(TEST_TOOLS); do [ -x $$t ] || missing=1; done; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then SUDO=; elif command -v sudo >/dev/null; then SUDO=sudo; \
-	  else echo "error: install the Debian packages 'dcmtk' and 'openssl' (needs root)"; exit 1; fi; \
-	  $$SUDO apt-get update -qq && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dcmtk openssl; \
+	  else echo "error: install the Debian packages 'dcmtk', 'openssl' and 'chromium' (needs root)"; exit 1; fi; \
+	  $$SUDO apt-get update -qq && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dcmtk openssl chromium; \
 	fi; \
 	for t in $(TEST_TOOLS); do [ -x $$t ] || { echo "error: $$t still missing"; exit 1; }; done
 

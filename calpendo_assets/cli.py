@@ -6,6 +6,9 @@ schema. It prints a short report per source and exits 0 when all is well, 1 othe
 It never prints a secret: passwords are neither echoed nor part of any URL shown.
 
 ``calpendo-mwl db upgrade`` brings the worklist database schema to the current revision.
+
+``calpendo-mwl user add/list/disable/passwd`` manage mwl-api's accounts
+(`mwl_service.user_commands`).
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from calpendo_assets.core.errors import (
 )
 from calpendo_assets.core.source import DataSource
 from calpendo_assets.sources.registry import plugin_for
+from mwl_service import user_commands
 from mwl_service.migrate import schema_state, upgrade
 from mwl_service.database import db_url_origin, get_db_url
 from mwl_service.engine import make_engine
@@ -118,6 +122,11 @@ def check_database(url: str | None, report: Report) -> None:
         state = schema_state(engine)
         if state.up_to_date:
             report.line("schema", OK, f"at revision {state.head} (current)")
+            accounts_ok, detail = user_commands.api_accounts_line(engine)
+            if accounts_ok:
+                report.line("api tables", OK, detail)
+            else:  # the worklist works without mwl-api: a warning, not a failure
+                report.warning(detail)
         else:
             report.line(
                 "schema", FAIL,
@@ -208,6 +217,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--db-url", help="worklist database URL (default: $WORKLIST_DB_URL, else ./var SQLite)"
     )
     upgrader.set_defaults(run=db_upgrade)
+    user_commands.add_parser(commands)
     return parser
 
 

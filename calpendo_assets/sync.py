@@ -29,6 +29,7 @@ from calpendo_assets.rows.mapping import bookings_to_rows
 from calpendo_assets.rows.model import TransformResult, present_booking_ids
 from calpendo_assets.sources.base import FetchResult
 from calpendo_assets.sources.registry import plugin_for
+from mwl_service.excluded import Excluded
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +89,9 @@ def fingerprint(
 def transform(source: DataSource, details: FetchedWindow, logger: Any = None) -> TransformResult:
     """The fetched records as worklist rows. A booking that spans days is logged here,
     once per sync, for the administrator (its id and times, never its title)."""
-    result = bookings_to_rows(details.fetch.bookings, source, skipped=details.fetch.skipped)
+    result = bookings_to_rows(
+        details.fetch.bookings, source, skipped=details.fetch.skipped, window=details.window
+    )
     out = source_log(source, logger)
     for note in result.multi_day.values():
         out.warning(note)
@@ -105,6 +108,7 @@ def publish_rows(
     frame: pd.DataFrame,
     details: FetchedWindow,
     run_id: str | None = None,
+    excluded: list[Excluded] | None = None,
 ) -> PublishResult:
     return publish(
         engine,
@@ -118,6 +122,7 @@ def publish_rows(
         run_id=run_id,
         # The fetch's own time: a later publish of an older fetch is refused.
         fetched_at=details.fetched_at,
+        excluded=excluded,
     )
 
 
@@ -135,4 +140,5 @@ def run_sync(
     creds = env_credentials(source, env) if plugin_for(source.type).needs_credentials else None
     details = fetch(source, creds, now, logger)
     result = transform(source, details, logger)
-    return details, result, publish_rows(engine, source, result.frame, details)
+    published = publish_rows(engine, source, result.frame, details, excluded=result.left_out)
+    return details, result, published

@@ -1,9 +1,11 @@
 """`make demo`: the whole system on loopback, stopped cleanly with Ctrl-C.
 
-Starts the Calpendo simulator, runs a first sync, starts the MWL service and
-`dagster dev` (schedule and sensor on), then prints what to open, a ready findscu
-command and the `calpendo-sim` commands that edit, move and cancel a booking while
-the demo runs (the sensor brings each change to the worklist within seconds).
+Starts the Calpendo simulator, runs a first sync, starts the MWL service, mwl-api
+(the worklist's REST API and page, with a demo account whose random password is
+printed) and `dagster dev` (schedule and sensor on), then prints what to open, a
+ready findscu command and the `calpendo-sim` commands that edit, move and cancel a
+booking while the demo runs (the sensor brings each change to the worklist within
+seconds).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import argparse
 import datetime as dt
 import json
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -35,6 +38,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--mwl-port", type=int, default=11112, help="MWL service port (default 11112)")
     p.add_argument("--mwl-aet", default="CALPENDO_MWL", help="MWL service AE title")
     p.add_argument("--dagster-port", type=int, default=3000, help="Dagster UI port (default 3000)")
+    p.add_argument("--api-port", type=int, default=8000, help="mwl-api port (default 8000)")
     p.add_argument("--bookings", type=int, default=60, help="simulated bookings (default 60)")
     p.add_argument("--sim-port", type=int, default=None,
                    help="Calpendo simulator port (default: the port of the config's base_url, 8089)")
@@ -143,6 +147,19 @@ def point_sources_at(env: dict, sources: list[DataSource], port: int) -> str:
     return url
 
 
+def demo_account(env: dict) -> tuple[str, str]:
+    """The demo's mwl-api account (role admin) with a new random password each run;
+    there is no built-in account."""
+    password = secrets.token_urlsafe(12)
+    cli = str(BIN / "calpendo-mwl")
+    for command in (["user", "add", "demo", "--role", "admin"], ["user", "passwd", "demo"]):
+        done = subprocess.run([cli, *command, "--password-stdin"], input=password + "\n",
+                              text=True, env=env, capture_output=True)
+        if done.returncode == 0:
+            return "demo", password
+    raise SystemExit(f"error: cannot make the demo account: {done.stderr.strip()}")
+
+
 def _interrupt(*_):
     # SIGTERM and SIGINT both stop the demo the way Ctrl-C does.
     raise KeyboardInterrupt
@@ -156,7 +173,7 @@ def main(argv=None) -> int:
     calpendo = [s for s in sources if s.type == "calpendo"]
     sim_port = args.sim_port or urlparse(calpendo[0].settings.base_url).port
     sim_url = urlparse(point_sources_at(env, calpendo, sim_port))
-    for port in (sim_url.port, args.mwl_port, args.dagster_port):
+    for port in (sim_url.port, args.mwl_port, args.dagster_port, args.api_port):
         if not port_free(port):
             raise SystemExit(f"error: port {port} on 127.0.0.1 is in use; stop what uses it first")
 
@@ -185,6 +202,14 @@ def main(argv=None) -> int:
         wait_until(lambda: not port_free(args.mwl_port), "mwl-service", mwl)
         print(f"MWL service          {args.mwl_aet} @ 127.0.0.1:{args.mwl_port}")
 
+        login = demo_account(env)
+        api_url = f"http://127.0.0.1:{args.api_port}"
+        api = procs.start("mwl-api", [str(BIN / "mwl-api"), "--host", "127.0.0.1",
+                          "--port", str(args.api_port)], env)
+        wait_until(lambda: http_ok(f"{api_url}/api/v1/health"), "mwl-api", api)
+        print(f"Worklist page/API    {api_url}   (log in as {login[0]} / {login[1]}; "
+              f"API docs {api_url}/docs)")
+
         # Run from DAGSTER_HOME: dagster dev warns about the repository's dagster.yaml
         # in its working directory (DAGSTER_HOME links to that very file).
         dagster = procs.start("dagster", [str(BIN / "dagster"), "dev", "-h", "127.0.0.1",
@@ -211,6 +236,11 @@ def print_next_steps(ui: str, args, source: DataSource, sim: str) -> None:
     sim_cli = f"{BIN / 'calpendo-sim'} --url {sim}"
     print(f"""
 Dagster UI           {ui}   (Assets -> Global asset lineage; Jobs -> {source.name}_sync)
+
+The worklist over HTTP (token from POST /api/v1/login with the demo login above):
+  curl -s -X POST http://127.0.0.1:{args.api_port}/api/v1/login -H 'Content-Type: application/json' \\
+    -d '{{"username": "demo", "password": "PASSWORD"}}'
+  curl -s http://127.0.0.1:{args.api_port}/api/v1/worklist -H "Authorization: Bearer TOKEN"
 
 Today's worklist over DICOM (DCMTK):
   findscu -W -aet DEMO -aec {args.mwl_aet} 127.0.0.1 {args.mwl_port} \\

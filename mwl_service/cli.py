@@ -7,7 +7,8 @@ import logging
 import signal
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import TypeVar
 
 from mwl_service.database import DEFAULT_DB_PATH, db_url_origin, get_db_url
 from mwl_service.logs import LOGGED_VALUE_LENGTH
@@ -27,6 +28,7 @@ from mwl_service.settings import (
 from mwl_service.vr import validate_ae_title
 
 LOG = logging.getLogger("mwl_service.cli")
+T = TypeVar("T")
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
@@ -116,11 +118,20 @@ def _seconds(text: str) -> float:
     return value
 
 
-def _ae_title(text: str) -> str:
-    try:
-        return validate_ae_title(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
+def checked_by(check: Callable[[str], T]) -> Callable[[str], T]:
+    """argparse type from a check that raises ValueError: argparse shows the check's
+    own message (mwl-api's --timezone takes one too)."""
+
+    def parse(text: str) -> T:
+        try:
+            return check(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    return parse
+
+
+_ae_title = checked_by(validate_ae_title)
 
 
 def build_parser() -> argparse.ArgumentParser:

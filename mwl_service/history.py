@@ -1,4 +1,9 @@
-"""The one writer of `worklist_history`, shared by the sync's publish and by MPPS."""
+"""The one writer of `worklist_history`, shared by the sync's publish, MPPS and mwl-api.
+
+Every entry says who made the change (``changed_by``): ``sync:SOURCE`` for a
+publish, ``mpps:CALLING_AE`` for the scanner, ``api:USER`` for mwl-api, derived by
+:func:`changed_by` when the writer does not say.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +17,15 @@ from sqlalchemy import insert
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
-from mwl_service.schema import WorklistHistory, utcnow
+from mwl_service.schema import (
+    EVENT_MPPS_CREATE,
+    EVENT_MPPS_SET,
+    EVENT_PURGE,
+    WorklistHistory,
+    utcnow,
+)
+
+MPPS_EVENTS = frozenset({EVENT_MPPS_CREATE, EVENT_MPPS_SET})
 
 
 @dataclass(frozen=True)
@@ -26,6 +39,19 @@ class HistoryEntry:
     old_step_status: str = ""
     new_step_status: str = ""
     details: Mapping[str, Any] = field(default_factory=dict)
+    changed_by: str = ""  # "" = derived from the event (see changed_by)
+
+
+def changed_by(event: str, source: str, details: Mapping[str, Any]) -> str:
+    """Who made a change the writer did not name: the scanner (its calling AE title)
+    for MPPS events, retention for a purge, else the publish of the row's source.
+    Revision 0003 fills the older entries by the same rule."""
+    if event in MPPS_EVENTS:
+        ae = details.get("calling_ae_title", "")
+        return f"mpps:{ae}" if ae else "mpps"
+    if event == EVENT_PURGE:
+        return "retention"
+    return f"sync:{source}"
 
 
 def write_history(
@@ -44,6 +70,7 @@ def write_history(
             # Values arrive JSON-ready; str() is the safety net for a stray date.
             "details": json.dumps(dict(e.details), ensure_ascii=False, sort_keys=True, default=str),
             "changed_at": changed_at,
+            "changed_by": (e.changed_by or changed_by(e.event, e.source, e.details))[:96],
         }
         for e in entries
     ]

@@ -116,6 +116,7 @@ def _purge_event(row, mpps_uids: list[str], now: dt.datetime) -> dict:
         "source": row.source,
         "booking_id": row.booking_id,
         "event": EVENT_PURGE,
+        "changed_by": "retention",
         "old_step_status": row.step_status,
         "new_step_status": "",
         "details": json.dumps(details, sort_keys=True),

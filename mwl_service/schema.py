@@ -13,6 +13,7 @@ import hashlib
 import uuid
 
 from sqlalchemy import (
+    Boolean,
     DateTime,
     ForeignKey,
     Index,
@@ -35,6 +36,14 @@ STEP_STATUSES = (SCHEDULED, IN_PROGRESS, COMPLETED, DISCONTINUED)
 # overrides it: scanner-owned state wins.
 OWNER_SYNC = "sync"
 OWNER_MPPS = "mpps"
+OWNER_API = "api"  # a manual item, created and changed over mwl-api
+
+# The source of manual items (walk-ins, phantom QA scans) made over mwl-api; no data
+# source of the config may take this name.
+MANUAL_SOURCE = "manual"
+
+# Roles of mwl-api accounts, each allowed what the one before it is.
+ROLES = ("read", "write", "admin")
 
 # What an MR console needs before it scans (weight and size for SAR, safety notes,
 # comments, requester, priority): the sync converts and checks these specially.
@@ -258,6 +267,8 @@ class WorklistHistory(Base):
     # JSON text: changed fields (old/new), reasons, MPPS instance UID, run id ...
     details: Mapped[str] = mapped_column(Text, nullable=False, default="{}")
     changed_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
+    # Who: "sync:SOURCE", "mpps:CALLING_AE", "api:USER", "retention".
+    changed_by: Mapped[str] = mapped_column(String(96), nullable=False, default="")
 
 
 class MppsInstance(Base):
@@ -291,7 +302,67 @@ class SourceSyncState(Base):
     last_run_id: Mapped[str] = mapped_column(String(64), nullable=False, default="")
 
 
+class ExcludedBooking(Base):
+    """A booking the latest publish of its source fetched but did not offer, and why
+    (ids, times and reasons only). Each publish replaces its source's list."""
+
+    __tablename__ = "excluded_bookings"
+    __table_args__ = (Index("ix_excluded_source_date", "source", "scheduled_start_date"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    source: Mapped[str] = mapped_column(String(64), nullable=False)
+    booking_id: Mapped[str] = mapped_column(String(64), nullable=False)
+    scheduled_start_utc: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    site_timezone: Mapped[str] = _text(String(64))
+    scheduled_start_date: Mapped[str] = _text(String(8))  # site-local, "" when unknown
+    resource_name: Mapped[str] = _text(String(128))
+    kind: Mapped[str] = mapped_column(String(32), nullable=False)
+    reason: Mapped[str] = mapped_column(String(255), nullable=False)
+    run_id: Mapped[str] = _text(String(64))
+    recorded_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, nullable=False)
+
+
+class ApiUser(Base):
+    """An mwl-api account; its password only as an argon2 hash."""
+
+    __tablename__ = "api_users"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    username: Mapped[str] = mapped_column(String(64), nullable=False, unique=True)
+    role: Mapped[str] = mapped_column(String(8), nullable=False)
+    password_hash: Mapped[str] = mapped_column(String(255), nullable=False)
+    disabled: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
+
+
+class ApiToken(Base):
+    """A bearer token of an account, stored as its SHA-256 only: any replica accepts
+    it, and disabling the account or changing its password deletes it."""
+
+    __tablename__ = "api_tokens"
+    __table_args__ = (Index("ix_api_tokens_user", "user_id"),)
+
+    token_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("api_users.id"), nullable=False)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, nullable=False)
+    expires_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, nullable=False)
+
+
+class LoginFailure(Base):
+    """A refused login, per client address: the rate limit every replica shares."""
+
+    __tablename__ = "api_login_failures"
+    __table_args__ = (Index("ix_login_failures_client", "client", "failed_at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    client: Mapped[str] = mapped_column(String(64), nullable=False)
+    failed_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, nullable=False)
+
+
 # ---------------------------------------------------------------- identifiers
+# Derived from (source, booking id) alone: the same on every machine and in every run,
+# for synced rows and manual items alike (source ``manual``).
 
 # Fixed namespace so identifiers are reproducible on every machine, forever.
 _UID_NAMESPACE = uuid.UUID("6f3c7c1e-9a57-4b43-9d7e-5b0f1f6a2c11")

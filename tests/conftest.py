@@ -5,4 +5,5 @@ pytest_plugins = [
     "tests.fixtures.sim",
     "tests.fixtures.redcap_sim",
     "tests.fixtures.dicom",
+    "tests.fixtures.api",
 ]

@@ -121,6 +121,25 @@ def test_the_import_graph_has_no_circle():
     assert strongly_connected(import_graph()) == []
 
 
+def reachable(graph: dict[str, set[str]], start: str) -> set[str]:
+    """Every module `start` imports, directly or through others."""
+    seen, todo = set(), [start]
+    while todo:
+        for target in graph.get(todo.pop(), set()) - seen:
+            seen.add(target)
+            todo.append(target)
+    return seen
+
+
+def test_the_api_app_stands_without_calpendo_assets():
+    # Only mwl-api's console script reads the data-source config (--timezone's
+    # default); the app and its modules get the zone passed in.
+    graph = import_graph()
+    assert any(t.startswith("calpendo_assets.") for t in graph["mwl_service.api.cli"])
+    reached = reachable(graph, "mwl_service.api") | reachable(graph, "mwl_service.api.app")
+    assert sorted(t for t in reached if t.startswith("calpendo_assets")) == []
+
+
 def _under_type_checking(tree: ast.AST) -> set[int]:
     lines: set[int] = set()
     for node in ast.walk(tree):

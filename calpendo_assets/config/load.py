@@ -33,6 +33,7 @@ from calpendo_assets.config.models import SourceBase, file_model
 from calpendo_assets.core.errors import ConfigError
 from calpendo_assets.core.records import json_document
 from calpendo_assets.core.source import DataSource
+from mwl_service.schema import MANUAL_SOURCE
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +89,11 @@ def parse_config(
         source = data_source(model)
         if source.name in seen:
             raise ConfigError(f"data source {source.name!r}: name: duplicate data source name")
+        if source.name.casefold() == MANUAL_SOURCE:
+            raise ConfigError(
+                f"data source {source.name!r}: name: reserved for the worklist's manual items "
+                "(walk-ins made over mwl-api); choose another name"
+            )
         seen.add(source.name)
         sources.append(source)
     return sources

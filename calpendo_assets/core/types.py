@@ -48,7 +48,8 @@ def _station_count(value: str | list[str]) -> str | list[str]:
     return value
 
 
-def _time_zone(value: str) -> str:
+def time_zone(value: str) -> str:
+    """An IANA zone name, else ValueError (the config's `timezone`, mwl-api's --timezone)."""
     try:
         ZoneInfo(value)
     except (ZoneInfoNotFoundError, ValueError):
@@ -90,7 +91,7 @@ Names = Annotated[one_or_many(Text, "a string"), AfterValidator(_names)]
 Modality = Annotated[Text, AfterValidator(_vr_value("CS", "a modality"))]
 AETitle = Annotated[Text, AfterValidator(_ae_title)]
 AETitles = Annotated[one_or_many(AETitle, "an AE title"), AfterValidator(_station_count)]
-TimeZone = Annotated[Text, AfterValidator(_time_zone)]
+TimeZone = Annotated[Text, AfterValidator(time_zone)]
 Hour = Annotated[int, Field(ge=0, le=23)]
 Minute = Annotated[int, Field(ge=0, le=59)]
 Count = Annotated[int, Field(ge=0)]

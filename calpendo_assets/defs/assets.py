@@ -152,12 +152,12 @@ def _reconcile(
     source: DataSource,
     engine: Engine,
     fetched: sync.FetchedWindow,
-    frame,
+    result: TransformResult,
     results: list[dg.AssetCheckResult],
     selection: Selection,
 ) -> Reconciled:
-    """The plan, approved by every check and published when `worklist` is selected;
-    the guard's result joins `results` either way."""
+    """The plan, approved by every check and published when `worklist` is selected
+    (with the bookings the fetch left out); the guard's result joins `results` either way."""
 
     def approve(plan: ReconciliationPlan) -> bool:
         results.append(
@@ -168,13 +168,14 @@ def _reconcile(
     done = reconcile(
         engine,
         source.name,
-        frame,
+        result.frame,
         fetched.window,
         fetched.fetch.complete,
-        sync.present_ids(frame, fetched),
+        sync.present_ids(result.frame, fetched),
         approve=approve if selection.publish else None,
         fetched_at=fetched.fetched_at,
         run_id=context.run.run_id,
+        excluded=result.left_out,
     )
     if not selection.publish:
         approve(done.plan)
@@ -241,7 +242,7 @@ def sync_step(
     fetched = _fetch(context, source, calpendo)
     result = _transform(context, source, fetched, selection.key["worklist_rows"])
     results = checks.row_check_results(selection.key["worklist_rows"], result.frame)
-    done = _reconcile(context, source, engine, fetched, result.frame, results, selection)
+    done = _reconcile(context, source, engine, fetched, result, results, selection)
     yield from _reports(selection, fetched, result, done, results)
     yield from _outcome(context, selection, done, results)
 

@@ -27,6 +27,7 @@ from calpendo_assets.reconcile.plan import (
     records,
 )
 from calpendo_assets.rows.model import HASH_COLUMNS, SYNC_COLUMNS, canonical_value
+from mwl_service.excluded import Excluded, replace_excluded
 from mwl_service.history import HistoryEntry, write_history
 from mwl_service.schema import (
     DISCONTINUED,
@@ -300,8 +301,10 @@ def _publish_approved(
     fetched_at: dt.datetime,
     now: dt.datetime,
     run_id: str | None,
+    excluded: Iterable[Excluded] | None,
 ) -> Reconciled:
-    """Inside the open write transaction: approve, refuse a stale fetch, or write."""
+    """Inside the open write transaction: approve, refuse a stale fetch, or write
+    (the plan, the source's newest fetch and, unless None, its excluded bookings)."""
     if not approve(plan):
         conn.rollback()
         return Reconciled(plan, refused="a blocking check failed")
@@ -312,6 +315,8 @@ def _publish_approved(
     if plan.writes:
         _apply(conn, plan, now, run_id)
     _record_publish(conn, plan.source, fetched_at, now, run_id)
+    if excluded is not None:
+        replace_excluded(conn, plan.source, excluded, now, run_id)
     conn.commit()
     return Reconciled(plan, PublishResult.of(plan))
 
@@ -328,6 +333,7 @@ def reconcile(
     fetched_at: dt.datetime | None = None,
     run_id: str | None = None,
     now: dt.datetime | None = None,
+    excluded: Iterable[Excluded] | None = None,
 ) -> Reconciled:
     """Plan once; with `approve`, publish that plan in the same transaction.
 
@@ -335,7 +341,9 @@ def reconcile(
     the write transaction and handed to `approve` (the blocking checks); it is
     applied only when `approve` returns True and no fetch newer than `fetched_at`
     (default: now) was published for this source. Nothing is written otherwise,
-    and an exception from `approve` rolls back too.
+    and an exception from `approve` rolls back too. `excluded` (the bookings the
+    fetch saw but did not offer) replaces the source's stored list in the same
+    transaction; None leaves it as it is.
     """
     now = now or utcnow()
     if now.tzinfo is None:
@@ -354,7 +362,8 @@ def reconcile(
         try:
             _begin_write(conn)
             return _publish_approved(
-                conn, plan_on(conn, lock=True), approve, fetched_at or now, now, run_id
+                conn, plan_on(conn, lock=True), approve, fetched_at or now, now, run_id,
+                excluded,
             )
         except BaseException:
             conn.rollback()
@@ -371,7 +380,7 @@ def publish(
 ) -> PublishResult:
     """`reconcile` with only the mass-cancellation guard as approval (scripts, benchmarks).
 
-    `rows` and `options` (run_id, now, fetched_at) as for `reconcile`. Raises
+    `rows` and `options` (run_id, now, fetched_at, excluded) as for `reconcile`. Raises
     `MassCancellationError` when the guard trips and `StaleFetchError` when a newer
     fetch is already published; nothing is written then.
     """

@@ -10,7 +10,9 @@ transform (`_Transform`), not per booking.
 
 Rows that cannot be published (no patient ID, no start time) stay in the frame with
 a non-empty ``skip_reason``: the booking still exists, so reconciliation must not
-cancel its row, but it is never written either.
+cancel its row, but it is never written either. Every booking not offered as work
+(scoped out, cancelled, not publishable, outside the window, repeated) is also named
+in the result's ``left_out`` with why (`rows.left_out`), for mwl-api's list.
 
 Warnings name the booking id, never the title text: titles hold participant names.
 """
@@ -26,8 +28,10 @@ from zoneinfo import ZoneInfo
 
 from calpendo_assets.core.records import get_path
 from calpendo_assets.core.source import DataSource
+from calpendo_assets.core.window import Window
 from calpendo_assets.rows.clinical import MR_FIELDS, mr_fields
 from calpendo_assets.rows.fields import extract_fields, is_number, mapped_modality, normalise_field
+from calpendo_assets.rows.left_out import left_out_entry, not_offered, outside, skip_reasons
 from calpendo_assets.rows.model import (
     COLUMN_LENGTH,
     ROW_COLUMNS,
@@ -46,16 +50,13 @@ from calpendo_assets.rows.scope import (
 )
 from calpendo_assets.rows.templates import render_templates
 from calpendo_assets.rows.times import booking_finish, booking_start, is_multi_day
+from mwl_service import excluded as why
 from mwl_service.schema import DISCONTINUED, accession_number, step_id, study_instance_uid
-from mwl_service.vr import vr_problem
 
 EXCLUDED_RESOURCE = "resource not configured"
 EXCLUDED_STATUS = "status not in filter"
 EXCLUDED_NO_ID = "no booking id"
 EXCLUDED_NOT_FETCHED = "details not fetched"
-SKIP_NO_START = "no start time"
-SKIP_NO_PATIENT_ID = "no patient ID"
-SKIP_BAD_PATIENT_ID = "patient ID not valid for DICOM"
 
 
 @dataclass(frozen=True)
@@ -71,7 +72,7 @@ class Resource:
 @dataclass(frozen=True)
 class Status:
     booking_status: str  # as the source gave it, upper case
-    step_status: str
+    step_status: str  # "" when the status is not in scope
     reason: str  # why the step is discontinued, "" when scheduled
 
 
@@ -103,12 +104,12 @@ def _cut(text: str, column: str, default: int) -> str:
 
 class _Transform:
     """One transform of one source: its rules, derived once, and what its bookings
-    add up to (rows, exclusions, warnings)."""
+    add up to (rows, exclusions, warnings, the bookings left out)."""
 
-    def __init__(self, source: DataSource) -> None:
+    def __init__(self, source: DataSource, window: Window | None = None) -> None:
         settings = source.settings
-        self.name, self.tz, self.settings, self.mapping = (
-            source.name, source.tz, settings, source.mapping
+        self.name, self.tz, self.settings, self.mapping, self.window = (
+            source.name, source.tz, settings, source.mapping, window
         )
         self.status_filter = settings.scheduled_statuses()
         # Several station AE titles are one DICOM multi-value.
@@ -127,30 +128,36 @@ class _Transform:
         self.resources: dict[str, Resource] = {}
         self.not_modalities: dict[str, int] = {}  # mapped path -> values that were no modality
         self.multi_day: dict[str, str] = {}
+        self.left_out: list[why.Excluded] = []
 
     def exclude(self, reason: str) -> None:
         self.excluded[reason] = self.excluded.get(reason, 0) + 1
+
+    def leave_out(
+        self, booking: Mapping, booking_id: str, kind: str, detail: str = "",
+        start: dt.datetime | None = None,
+    ) -> None:
+        """Name a booking not offered as work, and why (no title, name or patient ID)."""
+        self.left_out.append(left_out_entry(booking_id, kind, booking, self.tz, detail, start))
 
     def add(self, booking: Mapping) -> None:
         """One booking through every step; it becomes a row, or is counted as excluded."""
         booking_id = self.booking_id(booking)
         if booking_id is None:
             return
-        resource = self.resource(booking)
-        if not resource.in_scope:
-            self.exclude(EXCLUDED_RESOURCE)
+        scope = self.scope(booking, booking_id)
+        if scope is None:
             return
-        status = self.status(booking)
-        if status is None:
-            self.exclude(EXCLUDED_STATUS)
-            return
+        resource, status = scope
         warnings: list[str] = []
         row, mr_raw = self.mapped(booking, booking_id, warnings)
         self.identifiers(row, booking_id, resource)
         start = self.times(booking, booking_id, row, warnings)
+        if self.outside_window(booking, booking_id, start):
+            return
         self.booking_columns(booking, row, status, resource)
         self.mr_columns(booking, row, mr_raw, booking_id, warnings)
-        self.skip_reasons(row, start, booking_id, warnings)
+        self.skip_reasons(booking, row, start, warnings)
         self.warnings += warnings
         row["content_hash"] = content_hash(row)
         self.rows.append(row)
@@ -161,15 +168,33 @@ class _Transform:
         if raw_id is None or str(raw_id).strip() == "":
             self.exclude(EXCLUDED_NO_ID)
             self.warnings.append("a booking without an id was ignored")
+            self.leave_out(booking, "", why.NO_BOOKING_ID)
             return None
         booking_id = str(raw_id).strip()
         if booking_id in self.seen:
             self.warnings.append(
                 f"booking {booking_id}: returned twice by the source; the first copy is used"
             )
+            self.leave_out(booking, booking_id, why.DUPLICATE)
             return None
         self.seen.add(booking_id)
         return booking_id
+
+    def scope(self, booking: Mapping, booking_id: str) -> tuple[Resource, Status] | None:
+        """The booking's resource and status; None (counted, left out) when either is
+        out of the source's scope."""
+        resource = self.resource(booking)
+        if not resource.in_scope:
+            self.exclude(EXCLUDED_RESOURCE)
+            self.leave_out(booking, booking_id, why.RESOURCE_NOT_IN_SCOPE)
+            return None
+        status = self.status(booking)
+        if not status.step_status:
+            self.exclude(EXCLUDED_STATUS)
+            detail = f"status {status.booking_status or '(empty)'}"
+            self.leave_out(booking, booking_id, why.STATUS_NOT_IN_SCOPE, detail)
+            return None
+        return resource, status
 
     def resource(self, booking: Mapping) -> Resource:
         """Scope, modality and AE title of the booking's resource (once per resource)."""
@@ -185,17 +210,17 @@ class _Transform:
             )
         return found
 
-    def status(self, booking: Mapping) -> Status | None:
-        """The step status the booking's status maps to; None: not in scope."""
+    def status(self, booking: Mapping) -> Status:
+        """The step status the booking's status maps to; "" when not in scope."""
         booking_status = clean(as_text(get_path(booking, self.mapping.status_path))).upper()
         cancelled = truthy(get_path(booking, "cancelled"))
         step_status, reason = map_step_status(booking_status, cancelled, self.status_filter)
         if step_status is None:
-            return None
+            return Status(booking_status, "", "")
         if step_status == DISCONTINUED:
-            why = clean(as_text(get_path(booking, "cancellationReason")))
-            if why:
-                reason = f"{reason}: {why}"
+            note = clean(as_text(get_path(booking, "cancellationReason")))
+            if note:
+                reason = f"{reason}: {note}"
         return Status(booking_status, step_status, reason)
 
     def mapped(
@@ -276,6 +301,14 @@ class _Transform:
             warnings.append(self.note_multi_day(booking_id, start, finish))
         return start
 
+    def outside_window(self, booking: Mapping, booking_id: str, start: dt.datetime | None) -> bool:
+        """Whether the booking starts outside the fetched window (then it is left out)."""
+        if not outside(self.window, start):
+            return False
+        self.leave_out(booking, booking_id, why.OUTSIDE_WINDOW, "", start)
+        self.warnings.append(f"booking {booking_id}: starts outside the fetched window; left out")
+        return True
+
     def note_multi_day(self, booking_id: str, start: dt.datetime, finish: dt.datetime) -> str:
         """The administrator's note on a booking that spans days (its id and times only)."""
         shown = [t.astimezone(self.tz).strftime("%Y-%m-%d %H:%M") for t in (start, finish)]
@@ -314,26 +347,25 @@ class _Transform:
         row |= {k: "" if v is None else v for k, v in values.items()}
 
     def skip_reasons(
-        self, row: dict, start: dt.datetime | None, booking_id: str, warnings: list[str]
+        self, booking: Mapping, row: dict, start: dt.datetime | None, warnings: list[str]
     ) -> None:
-        """What keeps the row from being published (it stays in the frame)."""
-        skip = []
-        if start is None:
-            skip.append(SKIP_NO_START)
-        if not row["patient_id"]:
-            skip.append(SKIP_NO_PATIENT_ID)
-        elif vr_problem("LO", row["patient_id"]):
-            skip.append(SKIP_BAD_PATIENT_ID)
-        row["skip_reason"] = "; ".join(skip)
-        for reason in skip:
-            self.exclude(reason)
-            warnings.append(f"booking {booking_id}: not published: {reason}")
+        """What keeps the row from being published (it stays in the frame); a row not
+        offered (cancelled, or not publishable) is also left out."""
+        skip = skip_reasons(row, start, booking, self.mapping.extractions)
+        row["skip_reason"] = "; ".join(text for text, _ in skip)
+        for text, _ in skip:
+            self.exclude(text)
+            warnings.append(f"booking {row['booking_id']}: not published: {text}")
+        entry = not_offered(row, start, booking, skip, self.tz)
+        if entry is not None:
+            self.left_out.append(entry)
 
     def result(self, skipped: Mapping[str, str]) -> TransformResult:
-        for booking_id, why in skipped.items():
+        for booking_id, reason in skipped.items():
             if str(booking_id) not in self.seen:
                 self.exclude(EXCLUDED_NOT_FETCHED)
-                self.warnings.append(f"booking {booking_id}: details not fetched: {why}")
+                self.warnings.append(f"booking {booking_id}: details not fetched: {reason}")
+                self.left_out.append(why.Excluded(str(booking_id), why.NOT_FETCHED, reason[:120]))
         for path, count in self.not_modalities.items():
             self.warnings.append(
                 f"field_mapping.{path} -> modality: {count} values are resource names or not "
@@ -347,6 +379,7 @@ class _Transform:
             warnings=self.warnings,
             present_ids=present_booking_ids(frame, skipped),
             multi_day=self.multi_day,
+            left_out=self.left_out,
         )
 
 
@@ -354,14 +387,17 @@ def bookings_to_rows(
     bookings: Iterable[Mapping],
     source: DataSource,
     skipped: Mapping[str, str] | None = None,
+    window: Window | None = None,
 ) -> TransformResult:
     """A source's records -> one worklist row per booking in scope.
 
     `skipped` are bookings the fetch saw but could not read (id -> reason, e.g. a
     404 on the detail request): they count as present (not cancelled) and are
-    reported, but produce no row.
+    reported, but produce no row. With `window`, a booking starting outside it is
+    left out (a source that ignored the window query). Every booking left out is
+    named in the result's ``left_out``, with why.
     """
-    transform = _Transform(source)
+    transform = _Transform(source, window)
     for booking in bookings:
         transform.add(booking)
     return transform.result(skipped or {})

@@ -16,6 +16,7 @@ from typing import Any
 
 import pandas as pd
 
+from mwl_service.excluded import Excluded
 from mwl_service.schema import WorklistItem
 
 
@@ -91,6 +92,8 @@ class TransformResult:
     present_ids: set[str] = field(default_factory=set)  # in scope, incl. unpublishable
     # booking id -> what to tell the administrator about a booking that spans days
     multi_day: dict[str, str] = field(default_factory=dict)
+    # Each booking fetched but not offered as work, and why (mwl_service.excluded).
+    left_out: list[Excluded] = field(default_factory=list)
 
     @property
     def publishable(self) -> int:

@@ -588,7 +588,7 @@ def test_operator_subtype_and_property_are_config():
 
 def test_shipped_manual_entries_example_is_readable():
     sources = {s.name: s for s in load_config(str(ROOT / "config" / "calpendo.json"), env=ENV)}
-    manual = sources["manual"]
+    manual = sources["manual_entries"]
     assert (manual.type, manual.enabled) == ("file", False)
     assert manual.settings.path == str(ROOT / "config" / "manual-entries.csv")
     assert plugin_for(manual.type).probe(manual) == f"{ROOT / 'config' / 'manual-entries.csv'}: 1 entry readable"
@@ -610,3 +610,11 @@ def test_type_and_document_errors(document, expected):
     with pytest.raises(ConfigError) as info:
         parse_config(document, env={})
     assert str(info.value) == expected
+
+
+@pytest.mark.parametrize("name", ["manual", "Manual"])
+def test_the_manual_items_source_name_is_reserved(name, tmp_path):
+    raw = {"name": name, "type": "file", "config": {"path": "entries.csv"}}
+    with pytest.raises(ConfigError, match=rf"data source '{name}': name: reserved for the "
+                       r"worklist's manual items"):
+        parse_config({"data_sources": [raw]}, env={}, base_dir=tmp_path)

@@ -16,8 +16,9 @@ from calpendo_assets.definitions import build_definitions
 from calpendo_assets.rows.model import VANISHED_REASON
 from calpendo_assets.sources.registry import plugin_for
 from calpendo_assets.core.errors import BadAnswerError, ConfigError, SourceUnavailableError
-from mwl_service.schema import DISCONTINUED, SCHEDULED, WorklistItem
 from mwl_service.engine import make_engine
+from mwl_service.excluded import list_excluded
+from mwl_service.schema import DISCONTINUED, SCHEDULED, WorklistItem
 from tests.fixtures.dicom import run_findscu
 
 EDMONTON = ZoneInfo("America/Edmonton")
@@ -32,7 +33,7 @@ ROWS = [
 
 def file_source(path, **config):
     raw = {
-        "name": "manual",
+        "name": "manual_entries",
         "type": "file",
         "config": {
             "path": str(path),
@@ -127,14 +128,14 @@ def test_a_missing_file_fails_the_fetch(tmp_path, engine):
 
 
 def test_path_is_relative_to_the_config_file_and_must_be_csv_or_json(tmp_path):
-    raw = {"name": "manual", "type": "file", "config": {"path": "entries.csv"}}
+    raw = {"name": "manual_entries", "type": "file", "config": {"path": "entries.csv"}}
     (source,) = parse_config({"data_sources": [raw]}, env={}, base_dir=tmp_path)
     assert source.settings.path == str(tmp_path / "entries.csv")
     raw["config"]["path"] = "entries.xlsx"
-    with pytest.raises(ConfigError, match=r"data source 'manual': config.path: 'entries.xlsx' must end in .csv or .json"):
+    with pytest.raises(ConfigError, match=r"data source 'manual_entries': config.path: 'entries.xlsx' must end in .csv or .json"):
         parse_config({"data_sources": [raw]}, env={})
     raw["config"] = {"path": "e.csv", "base_url": "http://x"}  # a Calpendo key
-    with pytest.raises(ConfigError, match="data source 'manual': config.base_url: unknown key"):
+    with pytest.raises(ConfigError, match="data source 'manual_entries': config.base_url: unknown key"):
         parse_config({"data_sources": [raw]}, env={})
 
 
@@ -150,6 +151,41 @@ def test_fingerprint_changes_with_the_file(tmp_path):
     assert sync.fingerprint(source, now=NOW) != first
 
 
+def left_out_of(engine) -> list[tuple[str, str, str]]:
+    with engine.connect() as conn:
+        return [(e["booking_id"], e["kind"], e["run_id"]) for e in list_excluded(conn)]
+
+
+def test_a_plain_sync_replaces_the_list_of_entries_it_left_out(tmp_path, engine):
+    path = tmp_path / "entries.csv"
+    path.write_text(HEADER + ROWS[0] + "qa-2,2026-03-10 09:30,20,Prisma,Phantom session,QA\n"
+                    "qa-3,2026-03-10 10:30,20,Prisma,,QA\n")
+    source = file_source(path)
+    sync.run_sync(source, engine, env={}, now=NOW)
+    assert left_out_of(engine) == [("qa-2", "pattern_not_matched", ""),
+                                   ("qa-3", "no_patient_id", "")]
+    path.write_text(HEADER + ROWS[0] + "qa-2,2026-03-10 09:30,20,Prisma,QA0002 - Phantom,QA\n")
+    sync.run_sync(source, engine, env={}, now=NOW)
+    assert left_out_of(engine) == []  # fixed and gone: the publish replaced the list
+
+
+def test_the_dagster_job_stores_the_entries_it_left_out(tmp_path, sqlite_url, monkeypatch):
+    today = dt.datetime.now(EDMONTON).date()
+    path = tmp_path / "entries.csv"
+    path.write_text(HEADER + f"qa-1,{today} 23:10,20,Prisma,QA0007 - Phantom,QA\n"
+                    f"qa-2,{today} 23:40,20,Prisma,Phantom session,QA\n")
+    monkeypatch.setenv("WORKLIST_DB_URL", sqlite_url)
+    defs = build_definitions([file_source(path)], retry_policy=None)
+    done = defs.resolve_job_def("manual_entries_sync").execute_in_process()
+    assert done.success
+    engine = make_engine(sqlite_url)
+    try:
+        assert left_out_of(engine) == [("qa-2", "pattern_not_matched", done.run_id)]
+        assert set(rows_of(engine)) == {"qa-1"}
+    finally:
+        engine.dispose()
+
+
 @pytest.mark.external
 def test_manual_entries_reach_findscu_through_the_dagster_job(
     tmp_path, sqlite_url, monkeypatch, mwl_server
@@ -163,7 +199,7 @@ def test_manual_entries_reach_findscu_through_the_dagster_job(
     monkeypatch.delenv("CALPENDO_USERNAME", raising=False)
     monkeypatch.delenv("CALPENDO_PASSWORD", raising=False)
     defs = build_definitions([source], retry_policy=None)
-    assert defs.resolve_job_def("manual_sync").execute_in_process().success
+    assert defs.resolve_job_def("manual_entries_sync").execute_in_process().success
 
     server = mwl_server(sqlite_url)
     (answer,) = run_findscu(
@@ -188,5 +224,5 @@ def test_broken_json_names_line_and_column_not_content(tmp_path):
 def test_a_plugin_reads_only_settings_of_its_own_type(tmp_path):
     source = file_source(tmp_path / "entries.csv")
     assert plugin_for("file").settings(source) is source.settings
-    with pytest.raises(TypeError, match="data source 'manual' is of type 'file', not 'calpendo'"):
+    with pytest.raises(TypeError, match="data source 'manual_entries' is of type 'file', not 'calpendo'"):
         plugin_for("calpendo").settings(source)

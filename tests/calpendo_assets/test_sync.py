@@ -27,7 +27,7 @@ def calpendo_source(sim):
 
 
 def file_source(path):
-    raw = {"name": "manual", "type": "file", "config": {"path": str(path)}}
+    raw = {"name": "manual_entries", "type": "file", "config": {"path": str(path)}}
     return parse_config({"data_sources": [raw]}, env={})[0]
 
 
@@ -80,7 +80,7 @@ def test_a_file_sync_logs_a_multi_day_entry_once_per_sync(tmp_path, engine, capl
             sync.run_sync(source, engine, env={}, now=now)
         lines = sync_lines(caplog)
         assert lines == [
-            "[calpendo:manual] booking night-1: a multi-day booking (from 2026-03-10 23:30 "
+            "[calpendo:manual_entries] booking night-1: a multi-day booking (from 2026-03-10 23:30 "
             "to 2026-03-11 01:00, site-local); its worklist step is scheduled on its start date"
         ]
         caplog.clear()

@@ -149,6 +149,10 @@ def test_release_1_database_is_refused_upgraded_and_keeps_everything(db_url):
             schema.WorklistItem.scheduled_protocol_code_value,
         )).all()
         assert new_fields == [("", "", "")] * 2  # unknown; pregnancy_status NULL
+        # Who made each older history entry, filled in by revision 0003.
+        who = conn.execute(select(schema.WorklistHistory.changed_by)
+                           .order_by(schema.WorklistHistory.id)).scalars().all()
+        assert who == ["sync:test", "sync:test", "mpps"]  # that MPPS entry named no AE
     # The widened column holds a two-console station (PostgreSQL enforces lengths).
     with engine.begin() as conn:
         conn.execute(schema.WorklistItem.__table__.update().values(
