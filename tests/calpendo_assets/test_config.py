@@ -230,7 +230,7 @@ def test_disabled_sources_are_loaded_and_validated_but_not_enabled():
         ),
         (
             base_source(type="ical"),
-            "data source 'mri3t': type: unknown type 'ical' (known: calpendo, file)",
+            "data source 'mri3t': type: unknown type 'ical' (known: calpendo, file, redcap)",
         ),
         (
             with_config(fetch_strategy="parallel"),
@@ -541,6 +541,15 @@ def test_units_codes_and_templates_are_modelled():
     assert {"project.name", "resource.name"} <= set(src.mapping.record_paths)
     (defaults,) = parse(base_source())
     assert (defaults.settings.units.patient_weight, defaults.settings.units.patient_size) == ("kg", "m")
+
+
+def test_the_documented_catch_all_code_rule_loads():
+    # README: "An empty key matches every project (a catch-all)".
+    code = {"code_value": "MRBRAIN", "coding_scheme_designator": "99CALGARY",
+            "code_meaning": "MR brain research"}
+    (src,) = parse(with_config(requested_procedure_codes={"": code, " BRISK ": code}))
+    assert set(src.settings.requested_procedure_codes) == {"", "BRISK"}
+    assert src.settings.requested_procedure_codes[""].code_value == "MRBRAIN"
 
 
 @pytest.mark.parametrize(
