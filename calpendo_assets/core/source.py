@@ -46,9 +46,10 @@ class FieldMap:
     units: Mapping[str, str] = field(default_factory=dict)
 
     def mapped_fields(self) -> tuple[str, ...]:
-        """Worklist fields the field mapping fills."""
+        """Worklist fields the field mapping fills (templates and variables aside)."""
         fields = [f for _, f in self.direct]
-        fields += [x.field for _, xs in self.extractions for x in xs]
+        fields += [x.field for _, xs in self.extractions for x in xs
+                   if x.field not in self.variables]
         return tuple(fields)
 
 

@@ -73,11 +73,16 @@ def protocol_note(protocol: Any, site: str | None, name: str | None,
             f"or config.protocol.{DESIGNATOR_KEY})")
 
 
-WINDOW_NOTE = (
-    "this is a Pylantir REDCap source: Pylantir exported the records modified in the last "
-    "sync_interval (+300 s), so a visit moved or deleted earlier never left its worklist; "
-    "here every sync fetches every visit dated in the window (past_days before today to "
-    "future_days after), and a visit that left it is cancelled. sync_interval and "
-    "operation_interval keep their meaning: how often, and in which hours, the schedule "
-    "and the sensor run"
-)
+def window_note(status_field: str | None) -> str:
+    """What Pylantir's sync loop becomes here (its window, its statuses)."""
+    status = ("" if status_field else
+              "; every visit is SCHEDULED, as Pylantir sent them: set config.status_field "
+              "and status_mapping to discontinue cancelled visits")
+    return (
+        "this is a Pylantir REDCap source: Pylantir exported the records modified in the "
+        "last sync_interval (+300 s), so a visit moved or deleted earlier never left its "
+        "worklist; here every sync fetches every visit dated in the window (past_days "
+        "before today to future_days after), and a visit that left it is cancelled. "
+        "sync_interval and operation_interval keep their meaning: how often, and in which "
+        f"hours, the schedule and the sensor run{status}"
+    )

@@ -200,7 +200,7 @@ class RedcapSettings(SourceSettings):
         notes = []
         if site is not None:
             notes.append(pylantir.site_note(*site))
-            notes.append(pylantir.WINDOW_NOTE)
+            notes.append(pylantir.window_note(self.status_field))
         if self.protocol is not None:
             name, designator = self.protocol_name(), pylantir.designator_of(self.protocol)
             code = self.scheduled_protocol_codes.get("")
