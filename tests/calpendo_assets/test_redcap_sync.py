@@ -20,7 +20,7 @@ from calpendo_assets.config import load_config
 from calpendo_sim.redcap import RowKey
 from mwl_service.engine import make_engine
 from mwl_service.schema import DISCONTINUED, SCHEDULED, WorklistItem
-from tests.fixtures.redcap_sim import REDCAP_TODAY, REDCAP_TOKEN
+from tests.fixtures.redcap_sim import REDCAP_TODAY, REDCAP_TOKEN, pylantir_identifiers
 from tests.fixtures.sim import ROOT
 
 TZ = ZoneInfo("America/Edmonton")
@@ -164,23 +164,6 @@ def test_dst_days_through_the_simulator(redcap_sim_factory, tmp_path, engine, mo
     assert (rows[before].scheduled_start_time, rows[before].scheduled_start_utc.hour) == ("100000", 17)
 
 
-def pylantir_would_produce(sim, start=FIRST, end=END) -> dict[str, tuple[str, str]]:
-    """Pylantir 0.3.5's REDCapPlugin on the simulator's rows (its _filter_mri_records and
-    _transform_records): booking id -> (PatientID, PatientName)."""
-    out = {}
-    for key, values in sim.visits():
-        if not (start <= values["mri_date"] < end and values.get("mri_instance")
-                and values.get("mri_time")):
-            continue
-        baseline = sim.row(RowKey(key.record, sim.project.participant_event))
-        study = (baseline.get("study_id") or "").split("-")[-1]
-        family = (baseline.get("family_id") or "").split("-")[-1]
-        if study:
-            out[sim.booking_id(key)] = (f"sub_{study}_ses_{values['mri_instance']}_fam_{family}",
-                                        f"cpip-id-{study}^fa-{family}")
-    return out
-
-
 def test_pylantir_s_example_syncs_with_pylantir_s_identifiers(redcap_sim, tmp_path, engine,
                                                              monkeypatch):
     monkeypatch.setenv("REDCAP_API_URL", redcap_sim.url)
@@ -190,7 +173,7 @@ def test_pylantir_s_example_syncs_with_pylantir_s_identifiers(redcap_sim, tmp_pa
     run(main, engine)
     rows = worklist(engine)
     assert [r.content for r in redcap_sim.requests] == ["record"]  # no metadata per sync
-    expected = pylantir_would_produce(redcap_sim)
+    expected = pylantir_identifiers(redcap_sim, FIRST, END)
     assert {b: (r.patient_id, r.patient_name) for b, r in rows.items()} == expected
     assert all(r.step_status == SCHEDULED for r in rows.values())  # as Pylantir sent them
     assert {r.scheduled_procedure_step_description for r in rows.values()} == {"BRAIN_MRI_3T"}
