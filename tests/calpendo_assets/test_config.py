@@ -136,6 +136,30 @@ def test_custom_field_mapping_and_extractions():
     )
 
 
+def test_extracted_variables_feed_templates_only():
+    mapping = {
+        "title": {"_extract": {"site": {"pattern": r"^([A-Z]+)-"},
+                               "num": {"pattern": r"-(\d+)"}}},
+        "_templates": {"patient_id": "{site}_{num}", "patient_comments": "visit of {num}",
+                       "patient_weight": "{num} lb"},
+    }
+    (src,) = parse(base_source(field_mapping=mapping))
+    assert src.mapping.variables == ("site", "num")
+    assert src.mapping.mapped_fields() == ()  # variables are no worklist fields
+    # ... and no record paths: nothing asks Calpendo for "site" or "num".
+    assert src.mapping.record_paths == ("title", "status", "durationInMinutes")
+    booking = {"id": 5, "title": "EDM-0150 - Jane Doe", "status": "APPROVED",
+               "resource": {"name": "3T MRI"}, "dateRange": {"start": "2026-03-10 10:00:00"}}
+    [row] = bookings_to_rows([booking], src).frame.to_dict("records")
+    assert (row["patient_id"], row["patient_comments"], row["patient_weight"]) == (
+        "EDM_0150", "visit of 0150", "68")  # 150 lb, in kg
+    assert "site" not in row and "num" not in row
+    # A variable no template reads is the typo it looks like.
+    unread = {"title": {"_extract": {"patient_id": {"pattern": "(x)"}, "num": {"pattern": "(x)"}}}}
+    assert error_of(base_source(field_mapping=unread)).startswith(
+        "data source 'mri3t': field_mapping.title._extract.num: unknown worklist field 'num'")
+
+
 def test_resource_mappings_validated_as_dicom_values():
     (src,) = parse(
         with_config(

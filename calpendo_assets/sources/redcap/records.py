@@ -63,10 +63,11 @@ def visit_start(visit: Mapping[str, Any], settings: RedcapSettings
 
 
 def in_window(day: dt.date, start: dt.datetime | None, window: Window) -> bool:
+    """A visit with a start is in the window when its start is; one without, by its day."""
     first, end = site_local(window.start), site_local(window.end)
     if start is not None:
         return first <= start < end
-    return first.date() <= day < end.date() + dt.timedelta(days=end.time() != dt.time(0))
+    return first <= dt.datetime.combine(day, dt.time(0)) < end
 
 
 def duration_of(visit: Mapping[str, Any], settings: RedcapSettings) -> int:
@@ -77,8 +78,7 @@ def duration_of(visit: Mapping[str, Any], settings: RedcapSettings) -> int:
 def visit_record(visit: Mapping[str, Any], settings: RedcapSettings, resource: str,
                  start: dt.datetime | None) -> dict:
     """One visit as a record (see the module's docstring)."""
-    record: dict = {name: value for name, value in visit.items() if name != "id"}
-    record["id"] = visit["id"]
+    record: dict = dict(visit)  # the REDCap fields by name, and the booking id
     if start is not None:
         set_dotted(record, "dateRange.start", start.strftime("%Y-%m-%d %H:%M:%S"))
     record["durationInMinutes"] = duration_of(visit, settings)

@@ -78,7 +78,7 @@ class RedcapSettings(SourceSettings):
         "the field naming each visit's scanner (its raw value)"))
     status_field: FieldName | None = Field(None, description=(
         "the field holding a visit's status; absent: every visit is scheduled"))
-    status_mapping: dict[Text, Literal[SCHEDULED, CANCELLED, EXCLUDED]] = Field(
+    status_mapping: dict[Text, Literal["SCHEDULED", "CANCELLED", "EXCLUDED"]] = Field(
         default_factory=dict, description=(
             "raw status value -> SCHEDULED, CANCELLED (discontinued) or EXCLUDED (not "
             "published); other values and a blank status: SCHEDULED"))
