@@ -172,7 +172,7 @@ def add_redcap_source(env: dict, port: int) -> str:
     return url
 
 
-def start_simulators(args, env: dict, procs: "Processes", sim_url) -> str | None:
+def start_simulators(args, env: dict, procs: Processes, sim_url) -> str | None:
     """calpendo-sim (and redcap-sim with --redcap), each answering; the REDCap URL."""
     sim = procs.start("calpendo-sim", [str(BIN / "calpendo-sim"), "--host", "127.0.0.1",
                       "--port", str(sim_url.port), "--bookings", str(args.bookings)], env)

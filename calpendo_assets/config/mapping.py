@@ -22,8 +22,16 @@ import json
 import re
 from typing import Annotated, Any, Union
 
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, StringConstraints, Tag
-from pydantic import ValidationInfo, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    StringConstraints,
+    Tag,
+    ValidationInfo,
+    field_validator,
+)
 
 from calpendo_assets.config.targets import (
     DERIVED_FIELDS,
@@ -289,8 +297,11 @@ def _check_paths(label: str, field_map: FieldMap, rules: MappingRules) -> None:
             raise ConfigError(f"{label}: field_mapping: {path!r} is not {what}")
 
 
+_NO_RULES = MappingRules()
+
+
 def compile_mapping(
-    label: str, mapping: FieldMapping, rules: MappingRules = MappingRules()
+    label: str, mapping: FieldMapping, rules: MappingRules = _NO_RULES
 ) -> tuple[FieldMap, tuple[str, ...]]:
     """The compiled mapping of the source `label` names, and its config notes;
     a ConfigError names the key at fault."""

@@ -41,8 +41,9 @@ PATH_FIELDS = {
 
 # Pylantir's worklist columns (its WorklistItem) -> (our field, what differs).
 PYLANTIR_COLUMNS: dict[str, tuple[str, str]] = {
-    "patient_weight_lb": ("patient_weight", "read in lb whatever config.units says, served "
-                          "in kg; no default weight (Pylantir served 100 when it had none)"),
+    "patient_weight_lb": ("patient_weight", (
+        "read in lb whatever config.units says, served in kg; no default weight "
+        "(Pylantir served 100 when it had none)")),
     "performing_physician": ("performing_physician_name", ""),
     "station_name": ("scheduled_station_name", ""),
     "scheduled_station_aetitle": ("scheduled_station_ae_title", ""),

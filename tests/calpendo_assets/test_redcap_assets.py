@@ -13,10 +13,10 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from calpendo_assets.config import load_config
+from calpendo_assets.definitions import build_definitions
 from calpendo_assets.defs.assets import build_source_assets
 from calpendo_assets.defs.automation import build_job, build_sensor
 from calpendo_assets.defs.resources import SOURCE_ACCESS_KEY, WorklistDatabase, source_access
-from calpendo_assets.definitions import build_definitions
 from mwl_service.engine import make_engine
 from mwl_service.schema import WorklistItem
 from tests.fixtures.redcap_sim import REDCAP_TOKEN

@@ -16,8 +16,8 @@ import pytest
 from calpendo_assets.config import load_config, parse_config
 from calpendo_assets.config.load import forget_logged_notes
 from calpendo_assets.core.errors import ConfigError
-from calpendo_assets.sources.redcap.pylantir import identifier_mapping
 from calpendo_assets.sources.redcap.plugin import fetched_fields
+from calpendo_assets.sources.redcap.pylantir import identifier_mapping
 from tests.fixtures.sim import ROOT
 
 URL = "https://redcap.example.org/api/"
@@ -200,7 +200,7 @@ def test_pylantir_columns_are_ours_by_another_name_for_every_type():
 def test_the_readme_worked_example_is_pylantir_s_identifiers():
     """The README's explicit mapping and the one a Pylantir config gets are the same."""
     section = README[README.index("#### Pylantir REDCap configurations"):]
-    block = re.search(r"```json\n(.*?)\n```", section, re.S).group(1)
+    block = re.search(r"```json\n(.*?)\n```", section, re.DOTALL).group(1)
     worked = json.loads("{" + block + "}")  # a "field_mapping": {...} fragment
     (explicit,) = parse(redcap(config={"site_id": "792"}, **worked))
     data = json.loads(PYLANTIR.read_text())

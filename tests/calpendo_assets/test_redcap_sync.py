@@ -68,7 +68,7 @@ def example(redcap_sim, tmp_path, monkeypatch):
 
 def test_one_export_per_sync_filtered_on_the_visit_date(redcap_sim, example, engine):
     redcap_sim.reset_counts()
-    fetched, result, published = run(example, engine)
+    fetched, _, published = run(example, engine)
     [asked] = redcap_sim.record_requests()
     assert redcap_sim.request_count == 1 and fetched.fetch.requests == 1
     assert asked.params.get("filterLogic") == (
@@ -105,9 +105,9 @@ def test_moved_deleted_redated_and_cancelled_visits(redcap_sim, example, engine)
     unbooked = redcap_sim.add_visit(date="2026-03-15", time="14:00")
     cancelled = redcap_sim.add_visit(date="2026-03-11", time="08:00")
     run(example, engine)
-    ids = {k: redcap_sim.booking_id(v) for k, v in dict(
-        inside=inside, leaving=leaving, coming=coming, doomed=doomed, unbooked=unbooked,
-        cancelled=cancelled).items()}
+    visits = {"inside": inside, "leaving": leaving, "coming": coming, "doomed": doomed,
+              "unbooked": unbooked, "cancelled": cancelled}
+    ids = {name: redcap_sim.booking_id(key) for name, key in visits.items()}
     before = worklist(engine)
     assert {ids[k] for k in ("inside", "leaving", "doomed", "unbooked", "cancelled")} <= set(before)
     redcap_sim.move_visit(leaving, "2026-04-02")

@@ -12,12 +12,12 @@ hold a visit's date, time, duration, scanner and status. Pylantir's REDCap keys
 from __future__ import annotations
 
 import re
-from typing import Annotated, Literal, Union
+from typing import Annotated, Literal
 
 from pydantic import AfterValidator, Field, ValidationInfo, field_validator, model_validator
 
 from calpendo_assets.core.settings import Code, MappingRules, SourceSettings
-from calpendo_assets.core.types import Names, Text
+from calpendo_assets.core.types import Names, Text, server_url
 from calpendo_assets.sources.redcap import pylantir
 from calpendo_assets.sources.redcap.request import event_name, field_name
 from mwl_service.vr import vr_problem
@@ -25,6 +25,7 @@ from mwl_service.vr import vr_problem
 URL_ENV = "REDCAP_API_URL"
 TOKEN_ENV = "REDCAP_API_TOKEN"
 FIELD_PATTERN = r"[a-z][a-z0-9_]*"
+FIELD_WHAT = "a REDCap field name (lower-case letters, digits and _, starting with a letter)"
 # The visit states a status value maps to; EXCLUDED: not published (an existing row is
 # discontinued as no longer in the source), like a Calpendo status outside the filter.
 SCHEDULED, CANCELLED, EXCLUDED = "SCHEDULED", "CANCELLED", "EXCLUDED"
@@ -48,7 +49,7 @@ def _env_name(value: str) -> str:
 
 FieldName = Annotated[str, AfterValidator(field_name)]
 EventNames = Annotated[Names, AfterValidator(lambda names: tuple(map(event_name, names)))]
-SiteValue = Union[Text, int]
+SiteValue = Text | int
 
 
 class RedcapSettings(SourceSettings):
@@ -93,18 +94,8 @@ class RedcapSettings(SourceSettings):
     @field_validator("url")
     @classmethod
     def _url(cls, value: str | None, info: ValidationInfo) -> str:
-        where = ""
-        if value is None:
-            value = ((info.context or {}).get("env") or {}).get(URL_ENV) or ""
-            if not value.strip():
-                raise ValueError(f"missing (set it in the config or in {URL_ENV})")
-            where = f" (from {URL_ENV})"
-        value = value.strip()
-        if not re.match(r"https?://[^/\s]+", value):
-            raise ValueError(f"must be an http:// or https:// URL{where}")
-        if "@" in value.split("/", 3)[2]:
-            raise ValueError(f"must not contain credentials (the token comes from the "
-                             f"environment variable config.token_env names){where}")
+        value = server_url(value, info.context, URL_ENV, "the token comes from the "
+                           "environment variable config.token_env names")
         return value + "/" if value.endswith("/api") else value
 
     @model_validator(mode="before")
@@ -127,7 +118,7 @@ class RedcapSettings(SourceSettings):
         return {**data, "scheduled_protocol_codes": {"": code}}
 
     @model_validator(mode="after")
-    def _one_of_each(self) -> "RedcapSettings":
+    def _one_of_each(self) -> RedcapSettings:
         for one, other in (("resource", "resource_field"), ("site_id", "site")):
             if getattr(self, one) is not None and getattr(self, other) is not None:
                 raise ValueError(f"give {one} or {other}, not both")
@@ -189,8 +180,7 @@ class RedcapSettings(SourceSettings):
             implied=implied,
             implied_why="Pylantir's REDCap plugin filled itself, and so does this source",
             default={},
-            record_path=(FIELD_PATTERN, "a REDCap field name (lower-case letters, digits "
-                                        "and _, starting with a letter)"),
+            record_path=(FIELD_PATTERN, FIELD_WHAT),
             own_paths=self.own_paths(),
         )
 
