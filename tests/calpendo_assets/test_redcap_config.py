@@ -207,3 +207,26 @@ def test_the_readme_worked_example_is_pylantir_s_identifiers():
     (implied, _) = parse(*data["data_sources"])
     for attribute in ("extractions", "templates", "variables"):
         assert getattr(explicit.mapping, attribute) == getattr(implied.mapping, attribute)
+
+
+def test_pylantir_s_readme_entry_loads_with_its_columns_as_ours():
+    """Pylantir 0.3.5's README example maps REDCap fields to its columns and to names it
+    ignored; both load, and only what Pylantir stored is used (and fetched)."""
+    mapping = {"study_id": "study_id", "instrument": "redcap_repeat_instrument",
+               "session_id": "mri_instance", "family_id": "family_id",
+               "youth_dob_y": "youth_dob_y", "t1_date": "t1_date", "demo_sex": "demo_sex",
+               "scheduled_date": "mri_date", "scheduled_time": "mri_time",
+               "mri_wt_lbs": "patient_weight_lb", "referring_physician": "referring_physician_name",
+               "performing_physician": "performing_physician", "station_name": "station_name",
+               "status": "performed_procedure_step_status"}
+    (source,) = parse(redcap(config={"url": None, "site_id": "792", "protocol": "BRAIN_MRI_3T"},
+                             field_mapping=mapping, sync_interval=60))
+    assert set(source.mapping.direct) == {
+        ("mri_wt_lbs", "patient_weight"), ("referring_physician", "referring_physician_name"),
+        ("performing_physician", "performing_physician_name"),
+        ("station_name", "scheduled_station_name"),
+        ("protocol_name", "scheduled_procedure_step_description")}
+    assert source.mapping.units == {"patient_weight": "lb"}
+    assert fetched_fields(source, source.settings) == [
+        "mri_wt_lbs", "referring_physician", "performing_physician", "station_name",
+        "study_id", "family_id", "mri_instance", "mri_time"]
