@@ -44,11 +44,12 @@ from mwl_service.engine import make_engine
 
 OK, FAIL = "ok", "FAIL"
 
-# What a failed probe means to an operator, most specific first.
+# What a failed probe means to an operator, most specific first ({label}: the
+# plugin's name for its server, e.g. Calpendo or REDCap).
 _PROBE_FAILURES: tuple[tuple[type[SourceError], str], ...] = (
     (AuthRefusedError, "credentials refused"),
-    (NotFoundError, "not a Calpendo server (or that type is missing)"),
-    (BadAnswerError, "the answer is not Calpendo JSON"),
+    (NotFoundError, "not a {label} server (or that type is missing)"),
+    (BadAnswerError, "the answer is not {label} JSON"),
     (SourceUnavailableError, "unreachable"),
     (SourceError, "failed"),
 )
@@ -92,11 +93,16 @@ def check_source(source: DataSource, report: Report) -> None:
             report.line("credentials", FAIL, str(exc).split(": ", 2)[-1])
             return
         report.line("credentials", OK, f"{USERNAME_ENV} and {PASSWORD_ENV} are set")
+    for name in plugin.secret_env(source):
+        if not (os.environ.get(name) or "").strip():
+            report.line("token", FAIL, f"environment variable {name} is not set")
+            return
+        report.line("token", OK, f"{name} is set")
     try:
         detail = plugin.probe(source, credentials)
     except SourceError as exc:
         meaning = next(text for kind, text in _PROBE_FAILURES if isinstance(exc, kind))
-        report.line("source", FAIL, f"{meaning}: {exc}")
+        report.line("source", FAIL, f"{meaning.format(label=plugin.label)}: {exc}")
         return
     report.line("source", OK, detail)
 

@@ -5,7 +5,8 @@ Starts the Calpendo simulator, runs a first sync, starts the MWL service, mwl-ap
 printed) and `dagster dev` (schedule and sensor on), then prints what to open, a
 ready findscu command and the `calpendo-sim` commands that edit, move and cancel a
 booking while the demo runs (the sensor brings each change to the worklist within
-seconds).
+seconds). With --redcap it also starts the REDCap simulator and adds the REDCap
+source of config/redcap-example.json, whose visits join the same worklist.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from urllib.parse import urlparse
 from calpendo_assets.config import enabled_sources, load_config
 from calpendo_assets.core.errors import ConfigError
 from calpendo_assets.core.source import DataSource
+from calpendo_sim.redcap import DEMO_TOKEN
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -42,6 +44,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--bookings", type=int, default=60, help="simulated bookings (default 60)")
     p.add_argument("--sim-port", type=int, default=None,
                    help="Calpendo simulator port (default: the port of the config's base_url, 8089)")
+    p.add_argument("--redcap", action="store_true",
+                   help="also start redcap-sim and sync the REDCap source of "
+                        "config/redcap-example.json into the same worklist")
+    p.add_argument("--redcap-port", type=int, default=8091,
+                   help="REDCap simulator port (default 8091)")
     return p.parse_args(argv)
 
 
@@ -106,6 +113,7 @@ def demo_env() -> dict:
     # The simulator's demo credentials, unless the user brought their own.
     env.setdefault("CALPENDO_USERNAME", "calpendo")
     env.setdefault("CALPENDO_PASSWORD", "calpendo")
+    env.setdefault("REDCAP_API_TOKEN", DEMO_TOKEN)  # redcap-sim's demo token
     home = VAR / "dagster_home"
     home.mkdir(parents=True, exist_ok=True)
     link = home / "dagster.yaml"
@@ -127,23 +135,60 @@ def enabled_config_sources(env: dict) -> list[DataSource]:
     return sources
 
 
+def write_demo_config(env: dict, cfg: dict) -> None:
+    """Sync with `cfg`, a changed copy of the config (var/demo-calpendo.json)."""
+    path = Path(env["CALPENDO_MWL_CONFIG"])
+    for source in cfg["data_sources"]:
+        if source.get("type") == "file":
+            # The copy lives in var/: keep a relative entries path pointing where it did.
+            source["config"]["path"] = str(path.resolve().parent / source["config"]["path"])
+    copy = VAR / "demo-calpendo.json"
+    copy.write_text(json.dumps(cfg, indent=2))
+    env["CALPENDO_MWL_CONFIG"] = str(copy)
+
+
 def point_sources_at(env: dict, sources: list[DataSource], port: int) -> str:
     """The simulator URL on `port`; when that differs from the config's base_url, the
     demo syncs with a copy of the config (var/demo-calpendo.json) that says so."""
     url = f"http://127.0.0.1:{port}"
     if all(urlparse(s.settings.base_url).port == port for s in sources):
         return url
-    path = Path(env["CALPENDO_MWL_CONFIG"])
-    cfg = json.loads(path.read_text())
+    cfg = json.loads(Path(env["CALPENDO_MWL_CONFIG"]).read_text())
     for source in cfg["data_sources"]:
         if source.get("enabled", True) and source.get("type") == "calpendo":
             source["config"]["base_url"] = url
-        elif source.get("type") == "file":
-            # The copy lives in var/: keep a relative entries path pointing where it did.
-            source["config"]["path"] = str(path.resolve().parent / source["config"]["path"])
-    copy = VAR / "demo-calpendo.json"
-    copy.write_text(json.dumps(cfg, indent=2))
-    env["CALPENDO_MWL_CONFIG"] = str(copy)
+    write_demo_config(env, cfg)
+    return url
+
+
+def add_redcap_source(env: dict, port: int) -> str:
+    """The REDCap simulator's API URL; the config copy gains the example's REDCap source."""
+    url = f"http://127.0.0.1:{port}/api/"
+    cfg = json.loads(Path(env["CALPENDO_MWL_CONFIG"]).read_text())
+    example = json.loads((ROOT / "config" / "redcap-example.json").read_text())
+    for source in example["data_sources"]:
+        source["config"]["url"] = url
+    names = {s["name"] for s in example["data_sources"]}
+    cfg["data_sources"] = [s for s in cfg["data_sources"] if s.get("name") not in names]
+    cfg["data_sources"] += example["data_sources"]
+    write_demo_config(env, cfg)
+    return url
+
+
+def start_simulators(args, env: dict, procs: Processes, sim_url) -> str | None:
+    """calpendo-sim (and redcap-sim with --redcap), each answering; the REDCap URL."""
+    sim = procs.start("calpendo-sim", [str(BIN / "calpendo-sim"), "--host", "127.0.0.1",
+                      "--port", str(sim_url.port), "--bookings", str(args.bookings)], env)
+    wait_until(lambda: http_ok(f"{sim_url.scheme}://{sim_url.netloc}/webdav/q/Calpendo.Booking/id/GT/0"),
+               "calpendo-sim", sim)
+    print(f"Calpendo simulator   {sim_url.scheme}://{sim_url.netloc}")
+    if not args.redcap:
+        return None
+    redcap = procs.start("redcap-sim", [str(BIN / "redcap-sim"), "--host", "127.0.0.1",
+                         "--port", str(args.redcap_port), "--records", "12", "--visits", "20"], env)
+    wait_until(lambda: not port_free(args.redcap_port), "redcap-sim", redcap)
+    url = f"http://127.0.0.1:{args.redcap_port}/api/"
+    print(f"REDCap simulator     {url}   (token: $REDCAP_API_TOKEN)")
     return url
 
 
@@ -173,7 +218,12 @@ def main(argv=None) -> int:
     calpendo = [s for s in sources if s.type == "calpendo"]
     sim_port = args.sim_port or urlparse(calpendo[0].settings.base_url).port
     sim_url = urlparse(point_sources_at(env, calpendo, sim_port))
-    for port in (sim_url.port, args.mwl_port, args.dagster_port, args.api_port):
+    ports = [sim_url.port, args.mwl_port, args.dagster_port, args.api_port]
+    if args.redcap:
+        add_redcap_source(env, args.redcap_port)
+        sources = enabled_config_sources(env)
+        ports.append(args.redcap_port)
+    for port in ports:
         if not port_free(port):
             raise SystemExit(f"error: port {port} on 127.0.0.1 is in use; stop what uses it first")
 
@@ -182,11 +232,7 @@ def main(argv=None) -> int:
     signal.signal(signal.SIGTERM, _interrupt)
     signal.signal(signal.SIGINT, _interrupt)
     try:
-        sim = procs.start("calpendo-sim", [str(BIN / "calpendo-sim"), "--host", "127.0.0.1",
-                          "--port", str(sim_url.port), "--bookings", str(args.bookings)], env)
-        wait_until(lambda: http_ok(f"{sim_url.scheme}://{sim_url.netloc}/webdav/q/Calpendo.Booking/id/GT/0"),
-                   "calpendo-sim", sim)
-        print(f"Calpendo simulator   {sim_url.scheme}://{sim_url.netloc}")
+        redcap_url = start_simulators(args, env, procs, sim_url)
 
         # The first sync before the MWL service, so it starts on a filled worklist.
         for source in sources:
@@ -217,7 +263,9 @@ def main(argv=None) -> int:
                               env, cwd=env["DAGSTER_HOME"])
         ui = f"http://127.0.0.1:{args.dagster_port}"
         wait_until(lambda: http_ok(f"{ui}/server_info"), "dagster dev", dagster, timeout=180)
-        print_next_steps(ui, args, calpendo[0], f"{sim_url.scheme}://{sim_url.netloc}")
+        redcap = [s.name for s in sources if s.type == "redcap"]
+        print_next_steps(ui, args, calpendo[0], f"{sim_url.scheme}://{sim_url.netloc}",
+                         redcap if redcap_url else [])
         while all(p.poll() is None for _, p in procs.procs):
             time.sleep(1)
         dead = [n for n, p in procs.procs if p.poll() is not None]
@@ -230,7 +278,7 @@ def main(argv=None) -> int:
         procs.stop()
 
 
-def print_next_steps(ui: str, args, source: DataSource, sim: str) -> None:
+def print_next_steps(ui: str, args, source: DataSource, sim: str, redcap: list[str]) -> None:
     now = dt.datetime.now(source.tz)
     today = now.strftime("%Y%m%d")
     sim_cli = f"{BIN / 'calpendo-sim'} --url {sim}"
@@ -257,7 +305,16 @@ Change Calpendo while the demo runs; the sensor ({source.name}_sensor) looks eve
   {sim_cli} move ID "{now:%Y-%m-%d} 16:30"
   {sim_cli} cancel ID --reason "participant ill"
 
+{redcap_lines(redcap)}
 Logs in {VAR}/ . Press Ctrl-C to stop everything.""")
+
+
+def redcap_lines(names: list[str]) -> str:
+    if not names:
+        return ""
+    return (f"\nREDCap scan visits (source {', '.join(names)}, job {names[0]}_sync) are on "
+            "station MRI3T too: the findscu\ncommand above lists today's. Their patient IDs are "
+            "REDCap study ids (CPIP-...).\n")
 
 
 if __name__ == "__main__":

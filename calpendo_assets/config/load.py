@@ -27,7 +27,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from calpendo_assets.config.mapping import compile_mapping, default_field_mapping
+from calpendo_assets.config.mapping import FieldMapping, compile_mapping, default_field_mapping
 from calpendo_assets.config.messages import config_error
 from calpendo_assets.config.models import SourceBase, file_model
 from calpendo_assets.core.errors import ConfigError
@@ -56,7 +56,12 @@ def data_source(model: SourceBase) -> DataSource:
     """The loaded form of one validated ``data_sources`` entry."""
     label = f"data source {model.name!r}"
     settings = model.config  # type: ignore[attr-defined]
-    mapping, notes = compile_mapping(label, model.field_mapping or default_field_mapping())
+    rules = settings.mapping_rules()
+    written = model.field_mapping
+    if written is None:
+        written = default_field_mapping() if rules.default is None else (
+            FieldMapping.model_validate(rules.default))
+    mapping, notes = compile_mapping(label, written, rules)
     return DataSource(
         name=model.name,
         type=model.type,  # type: ignore[attr-defined]

@@ -1,4 +1,4 @@
-"""Credentials from the environment: a user name and password, never shown."""
+"""Credentials from the environment: a user name and password, API tokens; never shown."""
 
 from __future__ import annotations
 
@@ -15,10 +15,13 @@ PASSWORD_ENV = "CALPENDO_PASSWORD"
 
 @dataclass(frozen=True)
 class Credentials:
-    """A user name and password; the password never shows in repr or logs."""
+    """A user name and password (HTTP Basic, Calpendo), and API tokens by the name of
+    the environment variable that holds each (REDCap's ``config.token_env``); the
+    password and the tokens never show in repr or logs."""
 
-    username: str
-    password: str = field(repr=False)
+    username: str = ""
+    password: str = field(default="", repr=False)
+    tokens: Mapping[str, str] = field(default_factory=dict, repr=False)
 
 
 def env_credentials(source: DataSource, env: Mapping[str, str] = os.environ) -> Credentials:

@@ -8,9 +8,11 @@ window in days, the mass-cancellation guard, units and codes.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, Field
+from pydantic import AfterValidator, Field, StringConstraints
 
 from calpendo_assets.core.types import (
     AETitles,
@@ -24,6 +26,32 @@ from calpendo_assets.core.types import (
     TimeZone,
     unique_resources,
 )
+
+
+@dataclass(frozen=True)
+class MappingRules:
+    """What a source type's settings say about its ``field_mapping``; the config
+    loader applies them when it compiles the mapping (a type without rules of its
+    own gets these defaults).
+    """
+
+    # Worklist fields the sync derives itself -> their meaning for this type. A
+    # mapping to one of these is never read as the path the value comes from: the
+    # type's own config says where it comes from.
+    derived: Mapping[str, str] = field(default_factory=dict)
+    # Targets that are no worklist field are accepted, unused, with a note (Pylantir
+    # ignored them). False: such a target is an error, as a typo should be.
+    other_targets: bool = False
+    # ``field_mapping`` entries (JSON form) for worklist fields the source's own
+    # mapping leaves untargeted, and why (the note that says so).
+    implied: Mapping[str, Any] = field(default_factory=dict)
+    implied_why: str = ""
+    # The mapping used when the source has none; None: the shared default mapping.
+    default: Mapping[str, Any] | None = None
+    # What every record path the source must fetch looks like: (regex, description);
+    # ``own_paths`` are filled by the type itself, never fetched.
+    record_path: tuple[str, str] | None = None
+    own_paths: frozenset[str] = frozenset()
 
 
 class OperationInterval(Model):
@@ -46,6 +74,10 @@ class Code(Model):
     code_value: Text
     coding_scheme_designator: Text
     code_meaning: Text
+
+
+# A project name rule; the empty name is a prefix of every name: the catch-all rule.
+ProjectRule = Annotated[str, StringConstraints(strip_whitespace=True)]
 
 
 class SourceSettings(Model):
@@ -71,11 +103,13 @@ class SourceSettings(Model):
         5, description="windows with fewer active rows skip the fraction guard"
     )
     units: Units = Field(default_factory=Units)
-    scheduled_protocol_codes: dict[Text, Code] = Field(
-        default_factory=dict, description="project name -> Scheduled Protocol Code"
+    scheduled_protocol_codes: dict[ProjectRule, Code] = Field(
+        default_factory=dict,
+        description="project name -> Scheduled Protocol Code ('' matches every project)",
     )
-    requested_procedure_codes: dict[Text, Code] = Field(
-        default_factory=dict, description="project name -> Requested Procedure Code"
+    requested_procedure_codes: dict[ProjectRule, Code] = Field(
+        default_factory=dict,
+        description="project name -> Requested Procedure Code ('' matches every project)",
     )
 
     def scheduled_statuses(self) -> tuple[str, ...]:
@@ -86,3 +120,7 @@ class SourceSettings(Model):
     def notes(self) -> tuple[str, ...]:
         """Warnings about accepted-but-unused keys, logged once per load."""
         return ()
+
+    def mapping_rules(self) -> MappingRules:
+        """How this type's ``field_mapping`` is compiled (see `MappingRules`)."""
+        return MappingRules()

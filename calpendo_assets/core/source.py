@@ -39,11 +39,17 @@ class FieldMap:
     # Every record path the mapping step reads (mapping order, unique), template
     # placeholders and the status and duration paths included: what a fetch asks for.
     record_paths: tuple[str, ...] = ()
+    # `_extract` targets that are no worklist field: values only templates read.
+    variables: tuple[str, ...] = ()
+    # Units of mapped values that override ``config.units`` (Pylantir's
+    # ``patient_weight_lb`` column is pounds whatever the config says).
+    units: Mapping[str, str] = field(default_factory=dict)
 
     def mapped_fields(self) -> tuple[str, ...]:
-        """Worklist fields the field mapping fills."""
+        """Worklist fields the field mapping fills (templates and variables aside)."""
         fields = [f for _, f in self.direct]
-        fields += [x.field for _, xs in self.extractions for x in xs]
+        fields += [x.field for _, xs in self.extractions for x in xs
+                   if x.field not in self.variables]
         return tuple(fields)
 
 

@@ -86,6 +86,24 @@ def one_or_many(item: Any, what: str) -> Any:
     ]
 
 
+def server_url(value: str | None, context: Any, env_var: str, secrets: str) -> str:
+    """A server's http(s) URL: the config's, else the environment variable `env_var`
+    (from the validation context's ``env``). ValueError when missing, not http(s), or
+    carrying credentials (`secrets` says where they belong instead)."""
+    where = ""
+    if value is None:
+        value = (((context or {}).get("env") or {}).get(env_var) or "").strip()
+        if not value:
+            raise ValueError(f"missing (set it in the config or in {env_var})")
+        where = f" (from {env_var})"
+    value = value.strip()
+    if not re.match(r"https?://[^/\s]+", value):
+        raise ValueError(f"must be an http:// or https:// URL{where}")
+    if "@" in value.split("/", 3)[2]:
+        raise ValueError(f"must not contain credentials ({secrets}){where}")
+    return value
+
+
 Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)]
 Names = Annotated[one_or_many(Text, "a string"), AfterValidator(_names)]
 Modality = Annotated[Text, AfterValidator(_vr_value("CS", "a modality"))]

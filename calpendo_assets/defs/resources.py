@@ -51,16 +51,20 @@ class SourceAccess(dg.ConfigurableResource):
     ``username``/``password`` are the HTTP Basic credentials of the types that use
     them (Calpendo); the code location sets them from dg.EnvVar("CALPENDO_USERNAME") /
     dg.EnvVar("CALPENDO_PASSWORD"), so the UI shows the variable names, never values.
-    Both empty: no credentials (a site with only ``file`` sources sets nothing).
+    ``tokens`` are the API tokens of the types that have their own (REDCap), by the
+    name of the environment variable holding each (``config.token_env``), set from
+    dg.EnvVar(name) the same way. All empty: no credentials (a site with only ``file``
+    sources sets nothing).
     """
 
     username: str = ""
     password: str = ""
+    tokens: dict[str, str] = {}
 
     def credentials(self) -> Credentials | None:
-        if not (self.username or self.password):
+        if not (self.username or self.password or self.tokens):
             return None
-        return Credentials(self.username, self.password)
+        return Credentials(self.username, self.password, dict(self.tokens))
 
     def fetch(self, source: DataSource, logger=None) -> sync.FetchedWindow:
         """The whole window of `source`: bookings and every field the mapping reads."""
@@ -72,7 +76,10 @@ class SourceAccess(dg.ConfigurableResource):
 
 
 def source_access(sources: Iterable[DataSource]) -> SourceAccess:
-    """Credentials from the environment only where a source needs them."""
+    """Credentials from the environment (read at run time) only where a source needs them."""
+    sources = list(sources)
+    names = {name: None for s in sources for name in plugin_for(s.type).secret_env(s)}
+    access: dict = {"tokens": {name: dg.EnvVar(name) for name in names}}
     if any(plugin_for(source.type).needs_credentials for source in sources):
-        return SourceAccess(username=dg.EnvVar(USERNAME_ENV), password=dg.EnvVar(PASSWORD_ENV))
-    return SourceAccess()
+        access |= {"username": dg.EnvVar(USERNAME_ENV), "password": dg.EnvVar(PASSWORD_ENV)}
+    return SourceAccess(**access)

@@ -302,6 +302,7 @@ def mr_fields(
     scheduled_protocol_codes: Mapping[str, Any] | None = None,
     requested_procedure_codes: Mapping[str, Any] | None = None,
     templates: Mapping[str, str] | None = None,
+    variables: Mapping[str, str] | None = None,
 ) -> tuple[dict[str, Any], list[str]]:
     """The final values of `MR_FIELDS` and `CODE_COLUMNS` for one booking, plus warnings.
 
@@ -311,7 +312,8 @@ def mr_fields(
     ``patient_size`` (None or missing: kg and m). Codes map a project name to an
     object (or dict) with ``code_value``, ``coding_scheme_designator`` and
     ``code_meaning``. A field with a template is built from it (its mapped value, if
-    any, is ignored) after the others, so a template may name them.
+    any, is ignored) after the others, so a template may name them, and the
+    `variables` (values ``_extract`` gave names that are no worklist field).
 
     Values: DS text for weight and size, int or None for pregnancy_status, text for
     the rest; "" (None) when empty.
@@ -334,7 +336,7 @@ def mr_fields(
     if templates:
         # A templated field's mapped value is ignored, so no template may read it.
         row = {name: mapped.get(name, "") for name in WORKLIST_FIELD_NAMES if name not in templates}
-        row |= dict.fromkeys(templates, "") | values
+        row |= dict.fromkeys(templates, "") | values | dict(variables or {})
         rendered, template_warnings = render_templates(
             templates, booking, row, booking_id=booking_id
         )

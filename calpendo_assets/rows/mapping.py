@@ -112,6 +112,9 @@ class _Transform:
             source.name, source.tz, settings, source.mapping, window
         )
         self.status_filter = settings.scheduled_statuses()
+        # A mapped column's own unit (Pylantir's patient_weight_lb) wins over config.units.
+        self.units = {**settings.units.model_dump(), **self.mapping.units}
+        self.variables = frozenset(self.mapping.variables)
         # Several station AE titles are one DICOM multi-value.
         self.ae_titles = {
             k: v if isinstance(v, str) else "\\".join(v)
@@ -226,8 +229,8 @@ class _Transform:
     def mapped(
         self, booking: Mapping, booking_id: str, warnings: list[str]
     ) -> tuple[dict, dict[str, Any]]:
-        """A new row with the mapped fields, and the MR fields' raw values (numbers,
-        units, line breaks: `mr_fields` reads them)."""
+        """A new row with the mapped fields, and the raw values of the MR fields (numbers,
+        units, line breaks: `mr_fields` reads them) and of the variables (templates)."""
         row = dict.fromkeys(ROW_COLUMNS, "")
         row["source"], row["booking_id"] = self.name, booking_id
         mr_raw: dict[str, Any] = {}
@@ -240,7 +243,7 @@ class _Transform:
             values, extract_warnings = extract_fields(get_path(booking, path), items, booking_id)
             warnings += extract_warnings
             for target, value in values.items():
-                if target in MR_FIELDS:
+                if target in MR_FIELDS or target in self.variables:
                     mr_raw[target] = value
                 else:
                     self.set_field(row, target, value, path, warnings)
@@ -338,10 +341,11 @@ class _Transform:
             row | mr_raw,
             booking_id=booking_id,
             project_name=row["project_name"],
-            units=s.units,
+            units=self.units,
             scheduled_protocol_codes=s.scheduled_protocol_codes,
             requested_procedure_codes=s.requested_procedure_codes,
             templates=self.mr_templates,
+            variables={k: v for k, v in mr_raw.items() if k in self.variables},
         )
         warnings += mr_warnings
         row |= {k: "" if v is None else v for k, v in values.items()}

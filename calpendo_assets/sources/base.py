@@ -59,6 +59,8 @@ class SourcePlugin(Generic[SettingsT]):
     config_model: type[SettingsT]
     #: whether fetching needs CALPENDO_USERNAME/CALPENDO_PASSWORD.
     needs_credentials: ClassVar[bool] = False
+    #: how an operator names the source's server in messages ("Calpendo", "REDCap").
+    label: ClassVar[str] = "the source"
 
     def settings(self, source: DataSource) -> SettingsT:
         """``source.settings`` as this type's model."""
@@ -67,6 +69,12 @@ class SourcePlugin(Generic[SettingsT]):
                 f"data source {source.name!r} is of type {source.type!r}, not {self.type!r}"
             )
         return source.settings
+
+    def secret_env(self, source: DataSource) -> tuple[str, ...]:
+        """Names of the environment variables holding this source's own secrets (API
+        tokens): the Dagster resource reads them at run time into
+        ``credentials.tokens``, and ``calpendo-mwl check`` says whether they are set."""
+        return ()
 
     def validate_config(self, raw: dict, context: dict | None = None) -> SettingsT:
         """The ``config`` object validated by `config_model` (ValidationError if not)."""

@@ -105,6 +105,7 @@ class FilePlugin(SourcePlugin[FileSettings]):
     type = "file"
     config_model = FileSettings
     needs_credentials = False
+    label = "file"
 
     def fetch_entries(self, source, window, credentials=None, logger=None) -> FetchResult:
         records = window_records(Path(self.settings(source).path), window)

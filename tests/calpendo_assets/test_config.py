@@ -136,6 +136,30 @@ def test_custom_field_mapping_and_extractions():
     )
 
 
+def test_extracted_variables_feed_templates_only():
+    mapping = {
+        "title": {"_extract": {"site": {"pattern": r"^([A-Z]+)-"},
+                               "num": {"pattern": r"-(\d+)"}}},
+        "_templates": {"patient_id": "{site}_{num}", "patient_comments": "visit of {num}",
+                       "patient_weight": "{num} lb"},
+    }
+    (src,) = parse(base_source(field_mapping=mapping))
+    assert src.mapping.variables == ("site", "num")
+    assert src.mapping.mapped_fields() == ()  # variables are no worklist fields
+    # ... and no record paths: nothing asks Calpendo for "site" or "num".
+    assert src.mapping.record_paths == ("title", "status", "durationInMinutes")
+    booking = {"id": 5, "title": "EDM-0150 - Jane Doe", "status": "APPROVED",
+               "resource": {"name": "3T MRI"}, "dateRange": {"start": "2026-03-10 10:00:00"}}
+    [row] = bookings_to_rows([booking], src).frame.to_dict("records")
+    assert (row["patient_id"], row["patient_comments"], row["patient_weight"]) == (
+        "EDM_0150", "visit of 0150", "68")  # 150 lb, in kg
+    assert "site" not in row and "num" not in row
+    # A variable no template reads is the typo it looks like.
+    unread = {"title": {"_extract": {"patient_id": {"pattern": "(x)"}, "num": {"pattern": "(x)"}}}}
+    assert error_of(base_source(field_mapping=unread)).startswith(
+        "data source 'mri3t': field_mapping.title._extract.num: unknown worklist field 'num'")
+
+
 def test_resource_mappings_validated_as_dicom_values():
     (src,) = parse(
         with_config(
@@ -230,7 +254,7 @@ def test_disabled_sources_are_loaded_and_validated_but_not_enabled():
         ),
         (
             base_source(type="ical"),
-            "data source 'mri3t': type: unknown type 'ical' (known: calpendo, file)",
+            "data source 'mri3t': type: unknown type 'ical' (known: calpendo, file, redcap)",
         ),
         (
             with_config(fetch_strategy="parallel"),
@@ -541,6 +565,15 @@ def test_units_codes_and_templates_are_modelled():
     assert {"project.name", "resource.name"} <= set(src.mapping.record_paths)
     (defaults,) = parse(base_source())
     assert (defaults.settings.units.patient_weight, defaults.settings.units.patient_size) == ("kg", "m")
+
+
+def test_the_documented_catch_all_code_rule_loads():
+    # README: "An empty key matches every project (a catch-all)".
+    code = {"code_value": "MRBRAIN", "coding_scheme_designator": "99CALGARY",
+            "code_meaning": "MR brain research"}
+    (src,) = parse(with_config(requested_procedure_codes={"": code, " BRISK ": code}))
+    assert set(src.settings.requested_procedure_codes) == {"", "BRISK"}
+    assert src.settings.requested_procedure_codes[""].code_value == "MRBRAIN"
 
 
 @pytest.mark.parametrize(

@@ -15,6 +15,7 @@ from calpendo_assets.config.models import SourceBase
 from calpendo_assets.core.settings import Code, SourceSettings, Units
 from calpendo_assets.sources.calpendo.settings import CalpendoSettings
 from calpendo_assets.sources.file import FileSettings
+from calpendo_assets.sources.redcap.settings import RedcapSettings
 from tests.fixtures.sim import ROOT
 
 SCHEMA = ROOT / "config" / "calpendo-mwl.schema.json"
@@ -39,7 +40,8 @@ def test_the_documented_command_prints_the_shipped_schema():
     assert proc.stdout == SCHEMA.read_text()
 
 
-@pytest.mark.parametrize("name", ["calpendo.json", "pylantir-example.json"])
+@pytest.mark.parametrize("name", ["calpendo.json", "pylantir-example.json",
+                                  "redcap-example.json", "pylantir-redcap-example.json"])
 def test_shipped_configs_validate_against_the_schema(name):
     jsonschema.validate(json.loads((ROOT / "config" / name).read_text()), json_schema())
 
@@ -69,3 +71,6 @@ def test_readme_reference_lists_the_model_keys():
         CalpendoSettings, shared
     )
     assert readme_table_keys('#### `config` keys of `type: "file"`') == keys(FileSettings, shared)
+    assert readme_table_keys('#### `config` keys of `type: "redcap"`') == keys(
+        RedcapSettings, shared
+    )

@@ -71,6 +71,7 @@ class CalpendoPlugin(SourcePlugin[CalpendoSettings]):
     type = "calpendo"
     config_model = CalpendoSettings
     needs_credentials = True
+    label = "Calpendo"
 
     def _window_fetch(
         self, source: DataSource, window: Window, http: CalpendoHttp, logger: Any

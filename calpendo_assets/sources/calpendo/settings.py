@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import re
 from typing import Annotated, Literal
 
 from pydantic import AfterValidator, Field, ValidationInfo, field_validator
 
 from calpendo_assets.core.credentials import PASSWORD_ENV, USERNAME_ENV
 from calpendo_assets.core.settings import SourceSettings
-from calpendo_assets.core.types import Count, Names, NonNegative, Positive, Text
+from calpendo_assets.core.types import Count, Names, NonNegative, Positive, Text, server_url
 from calpendo_assets.sources.calpendo.fetch import OPERATOR_PATH, OPERATOR_TYPE
 from calpendo_assets.sources.calpendo.http import DEFAULT_MAX_RETRY_AFTER, HttpSettings
 from calpendo_assets.sources.calpendo.query import STATUS_CASES, unique_folded
@@ -69,21 +68,8 @@ class CalpendoSettings(SourceSettings):
     @field_validator("base_url")
     @classmethod
     def _url(cls, value: str | None, info: ValidationInfo) -> str:
-        where = ""
-        if value is None:
-            env = (info.context or {}).get("env") or {}
-            value = (env.get(URL_ENV) or "").strip()
-            if not value:
-                raise ValueError(f"missing (set it in the config or in {URL_ENV})")
-            where = f" (from {URL_ENV})"
-        value = value.strip()
-        if not re.match(r"https?://[^/\s]+", value):
-            raise ValueError(f"must be an http:// or https:// URL{where}")
-        if "@" in value.split("/", 3)[2]:
-            raise ValueError(
-                f"must not contain credentials (use {USERNAME_ENV}/{PASSWORD_ENV}){where}"
-            )
-        return value.rstrip("/")
+        return server_url(value, info.context, URL_ENV,
+                          f"use {USERNAME_ENV}/{PASSWORD_ENV}").rstrip("/")
 
     def scheduled_statuses(self) -> tuple[str, ...]:
         return tuple(s.upper() for s in self.status_filter)

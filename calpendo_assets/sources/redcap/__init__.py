@@ -1,3 +1,7 @@
-"""The REDCap source's plain parts: the request (`request`), the HTTP transport
-(`transport`) and the rows-to-visits merge (`visits`). The plugin that wires them into a
-sync comes with the configuration layout (issue 13)."""
+"""The ``redcap`` source type: scan visits of one REDCap project.
+
+`request` (the window's export and its filterLogic), `transport` (the POST, REDCap's
+error answers), `visits` (rows merged into visits, booking ids), `records` (visits as
+the records the mapping reads), `settings` (the ``config`` model), `pylantir`
+(Pylantir's keys and identifiers) and `plugin` (fetch, fingerprint, probe).
+"""
