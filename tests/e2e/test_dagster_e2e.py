@@ -1,7 +1,10 @@
-"""Every action the Dagster UI offers, through a real `dagster dev` on loopback.
+"""Every action the Dagster UI offers, through a real Dagster on loopback.
 
-One `dagster dev` (the project's dagster.yaml and workspace.yaml) and one simulator
-serve the whole module. Runs are launched with the GraphQL calls the UI makes
+The module runs against `dagster dev` (the project's dagster.yaml and workspace.yaml)
+and, when DAGSTER_TEST_PG_URL names a PostgreSQL database, once more against the
+production set-up: deploy/dagster-postgres.yaml, `dagster-webserver` and
+`dagster-daemon` as two processes started as deploy/systemd starts them. One Dagster
+and one simulator serve each round. Runs are launched with the GraphQL calls the UI makes
 (`launchPipelineExecution` with an asset / asset-check selection on __ASSET_JOB,
 the launchpad's job launch, `launchPipelineReexecution`), and the published rows
 are read back from the worklist database and over DICOM. The schedule and sensor
@@ -29,7 +32,14 @@ from mwl_service.schema import (
     WorklistItem,
     make_engine,
 )
-from tests.fixtures.dagster_ui import DagsterUI, start_dagster_dev, stop_process_group
+from tests.fixtures.dagster_ui import (
+    DAGSTER_PG_URL,
+    DagsterUI,
+    dagster_pg_text,
+    start_dagster_dev,
+    start_dagster_on_postgres,
+    stop_process_group,
+)
 from tests.fixtures.dicom import free_port, run_findscu
 from tests.fixtures.sim import SIM_PASSWORD, SIM_USER, make_simulator, shipped_config_for
 
@@ -44,11 +54,15 @@ CHECKS = {
     "mass_cancellation_guard": "cancellation_reconciliation",
 }
 _titles = itertools.count(7001)
+DEV, SERVICES = "dagster dev", "webserver and daemon on PostgreSQL"
+INSTANCES = [DEV] + ([SERVICES] if DAGSTER_PG_URL else [])
 
 
 class Env:
     def __init__(self, sim, ui: DagsterUI, db_url: str, home, source: str, tz: str):
         self.sim, self.ui, self.db_url, self.home = sim, ui, db_url, home
+        self.stop_dagster = lambda: None
+        self.dagster_pg_url = ""  # Dagster's storage, when on PostgreSQL
         self.source, self.tz = source, ZoneInfo(tz)
         self.engine = make_engine(db_url)
 
@@ -95,8 +109,8 @@ class Env:
         return run_id
 
 
-@pytest.fixture(scope="module")
-def env(tmp_path_factory):
+@pytest.fixture(scope="module", params=INSTANCES)
+def env(request, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("dagster_ui")
     sim = make_simulator()
     config_path, names = shipped_config_for(sim.url, tmp)
@@ -112,17 +126,24 @@ def env(tmp_path_factory):
     environment = {**os.environ, "CALPENDO_MWL_CONFIG": str(config_path),
                    "WORKLIST_DB_URL": db_url, "CALPENDO_USERNAME": SIM_USER,
                    "CALPENDO_PASSWORD": SIM_PASSWORD}
-    port = free_port()
-    log = tmp / "dagster-dev.log"
-    proc = start_dagster_dev(tmp / "dagster_home", port, environment, log)
+    port, home = free_port(), tmp / "dagster_home"
     ui = DagsterUI(port)
+    if request.param == DEV:
+        log = tmp / "dagster-dev.log"
+        proc = start_dagster_dev(home, port, environment, log)
+        stop = lambda: stop_process_group(proc)  # noqa: E731
+    else:
+        services = start_dagster_on_postgres(home, port, environment, tmp)
+        proc, log, stop = services.webserver, services.log(services.WEBSERVER), services.stop
     try:
         ui.wait_until_up(proc, log)
-        environment = Env(sim, ui, db_url, tmp / "dagster_home", names[0], tz)
-        environment.stop_dagster = lambda: stop_process_group(proc)
+        environment = Env(sim, ui, db_url, home, names[0], tz)
+        environment.stop_dagster = stop
+        if request.param == SERVICES:
+            environment.dagster_pg_url = DAGSTER_PG_URL
         yield environment
     finally:
-        stop_process_group(proc)
+        stop()
         sim.stop()
 
 
@@ -242,12 +263,14 @@ def test_dagster_home_holds_no_participant_names(env):
     # Stopped first: a running instance checkpoints and deletes SQLite -wal files while
     # they are read; stopped, every event is in files that stay put.
     env.stop_dagster()
-    files = [p for p in env.home.rglob("*") if p.is_file()]
-    assert files
+    stored = {str(p.relative_to(env.home)): p.read_bytes()
+              for p in env.home.rglob("*") if p.is_file()}
+    if env.dagster_pg_url:  # runs, events and ticks are in the database, not in files
+        stored["Dagster's PostgreSQL database"] = dagster_pg_text(env.dagster_pg_url).encode()
+    assert stored
     leaked = {}
-    for path in files:
-        data = path.read_bytes()
+    for where, data in stored.items():
         found = sorted(n for n in names if n.encode() in data)
         if found:
-            leaked[str(path.relative_to(env.home))] = found[:3]
+            leaked[where] = found[:3]
     assert leaked == {}
