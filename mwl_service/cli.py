@@ -86,13 +86,19 @@ def _int_at_least(minimum: int):
 _positive_int = _int_at_least(1)
 
 
+# Longest --offer-past-days: 100 years, "no limit" in practice. Much more reaches back
+# before year 1, and every C-FIND without a date would fail.
+MAX_OFFER_PAST_DAYS = 36500
+
+
 def _days(text: str) -> float:
     try:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a number of days: {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more days: {text!r}")
+    if not 0 <= value <= MAX_OFFER_PAST_DAYS:  # NaN too
+        raise argparse.ArgumentTypeError(
+            f"must be 0 to {MAX_OFFER_PAST_DAYS} days: {text!r}")
     return value
 
 
@@ -236,7 +242,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="DAYS",
         help="a step that started more than DAYS days ago is not offered as work to a "
         "query without a Scheduled Procedure Step Start Date; a query naming its date "
-        f"still finds it (default: {DEFAULT_OFFER_PAST_DAYS:g})",
+        f"still finds it (0 to {MAX_OFFER_PAST_DAYS}; default: {DEFAULT_OFFER_PAST_DAYS:g})",
     )
     parser.add_argument(
         "--tls-cert",
