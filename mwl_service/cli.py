@@ -10,6 +10,7 @@ import threading
 from collections.abc import Sequence
 
 from mwl_service import schema
+from mwl_service.acceptor import PENDING_PER_ASSOCIATION
 from mwl_service.retention import DEFAULT_OFFER_PAST_DAYS
 from mwl_service.server import (
     DEFAULT_ACSE_TIMEOUT,
@@ -52,8 +53,9 @@ security:
   A connection that has not sent its association request (TLS handshake
   included) within --request-timeout is closed, and one peer address may hold
   at most --max-connections-per-host connections, so silent connections, port
-  scanners or HTTP probes cannot take the slots the scanners need. Every read
-  and write on a connection waits at most --network-timeout.
+  scanners or HTTP probes cannot take the slots the scanners need; while they
+  wait they hold no association slot. Every read and write on a connection
+  waits at most --network-timeout.
 
 logging:
   INFO logs associations (calling AE title, address), the keys each query
@@ -66,6 +68,14 @@ SIGTERM or SIGINT stops the server within a few seconds: open associations
 are aborted, connections whose peer does not respond are closed, and the
 process exits with status 0.
 """
+
+
+MAX_ASSOCIATIONS_HELP = (
+    "maximum simultaneous associations; more are rejected as 'local limit exceeded'. "
+    "Connections that have not sent their association request yet do not count: up to "
+    f"{PENDING_PER_ASSOCIATION} x N of them may wait, more are closed at once "
+    f"(default: {DEFAULT_MAX_ASSOCIATIONS})"
+)
 
 
 def _int_at_least(minimum: int):
@@ -176,8 +186,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=_positive_int,
         default=DEFAULT_MAX_ASSOCIATIONS,
         metavar="N",
-        help="maximum simultaneous associations; more are rejected as 'local limit "
-        f"exceeded' (default: {DEFAULT_MAX_ASSOCIATIONS})",
+        help=MAX_ASSOCIATIONS_HELP,
     )
     parser.add_argument(
         "--max-connections-per-host",
