@@ -18,6 +18,7 @@ import datetime as dt
 import itertools
 import json
 import os
+import time
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -41,7 +42,7 @@ from tests.fixtures.dagster_ui import (
     stop_process_group,
 )
 from tests.fixtures.dicom import free_port, run_findscu
-from tests.fixtures.sim import SIM_PASSWORD, SIM_USER, make_simulator, shipped_config_for
+from tests.fixtures.sim import SIM_PASSWORD, SIM_USER, config_without_automation, make_simulator
 
 pytestmark = pytest.mark.external
 
@@ -54,6 +55,7 @@ CHECKS = {
     "mass_cancellation_guard": "cancellation_reconciliation",
 }
 _titles = itertools.count(7001)
+STEP_ENDS = ("ExecutionStepSuccessEvent", "ExecutionStepFailureEvent")
 DEV, SERVICES = "dagster dev", "webserver and daemon on PostgreSQL"
 INSTANCES = [DEV] + ([SERVICES] if DAGSTER_PG_URL else [])
 
@@ -113,15 +115,8 @@ class Env:
 def env(request, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("dagster_ui")
     sim = make_simulator()
-    config_path, names = shipped_config_for(sim.url, tmp)
-    cfg = json.loads(config_path.read_text())
-    source = cfg["data_sources"][0]
-    tz = source["config"]["timezone"]
-    # Schedule and sensor only run inside the operation interval: put it hours away.
-    hour = dt.datetime.now(ZoneInfo(tz)).hour
-    source["operation_interval"] = {"start_time": [(hour + 3) % 24, 0],
-                                    "end_time": [(hour + 4) % 24, 0]}
-    config_path.write_text(json.dumps(cfg))
+    config_path, names = config_without_automation(sim.url, tmp)
+    tz = json.loads(config_path.read_text())["data_sources"][0]["config"]["timezone"]
     db_url = f"sqlite:///{tmp / 'worklist.db'}"
     environment = {**os.environ, "CALPENDO_MWL_CONFIG": str(config_path),
                    "WORKLIST_DB_URL": db_url, "CALPENDO_USERNAME": SIM_USER,
@@ -227,6 +222,31 @@ def test_concurrent_launches_of_one_source_never_publish_at_once(env):
     with Session(env.engine) as s:
         state = s.get(SourceSyncState, env.source)
     assert state.last_run_id == spans[-1].run_id
+
+
+def test_a_second_sync_waits_in_the_queue_while_the_first_runs(env):
+    """What the README says: a second launch of a source stays QUEUED while the first's
+    step holds the pool (not a started run whose step waits for the pool)."""
+    job = f"{env.source}_sync"
+    env.sim.latency = 2.0  # the first step takes a few seconds
+    try:
+        first = env.ui.launch(job=job)
+        deadline = time.monotonic() + 120
+        while env.ui.worker_pid(first) is None:
+            assert time.monotonic() < deadline, env.ui.status(first)
+            time.sleep(0.2)
+        second = env.ui.launch(job=job)
+        seen = []
+        while True:
+            status = env.ui.status(second)  # read first: the first's step still ran then
+            if any(e["__typename"] in STEP_ENDS for e in env.ui.events(first)):
+                break
+            seen.append(status)
+            time.sleep(0.25)
+    finally:
+        env.sim.latency = 0.0
+    assert seen and set(seen) == {"QUEUED"}, seen
+    assert env.ui.wait(first) == "SUCCESS" and env.ui.wait(second) == "SUCCESS"
 
 
 def test_a_failed_check_is_never_published_by_a_later_partial_run(env):

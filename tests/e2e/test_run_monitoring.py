@@ -11,13 +11,10 @@ killed runs, so the kill lands inside its step.
 
 from __future__ import annotations
 
-import datetime as dt
-import json
 import os
 import signal
 import time
 from pathlib import Path
-from zoneinfo import ZoneInfo
 
 import pytest
 import yaml
@@ -32,7 +29,7 @@ from tests.fixtures.dagster_ui import (
     start_dagster_on_postgres,
 )
 from tests.fixtures.dicom import free_port
-from tests.fixtures.sim import SIM_PASSWORD, SIM_USER, make_simulator, shipped_config_for
+from tests.fixtures.sim import SIM_PASSWORD, SIM_USER, config_without_automation, make_simulator
 
 pytestmark = pytest.mark.external
 
@@ -94,15 +91,8 @@ class Site:
 def site(request, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("run_monitoring")
     sim = make_simulator()
-    config_path, names = shipped_config_for(sim.url, tmp)
-    cfg = json.loads(config_path.read_text())
-    # Schedule and sensor off the test's hours: every run here is launched by the test
-    # or is a retry of one.
-    source = cfg["data_sources"][0]
-    hour = dt.datetime.now(ZoneInfo(source["config"]["timezone"])).hour
-    source["operation_interval"] = {"start_time": [(hour + 3) % 24, 0],
-                                    "end_time": [(hour + 4) % 24, 0]}
-    config_path.write_text(json.dumps(cfg))
+    # Schedule and sensor off: every run here is launched by the test or retries one.
+    config_path, names = config_without_automation(sim.url, tmp)
     db_url = f"sqlite:///{tmp / 'worklist.db'}"
     env = {**os.environ, "CALPENDO_MWL_CONFIG": str(config_path), "WORKLIST_DB_URL": db_url,
            "CALPENDO_USERNAME": SIM_USER, "CALPENDO_PASSWORD": SIM_PASSWORD}
