@@ -107,6 +107,13 @@ class MwlAssociationServer(ThreadedAssociationServer):
     max_per_host: int | None = None
     max_associations: int | None = None
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self._connections: dict[socket.socket, Connection] = {}
+        self._lock = threading.Lock()
+        self._stopping = False
+        self._refused: dict[str, tuple[float, int]] = {}  # host -> (last logged, since)
+        super().__init__(*args, **kwargs)
+
     def set_limits(self, ae: Any, network_timeout: float | None,
                    request_timeout: float | None, max_per_host: int | None,
                    max_associations: int | None) -> None:
@@ -132,13 +139,6 @@ class MwlAssociationServer(ThreadedAssociationServer):
         if self.max_associations is None:
             return None
         return self.max_associations + (self.max_pending or 0)
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        self._connections: dict[socket.socket, Connection] = {}
-        self._lock = threading.Lock()
-        self._stopping = False
-        self._refused: dict[str, tuple[float, int]] = {}  # host -> (last logged, since)
-        super().__init__(*args, **kwargs)
 
     # --------------------------------------------------------------- accepting
 
