@@ -14,6 +14,11 @@ non-daemon DUL thread, the process) for ever. :class:`MwlAssociationServer` adds
   it is closed;
 * at most ``max_per_host`` live connections per peer address; more are closed at
   once (associations and connections still waiting for their request alike);
+* ``max_associations`` counts associations, i.e. connections whose A-ASSOCIATE-RQ
+  has arrived; more are rejected "local limit exceeded". Connections still waiting
+  for their request have their own, larger budget (``PENDING_PER_ASSOCIATION`` per
+  association; more are closed at once), so silent sockets cannot keep a real client
+  waiting for the request timeout (pynetdicom's own limit counts every connection);
 * :meth:`MwlAssociationServer.stop` ends every connection promptly, however its peer
   behaves: A-ABORT to each association, then the sockets of those that do not end
   within a grace period are shut down.
@@ -23,7 +28,9 @@ pynetdicom internals relied on (pynetdicom>=3,<4, checked against 3.0.4), beside
 (the accepted socket an association runs on), ``assoc.dul.to_user_queue`` (where the
 acceptor waits for the A-ASSOCIATE-RQ; ``None`` there means none came),
 ``assoc.dul.state_machine.current_state`` and ``assoc.dul.event_queue`` (a DUL still
-in Sta1 with nothing to do has seen no request). When one is missing the connection
+in Sta1 with nothing to do has seen no request), and ``assoc.acse.send_reject`` with
+``assoc.kill`` (the rejection over the limit, as pynetdicom sends its own). When one
+of the first four is missing the connection
 is not tracked or not woken early (:func:`_socket_of`, :meth:`Connection.peer_gone`,
 :meth:`Connection.close`); the socket timeouts and pynetdicom's own ACSE timeout
 still end it.
@@ -40,6 +47,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from pynetdicom import evt
 from pynetdicom.transport import ThreadedAssociationServer
 
 LOG = logging.getLogger("mwl_service.acceptor")
@@ -52,6 +60,12 @@ STOP_GRACE = 1.0
 # A connection younger than this is never taken for closed by its peer: pynetdicom's
 # DUL starts in state Sta1 and leaves it with its first event.
 _SETTLE = 0.5
+# Connections that have not sent their association request yet, per association slot:
+# a thread each, for at most the request timeout.
+PENDING_PER_ASSOCIATION = 4
+# A-ASSOCIATE-RJ: rejected transient, by the presentation service provider, local
+# limit exceeded (what pynetdicom sends for its own limit).
+_LOCAL_LIMIT_EXCEEDED = (0x02, 0x03, 0x02)
 
 
 def _socket_of(assoc: Any) -> socket.socket | None:
@@ -102,15 +116,16 @@ class Connection:
 class MwlAssociationServer(ThreadedAssociationServer):
     """pynetdicom's threaded association server with the limits above.
 
-    ``network_timeout``, ``request_timeout`` (seconds, None: no limit) and
-    ``max_per_host`` (None: no cap) are set by :func:`mwl_service.server.start_server`
-    before it serves; the handlers of EVT_CONN_OPEN and EVT_REQUESTED report to
-    :meth:`connection_opened` and :meth:`association_requested`.
+    ``network_timeout``, ``request_timeout`` (seconds, None: no limit),
+    ``max_per_host`` and ``max_associations`` (None: no cap) are set by
+    :meth:`set_limits` before it serves; the handlers of EVT_CONN_OPEN and
+    EVT_REQUESTED report to :meth:`connection_opened` and :meth:`association_requested`.
     """
 
     network_timeout: float | None = None
     request_timeout: float | None = None
     max_per_host: int | None = None
+    max_associations: int | None = None
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self._connections: dict[socket.socket, Connection] = {}
@@ -118,6 +133,32 @@ class MwlAssociationServer(ThreadedAssociationServer):
         self._stopping = False
         self._refused: dict[str, tuple[float, int]] = {}  # host -> (last logged, since)
         super().__init__(*args, **kwargs)
+
+    def set_limits(self, ae: Any, network_timeout: float | None,
+                   request_timeout: float | None, max_per_host: int | None,
+                   max_associations: int | None) -> None:
+        """Set the limits above. The AE's own association limit counts connections
+        still waiting for their request too: it is raised so that it only backs up
+        this server's two (associations, waiting connections)."""
+        self.network_timeout, self.request_timeout = network_timeout, request_timeout
+        self.max_per_host, self.max_associations = max_per_host, max_associations
+        if max_associations is not None:
+            ae.maximum_associations = self.max_connections
+
+    @property
+    def max_pending(self) -> int | None:
+        """Connections that may wait for their association request at once."""
+        if self.max_associations is None:
+            return None
+        return PENDING_PER_ASSOCIATION * self.max_associations
+
+    @property
+    def max_connections(self) -> int | None:
+        """Associations and waiting connections together: the limit to give
+        pynetdicom's AE, which counts both (so that this server's limits apply)."""
+        if self.max_associations is None:
+            return None
+        return self.max_associations + (self.max_pending or 0)
 
     # --------------------------------------------------------------- accepting
 
@@ -145,23 +186,29 @@ class MwlAssociationServer(ThreadedAssociationServer):
             if self.max_per_host is not None and live >= self.max_per_host:
                 self._log_refusal(host, live)
                 return False
+            pending = sum(1 for c in self._connections.values() if not c.requested)
+            if self.max_pending is not None and pending >= self.max_pending:
+                self._log_refusal("", pending)
+                return False
             self._connections[request] = Connection(request, host)
         return True
 
     def _log_refusal(self, host: str, live: int) -> None:
+        """Warn at most once a minute per peer address ("": the waiting budget)."""
         now = time.monotonic()
         for quiet in [h for h, (t, n) in self._refused.items() if not n and now - t > 600]:
             del self._refused[quiet]  # bounded however many hosts were ever refused
         last, count = self._refused.get(host, (-REFUSAL_LOG_INTERVAL, 0))
         count += 1
         if now - last >= REFUSAL_LOG_INTERVAL:
-            LOG.warning(
-                "Connection from %s refused: %d connections open, the per-host limit "
-                "(%d refused since the last such warning)",
-                host,
-                live,
-                count,
-            )
+            if host:
+                LOG.warning(
+                    "Connection from %s refused: %d connections open, the per-host limit "
+                    "(%d refused since the last such warning)", host, live, count)
+            else:
+                LOG.warning(
+                    "Connection refused: %d connections are waiting for their association "
+                    "request, the limit (%d refused since the last such warning)", live, count)
             self._refused[host] = (now, 0)
         else:
             self._refused[host] = (last, count)
@@ -200,12 +247,22 @@ class MwlAssociationServer(ThreadedAssociationServer):
             assoc.acse_timeout = self.request_timeout  # also pynetdicom's ARTIM timer
 
     def association_requested(self, assoc: Any) -> None:
-        """EVT_REQUESTED: the A-ASSOCIATE-RQ is in; the ACSE timeout applies again."""
-        conn = self._connections.get(_socket_of(assoc))
-        if conn is not None:
-            conn.requested = True
+        """EVT_REQUESTED: the A-ASSOCIATE-RQ is in, the connection takes an association
+        slot (rejected "local limit exceeded" when none is left, before negotiation);
+        the ACSE timeout applies again."""
+        with self._lock:
+            self._forget_ended()
+            conn = self._connections.get(_socket_of(assoc))
+            if conn is not None:
+                conn.requested = True
+            associations = sum(1 for c in self._connections.values() if c.requested)
         if hasattr(assoc, "_mwl_acse_timeout"):
             assoc.acse_timeout = assoc._mwl_acse_timeout
+        if self.max_associations is not None and associations > self.max_associations:
+            # As pynetdicom rejects for its own limit (it then skips negotiation).
+            assoc.acse.send_reject(*_LOCAL_LIMIT_EXCEEDED)
+            evt.trigger(assoc, evt.EVT_REJECTED, {})
+            assoc.kill()
 
     # --------------------------------------------------------------- deadlines
 

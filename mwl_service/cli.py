@@ -10,6 +10,7 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import TypeVar
 
+from mwl_service.acceptor import PENDING_PER_ASSOCIATION
 from mwl_service.database import DEFAULT_DB_PATH, db_url_origin, get_db_url
 from mwl_service.logs import LOGGED_VALUE_LENGTH
 from mwl_service.retention import DEFAULT_OFFER_PAST_DAYS
@@ -54,8 +55,9 @@ security:
   A connection that has not sent its association request (TLS handshake
   included) within --request-timeout is closed, and one peer address may hold
   at most --max-connections-per-host connections, so silent connections, port
-  scanners or HTTP probes cannot take the slots the scanners need. Every read
-  and write on a connection waits at most --network-timeout.
+  scanners or HTTP probes cannot take the slots the scanners need; while they
+  wait they hold no association slot. Every read and write on a connection
+  waits at most --network-timeout.
 
 logging:
   INFO logs associations (calling AE title, address), the keys each query
@@ -68,6 +70,14 @@ SIGTERM or SIGINT stops the server within a few seconds: open associations
 are aborted, connections whose peer does not respond are closed, and the
 process exits with status 0.
 """
+
+
+MAX_ASSOCIATIONS_HELP = (
+    "maximum simultaneous associations; more are rejected as 'local limit exceeded'. "
+    "Connections that have not sent their association request yet do not count: up to "
+    f"{PENDING_PER_ASSOCIATION} x N of them may wait, more are closed at once "
+    f"(default: {DEFAULT_MAX_ASSOCIATIONS})"
+)
 
 
 def _int_at_least(minimum: int):
@@ -88,13 +98,19 @@ def _int_at_least(minimum: int):
 _positive_int = _int_at_least(1)
 
 
+# Longest --offer-past-days: 100 years, "no limit" in practice. Much more reaches back
+# before year 1, and every C-FIND without a date would fail.
+MAX_OFFER_PAST_DAYS = 36500
+
+
 def _days(text: str) -> float:
     try:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a number of days: {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more days: {text!r}")
+    if not 0 <= value <= MAX_OFFER_PAST_DAYS:  # NaN too
+        raise argparse.ArgumentTypeError(
+            f"must be 0 to {MAX_OFFER_PAST_DAYS} days: {text!r}")
     return value
 
 
@@ -195,8 +211,7 @@ def _add_admission_options(parser: argparse.ArgumentParser) -> None:
         type=_positive_int,
         default=DEFAULT_MAX_ASSOCIATIONS,
         metavar="N",
-        help="maximum simultaneous associations; more are rejected as 'local limit "
-        f"exceeded' (default: {DEFAULT_MAX_ASSOCIATIONS})",
+        help=MAX_ASSOCIATIONS_HELP,
     )
     parser.add_argument(
         "--max-connections-per-host",
@@ -269,7 +284,7 @@ def _add_query_options(parser: argparse.ArgumentParser) -> None:
         metavar="DAYS",
         help="a step that started more than DAYS days ago is not offered as work to a "
         "query without a Scheduled Procedure Step Start Date; a query naming its date "
-        f"still finds it (default: {DEFAULT_OFFER_PAST_DAYS:g})",
+        f"still finds it (0 to {MAX_OFFER_PAST_DAYS}; default: {DEFAULT_OFFER_PAST_DAYS:g})",
     )
 
 

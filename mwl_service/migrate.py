@@ -15,6 +15,12 @@ Public API::
     schema_state(engine) -> SchemaState(current, head, up_to_date)
     require_current(engine)              raises SchemaOutOfDateError
     create_at_head(engine)               a new database's tables, stamped at head
+    lock_schema(conn, shared=False)      take turns with other processes (see below)
+
+Any number of processes (mwl-service replicas, Dagster's webserver, daemon and run
+workers, ``calpendo-mwl db upgrade``) may start together on one database: creating and
+upgrading the schema take a lock in the database (:func:`lock_schema`) and look at the
+schema only once they hold it, so one creates or upgrades and the others find it done.
 """
 
 from __future__ import annotations
@@ -27,7 +33,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import inspect
+from sqlalchemy import inspect, text
 from sqlalchemy.engine import Connection, Engine
 
 from mwl_service import schema
@@ -35,12 +41,15 @@ from mwl_service.database import bare_engine, describe_db
 
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
 RELEASE_1 = "0001"  # the first release's schema: tables but no alembic_version
+# PostgreSQL advisory lock key of "the worklist schema" (any 64-bit number, fixed).
+SCHEMA_LOCK_KEY = 0x6D776C5F736368
 
 __all__ = [
     "RELEASE_1",
     "SchemaOutOfDateError",
     "SchemaState",
     "create_at_head",
+    "lock_schema",
     "require_current",
     "schema_state",
     "upgrade",
@@ -77,6 +86,19 @@ def head_revision() -> str:
     return head
 
 
+def lock_schema(conn: Connection, *, shared: bool = False) -> None:
+    """Take the schema lock as the first statement of `conn`'s transaction; it is held
+    until the transaction ends. PostgreSQL: an advisory transaction lock, exclusive to
+    create or upgrade, shared to only read the revision (so a reader waits for an upgrade
+    in progress instead of refusing the old schema). SQLite: BEGIN IMMEDIATE, the
+    database's one write lock (WAL readers do not wait for it, so readers take it too)."""
+    if conn.dialect.name == "postgresql":
+        function = "pg_advisory_xact_lock_shared" if shared else "pg_advisory_xact_lock"
+        conn.execute(text(f"SELECT {function}(:key)"), {"key": SCHEMA_LOCK_KEY})
+    elif conn.dialect.name == "sqlite":
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
 def _state(conn: Connection) -> SchemaState:
     current = MigrationContext.configure(conn).get_current_revision()
     has_tables = inspect(conn).has_table(schema.WorklistItem.__tablename__)
@@ -86,7 +108,8 @@ def _state(conn: Connection) -> SchemaState:
 
 def schema_state(engine: Engine) -> SchemaState:
     """The database's schema revision against the newest one."""
-    with engine.connect() as conn:
+    with engine.begin() as conn:
+        lock_schema(conn, shared=True)
         return _state(conn)
 
 
@@ -120,6 +143,7 @@ def create_at_head(engine: Engine) -> bool:
     transaction; False (nothing done) when it already has worklist tables or a
     version."""
     with engine.begin() as conn:
+        lock_schema(conn)
         state = _state(conn)
         if state.has_tables or state.current is not None:
             return False
@@ -144,6 +168,7 @@ def upgrade(url: str | None = None) -> tuple[str | None, str]:
                 # Batch ALTERs rebuild tables: referencing rows must not block the
                 # drop of the old copy. Only outside a transaction, hence first.
                 conn.exec_driver_sql("PRAGMA foreign_keys=OFF")
+            lock_schema(conn)
             before = _state(conn)
             cfg = _config(conn)
             if before.current is None and before.has_tables:

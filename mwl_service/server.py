@@ -138,9 +138,8 @@ def _configure(server: WorklistServer, engine: Engine, config: ServerConfig) -> 
     """The acceptor's limits, and the events that tell it about its connections."""
     server.engine = engine
     server.config = config
-    server.network_timeout = config.network_timeout
-    server.request_timeout = config.request_timeout
-    server.max_per_host = config.per_host_limit
+    server.set_limits(ae, config.network_timeout, config.request_timeout,
+                      config.per_host_limit, config.max_associations)
     server.bind(evt.EVT_CONN_OPEN, lambda event: server.connection_opened(event.assoc))
     server.bind(evt.EVT_REQUESTED, lambda event: server.association_requested(event.assoc))
 

@@ -1,7 +1,10 @@
-"""Every action the Dagster UI offers, through a real `dagster dev` on loopback.
+"""Every action the Dagster UI offers, through a real Dagster on loopback.
 
-One `dagster dev` (the project's dagster.yaml and workspace.yaml) and one simulator
-serve the whole module. Runs are launched with the GraphQL calls the UI makes
+The module runs against `dagster dev` (the project's dagster.yaml and workspace.yaml)
+and, when DAGSTER_TEST_PG_URL names a PostgreSQL database, once more against the
+production set-up: deploy/dagster-postgres.yaml, `dagster-webserver` and
+`dagster-daemon` as two processes started as deploy/systemd starts them. One Dagster
+and one simulator serve each round. Runs are launched with the GraphQL calls the UI makes
 (`launchPipelineExecution` with an asset / asset-check selection on __ASSET_JOB,
 the launchpad's job launch, `launchPipelineReexecution`), and the published rows
 are read back from the worklist database and over DICOM. The schedule and sensor
@@ -15,6 +18,7 @@ import datetime as dt
 import itertools
 import json
 import os
+import time
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -29,9 +33,16 @@ from mwl_service.schema import (
     WorklistHistory,
     WorklistItem,
 )
-from tests.fixtures.dagster_ui import DagsterUI, start_dagster_dev, stop_process_group
+from tests.fixtures.dagster_ui import (
+    DAGSTER_PG_URL,
+    DagsterUI,
+    dagster_pg_text,
+    start_dagster_dev,
+    start_dagster_on_postgres,
+    stop_process_group,
+)
 from tests.fixtures.dicom import free_port, run_findscu
-from tests.fixtures.sim import SIM_PASSWORD, SIM_USER, make_simulator, shipped_config_for
+from tests.fixtures.sim import SIM_PASSWORD, SIM_USER, config_without_automation, make_simulator
 
 pytestmark = pytest.mark.external
 
@@ -44,11 +55,16 @@ CHECKS = {
     "mass_cancellation_guard": "cancellation_reconciliation",
 }
 _titles = itertools.count(7001)
+STEP_ENDS = ("ExecutionStepSuccessEvent", "ExecutionStepFailureEvent")
+DEV, SERVICES = "dagster dev", "webserver and daemon on PostgreSQL"
+INSTANCES = [DEV] + ([SERVICES] if DAGSTER_PG_URL else [])
 
 
 class Env:
     def __init__(self, sim, ui: DagsterUI, db_url: str, home, source: str, tz: str):
         self.sim, self.ui, self.db_url, self.home = sim, ui, db_url, home
+        self.stop_dagster = lambda: None
+        self.dagster_pg_url = ""  # Dagster's storage, when on PostgreSQL
         self.source, self.tz = source, ZoneInfo(tz)
         self.engine = make_engine(db_url)
 
@@ -95,34 +111,34 @@ class Env:
         return run_id
 
 
-@pytest.fixture(scope="module")
-def env(tmp_path_factory):
+@pytest.fixture(scope="module", params=INSTANCES)
+def env(request, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("dagster_ui")
     sim = make_simulator()
-    config_path, names = shipped_config_for(sim.url, tmp)
-    cfg = json.loads(config_path.read_text())
-    source = cfg["data_sources"][0]
-    tz = source["config"]["timezone"]
-    # Schedule and sensor only run inside the operation interval: put it hours away.
-    hour = dt.datetime.now(ZoneInfo(tz)).hour
-    source["operation_interval"] = {"start_time": [(hour + 3) % 24, 0],
-                                    "end_time": [(hour + 4) % 24, 0]}
-    config_path.write_text(json.dumps(cfg))
+    config_path, names = config_without_automation(sim.url, tmp)
+    tz = json.loads(config_path.read_text())["data_sources"][0]["config"]["timezone"]
     db_url = f"sqlite:///{tmp / 'worklist.db'}"
     environment = {**os.environ, "CALPENDO_MWL_CONFIG": str(config_path),
                    "WORKLIST_DB_URL": db_url, "CALPENDO_USERNAME": SIM_USER,
                    "CALPENDO_PASSWORD": SIM_PASSWORD}
-    port = free_port()
-    log = tmp / "dagster-dev.log"
-    proc = start_dagster_dev(tmp / "dagster_home", port, environment, log)
+    port, home = free_port(), tmp / "dagster_home"
     ui = DagsterUI(port)
+    if request.param == DEV:
+        log = tmp / "dagster-dev.log"
+        proc = start_dagster_dev(home, port, environment, log)
+        stop = lambda: stop_process_group(proc)  # noqa: E731
+    else:
+        services = start_dagster_on_postgres(home, port, environment, tmp)
+        proc, log, stop = services.webserver, services.log(services.WEBSERVER), services.stop
     try:
         ui.wait_until_up(proc, log)
-        environment = Env(sim, ui, db_url, tmp / "dagster_home", names[0], tz)
-        environment.stop_dagster = lambda: stop_process_group(proc)
+        environment = Env(sim, ui, db_url, home, names[0], tz)
+        environment.stop_dagster = stop
+        if request.param == SERVICES:
+            environment.dagster_pg_url = DAGSTER_PG_URL
         yield environment
     finally:
-        stop_process_group(proc)
+        stop()
         sim.stop()
 
 
@@ -208,6 +224,31 @@ def test_concurrent_launches_of_one_source_never_publish_at_once(env):
     assert state.last_run_id == spans[-1].run_id
 
 
+def test_a_second_sync_waits_in_the_queue_while_the_first_runs(env):
+    """What the README says: a second launch of a source stays QUEUED while the first's
+    step holds the pool (not a started run whose step waits for the pool)."""
+    job = f"{env.source}_sync"
+    env.sim.latency = 2.0  # the first step takes a few seconds
+    try:
+        first = env.ui.launch(job=job)
+        deadline = time.monotonic() + 120
+        while env.ui.worker_pid(first) is None:
+            assert time.monotonic() < deadline, env.ui.status(first)
+            time.sleep(0.2)
+        second = env.ui.launch(job=job)
+        seen = []
+        while True:
+            status = env.ui.status(second)  # read first: the first's step still ran then
+            if any(e["__typename"] in STEP_ENDS for e in env.ui.events(first)):
+                break
+            seen.append(status)
+            time.sleep(0.25)
+    finally:
+        env.sim.latency = 0.0
+    assert seen and set(seen) == {"QUEUED"}, seen
+    assert env.ui.wait(first) == "SUCCESS" and env.ui.wait(second) == "SUCCESS"
+
+
 def test_a_failed_check_is_never_published_by_a_later_partial_run(env):
     scheduled = [b for b, r in env.rows().items() if r.step_status == SCHEDULED]
     assert len(scheduled) >= 5
@@ -242,12 +283,14 @@ def test_dagster_home_holds_no_participant_names(env):
     # Stopped first: a running instance checkpoints and deletes SQLite -wal files while
     # they are read; stopped, every event is in files that stay put.
     env.stop_dagster()
-    files = [p for p in env.home.rglob("*") if p.is_file()]
-    assert files
+    stored = {str(p.relative_to(env.home)): p.read_bytes()
+              for p in env.home.rglob("*") if p.is_file()}
+    if env.dagster_pg_url:  # runs, events and ticks are in the database, not in files
+        stored["Dagster's PostgreSQL database"] = dagster_pg_text(env.dagster_pg_url).encode()
+    assert stored
     leaked = {}
-    for path in files:
-        data = path.read_bytes()
+    for where, data in stored.items():
         found = sorted(n for n in names if n.encode() in data)
         if found:
-            leaked[str(path.relative_to(env.home))] = found[:3]
+            leaked[where] = found[:3]
     assert leaked == {}

@@ -152,6 +152,43 @@ def test_silent_connections_and_probes_are_closed_quickly(sqlite_url, mwl_servic
     assert service.stop() == 0
 
 
+def test_silent_connections_take_no_association_slot(sqlite_url, mwl_service_process):
+    """The probe's reproduction: with the per-host cap lifted, four connections that send
+    nothing held both of --max-associations 2, and every real client was rejected for the
+    whole --request-timeout. Now a client is served while they wait, and they are still
+    closed by the request timeout."""
+    service = mwl_service_process(
+        sqlite_url,
+        "--max-associations", "2",
+        "--max-connections-per-host", "100",
+        "--request-timeout", "4",
+    )  # fmt: skip
+    silent = [raw_connect(service.host, service.port) for _ in range(4)]
+    time.sleep(0.5)  # all accepted and waiting for their request
+    assert echo_from(service) == 0x0000
+    assert echo_from(service) == 0x0000
+    assert not any(closed_within(peer, 0.1) for peer in silent)  # still waiting ...
+    assert all(closed_within(peer, 8) for peer in silent)  # ... until the request timeout
+    assert service.stop() == 0
+
+
+def test_waiting_connections_have_their_own_budget(sqlite_url, mwl_service_process):
+    """Four waiting connections per association slot; more are closed at once, and the
+    log says why."""
+    service = mwl_service_process(
+        sqlite_url,
+        "--max-associations", "1",
+        "--max-connections-per-host", "100",
+        "--request-timeout", "30",
+    )  # fmt: skip
+    waiting = [raw_connect(service.host, service.port) for _ in range(4)]
+    time.sleep(0.5)
+    assert closed_within(raw_connect(service.host, service.port), 2)
+    assert not any(closed_within(peer, 0.1) for peer in waiting)
+    assert "4 connections are waiting for their association request" in service.output()
+    assert service.stop() == 0
+
+
 def test_one_host_cannot_take_every_slot(sqlite_url, mwl_service_process):
     """Per-host cap: the third connection from 127.0.0.5 is closed at once, while
     another host still associates; when one closes, the host gets in again."""
