@@ -127,14 +127,14 @@ def start_server(
     except Exception:
         engine.dispose()
         raise
-    _configure(server, engine, config)
+    _configure(ae, server, engine, config)
     _serve_in_background(ae, server)
     _log_listening(server, engine, config)
     _warn_if_empty(engine)
     return server
 
 
-def _configure(server: WorklistServer, engine: Engine, config: ServerConfig) -> None:
+def _configure(ae: AE, server: WorklistServer, engine: Engine, config: ServerConfig) -> None:
     """The acceptor's limits, and the events that tell it about its connections."""
     server.engine = engine
     server.config = config

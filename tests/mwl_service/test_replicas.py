@@ -25,6 +25,7 @@ from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
 from mwl_service import migrate, schema
+from mwl_service.engine import make_engine
 from mwl_service.schema import EVENT_MPPS_CREATE, IN_PROGRESS, MppsInstance, WorklistHistory
 from tests.fixtures.db import PG_URL, reset_postgres
 from tests.fixtures.dicom import (
@@ -84,7 +85,7 @@ def test_replicas_started_together_on_an_empty_database_all_come_up(backend, tmp
             exits = [proc.wait(timeout=30) for proc in procs[:REPLICAS]]
         assert exits == [0] * REPLICAS, [
             (logs / f"process-{i}.log").read_text()[-2000:] for i in range(REPLICAS)]
-        engine = schema.make_engine(db_url, create=False)
+        engine = make_engine(db_url, create=False)
         try:
             with engine.connect() as conn:
                 versions = conn.execute(text("SELECT version_num FROM alembic_version")).all()
