@@ -46,6 +46,9 @@ class Code(Model):
     code_value: Text
     coding_scheme_designator: Text
     code_meaning: Text
+    coding_scheme_version: Text | None = Field(
+        None, description="Coding Scheme Version, when the designator alone is ambiguous"
+    )
 
 
 class SourceSettings(Model):
