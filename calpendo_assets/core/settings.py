@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, Field
+from pydantic import AfterValidator, Field, StringConstraints
 
 from calpendo_assets.core.types import (
     AETitles,
@@ -38,6 +38,10 @@ class Units(Model):
 
     patient_weight: Literal["kg", "lb"] = "kg"
     patient_size: Literal["m", "cm", "in"] = "m"
+
+
+# A code rule's key: a project name or its prefix; "" is the catch-all rule.
+ProjectRule = Annotated[str, StringConstraints(strip_whitespace=True)]
 
 
 class Code(Model):
@@ -74,11 +78,13 @@ class SourceSettings(Model):
         5, description="windows with fewer active rows skip the fraction guard"
     )
     units: Units = Field(default_factory=Units)
-    scheduled_protocol_codes: dict[Text, Code] = Field(
-        default_factory=dict, description="project name -> Scheduled Protocol Code"
+    scheduled_protocol_codes: dict[ProjectRule, Code] = Field(
+        default_factory=dict,
+        description='project name (prefix; "" matches every project) -> Scheduled Protocol Code',
     )
-    requested_procedure_codes: dict[Text, Code] = Field(
-        default_factory=dict, description="project name -> Requested Procedure Code"
+    requested_procedure_codes: dict[ProjectRule, Code] = Field(
+        default_factory=dict,
+        description='project name (prefix; "" matches every project) -> Requested Procedure Code',
     )
 
     def scheduled_statuses(self) -> tuple[str, ...]:
