@@ -215,10 +215,12 @@ Dagster UI           {ui}   (Assets -> Global asset lineage; Jobs -> {source.nam
 Today's worklist over DICOM (DCMTK):
   findscu -W -aet DEMO -aec {args.mwl_aet} 127.0.0.1 {args.mwl_port} \\
     -k PatientName -k PatientID -k AccessionNumber \\
+    -k PatientWeight -k PatientSize -k RequestedProcedureCodeSequence \\
     -k "ScheduledProcedureStepSequence[0].ScheduledStationAETitle" \\
     -k "ScheduledProcedureStepSequence[0].ScheduledProcedureStepStartDate={today}" \\
     -k "ScheduledProcedureStepSequence[0].ScheduledProcedureStepStartTime" \\
-    -k "ScheduledProcedureStepSequence[0].Modality"
+    -k "ScheduledProcedureStepSequence[0].Modality" \\
+    -k "ScheduledProcedureStepSequence[0].ScheduledProtocolCodeSequence"
 
 Change Calpendo while the demo runs; the sensor ({source.name}_sensor) looks every
 10 s and a changed booking is in the worklist within about 20 s (run findscu again):
