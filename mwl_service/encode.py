@@ -50,7 +50,7 @@ from mwl_service.query.values import SCS_TAG
 from mwl_service.schema import WorklistItem
 from mwl_service.vr import uid_pairs
 
-__all__ = ["row_to_bytes", "row_to_dataset"]
+__all__ = ["ANSWER_CHARSETS", "row_to_bytes", "row_to_dataset"]
 
 _TEXT_VRS = frozenset({"AE", "AS", "CS", "DA", "DS", "DT", "IS", "LO", "LT", "PN", "SH", "ST",
                        "TM", "UC", "UI", "UR", "UT"})
@@ -61,7 +61,7 @@ _LONG_VRS = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "SQ", "SV", "UC", "UN
 # Single-byte character sets without code extensions an answer may be sent in: all
 # are ASCII-compatible, so the default-repertoire VRs (AE, CS, DA, UI...) are the same
 # bytes in them. (ISO_IR 13 is not: its 0x5C is the yen sign.)
-_ANSWER_CHARSETS = frozenset({
+ANSWER_CHARSETS = frozenset({
     "ISO_IR 100", "ISO_IR 101", "ISO_IR 109", "ISO_IR 110", "ISO_IR 126", "ISO_IR 127",
     "ISO_IR 138", "ISO_IR 144", "ISO_IR 148", "ISO_IR 166",
 })
@@ -146,7 +146,7 @@ def _plan(query: WorklistQuery, implicit_vr: bool) -> _Plan:
     if plan is None:
         keys = query.return_keys
         term = query.specific_character_set
-        codec = python_encoding[term] if term in _ANSWER_CHARSETS else None
+        codec = python_encoding[term] if term in ANSWER_CHARSETS else None
         plan = query.plans[implicit_vr] = _Plan(
             top=_steps(keys, query.index, implicit_vr),
             scs_at=sum(1 for k in keys if k.tag < SCS_TAG),

@@ -10,6 +10,7 @@ import ssl
 import pytest
 import pynetdicom
 from pydicom import Dataset
+from pydicom.dataelem import RawDataElement
 from pydicom.uid import (
     DeflatedExplicitVRLittleEndian,
     ExplicitVRBigEndian,
@@ -29,10 +30,12 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
 )
 
 from mwl_service.engine import make_engine
+from mwl_service.matching import find_worklist
 from mwl_service.server import MAXIMUM_PDU_SIZE, build_ae
 from mwl_service.settings import ServerConfig
 from mwl_service.tls import make_ssl_context
 from tests.fixtures.dicom import associate, insert_item, mwl_query, pynetdicom_find
+from tests.mwl_service.test_matching import worklist  # noqa: F401 - the fixture
 
 APPLICATION_CONTEXT = "1.2.840.10008.3.1.1.1"
 CONTEXT_REJECTED_ABSTRACT_SYNTAX = 3  # PS3.8 9.3.3.2: abstract syntax not supported
@@ -166,3 +169,13 @@ def test_unknown_keys_are_returned_empty_and_never_matched(sqlite_url, mwl_serve
     assert answer.InstitutionName == "" and answer["InstitutionName"].VR == "LO"
     assert len(answer.ReferencedPatientSequence) == 0
     assert 0x00091010 not in answer
+
+
+def test_undeclared_bytes_that_are_not_utf8_are_read_as_latin1(worklist):
+    ds = Dataset()
+    ds[0x00100010] = RawDataElement(
+        0x00100010, "PN", 8, "Müller*".encode("latin-1") + b" ", 0, False, True
+    )  # no SpecificCharacterSet, and no UTF-8 either
+    ds.set_original_encoding(False, True)
+    ds.PatientID = ""
+    assert [str(a.PatientID) for a in find_worklist(worklist, ds)] == ["P101"]
