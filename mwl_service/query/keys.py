@@ -48,13 +48,13 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from mwl_service.query import sql
 from mwl_service.query.attributes import (
+    REFERENCED_SOP_CLASS,
+    REFERENCED_SOP_INSTANCE,
     SPS_ITEM,
     START_DATE,
     START_TIME,
     TOP_LEVEL,
     Attribute,
-    REFERENCED_SOP_CLASS,
-    REFERENCED_SOP_INSTANCE,
     code_item_keys,
     needed_columns,
     return_key,
