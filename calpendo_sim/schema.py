@@ -57,8 +57,10 @@ BOOKING_FIELDS: dict[str, Field] = {
     "cancellationReason": _TEXT,
 }
 
+# The site's custom booking types: MR scans carry the operator and what the console
+# needs for SAR (weight in kg, height in cm, as text the site types in).
 SUBTYPE_FIELDS: dict[str, dict[str, Field]] = {
-    "MRIScan": {"Operator": NAMED_REF},
+    "MRIScan": {"Operator": NAMED_REF, "Weight": _TEXT, "Height": _TEXT},
     "EEGBooking": {},
 }
 

@@ -5,7 +5,9 @@ starts inside ``[today - past_days, today + days)`` between 07:00 and 19:00 loca
 so a client fetching that window sees all ``n`` (benchmarks rely on it). While a
 resource still has free slots, bookings do not overlap; beyond that (large ``n``) they do.
 The first few bookings are APPROVED 3T MRI scans today with well-formed titles, so a demo
-always has a worklist to show.
+always has a worklist to show. MR scans carry the participant's weight (kg) and height
+(cm) as a site's custom MRIScan properties would; one in ten has neither (not
+weighed yet), except today's first scans, which always have both.
 """
 
 from __future__ import annotations
@@ -135,6 +137,19 @@ def _record(rng: random.Random, index: int, start: dt.datetime, resource: str,
     return props
 
 
+def _body(seed: int, index: int, showcase: bool) -> dict:
+    """Weight (kg, one decimal) and height (cm) of an MR scan's participant, as text.
+
+    From a generator of its own per booking, so the other seed values stay what they
+    were before bookings carried these."""
+    rng = random.Random(f"body:{seed}:{index}")
+    if not showcase and rng.random() < 0.1:
+        return {"Weight": None, "Height": None}
+    weight = min(max(rng.gauss(75, 14), 45), 140)
+    height = min(max(rng.gauss(171, 9), 150), 200)
+    return {"Weight": f"{weight:.1f}", "Height": f"{height:.0f}"}
+
+
 def generate_records(n: int, seed: int, today: dt.date, days: int, past_days: int,
                      directory: Directory) -> list[dict]:
     """``n`` bookings as typed property dicts (the store's internal form)."""
@@ -149,7 +164,10 @@ def generate_records(n: int, seed: int, today: dt.date, days: int, past_days: in
         is_showcase = index < showcase
         resource = "3T MRI" if is_showcase else _pick(rng, RESOURCE_WEIGHTS)
         start = planner.take(resource, today if is_showcase else None)
-        records.append(_record(rng, index, start, resource, is_showcase, today, directory))
+        record = _record(rng, index, start, resource, is_showcase, today, directory)
+        if record["biskitType"] == "MRIScan":
+            record.update(_body(seed, index, is_showcase))
+        records.append(record)
     return records
 
 
@@ -158,7 +176,8 @@ def generate_bookings(n: int, seed: int = 42, today: dt.date | None = None, days
     """The seed bookings as full biskits: ``{"id", "biskitType", "properties": {...}}``.
 
     ``today`` defaults to the current date in ``timezone``; times are site-local wall time.
-    The properties are every property of the booking's own type (``Operator`` on MRIScan),
+    The properties are every property of the booking's own type (``Operator``,
+    ``Weight`` and ``Height`` on MRIScan),
     with timestamps as Calpendo strings, exactly as the simulator serves them.
     """
     today = today or dt.datetime.now(ZoneInfo(timezone)).date()

@@ -293,10 +293,12 @@ The worklist over HTTP (token from POST /api/v1/login with the demo login above)
 Today's worklist over DICOM (DCMTK):
   findscu -W -aet DEMO -aec {args.mwl_aet} 127.0.0.1 {args.mwl_port} \\
     -k PatientName -k PatientID -k AccessionNumber \\
+    -k PatientWeight -k PatientSize -k RequestedProcedureCodeSequence \\
     -k "ScheduledProcedureStepSequence[0].ScheduledStationAETitle" \\
     -k "ScheduledProcedureStepSequence[0].ScheduledProcedureStepStartDate={today}" \\
     -k "ScheduledProcedureStepSequence[0].ScheduledProcedureStepStartTime" \\
-    -k "ScheduledProcedureStepSequence[0].Modality"
+    -k "ScheduledProcedureStepSequence[0].Modality" \\
+    -k "ScheduledProcedureStepSequence[0].ScheduledProtocolCodeSequence"
 
 Change Calpendo while the demo runs; the sensor ({source.name}_sensor) looks every
 10 s and a changed booking is in the worklist within about 20 s (run findscu again):

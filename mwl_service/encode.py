@@ -8,7 +8,9 @@ Public API::
 Responses contain exactly the requested keys (values or zero length). A requested
 ScheduledProcedureStepSequence comes back with one item holding exactly the
 requested item keys; a code sequence with one item when the row has a code, else
-empty; any other sequence empty.
+empty; Referenced Study Sequence with one item per UID pair of the row that the
+query's item keys match; any other sequence empty. Timezone Offset From UTC is the
+site zone's offset at the item's scheduled start.
 
 Character sets: an answer to a query in a single-byte character set (``ISO_IR 100``
 and the other ISO 8859 sets of PS3.3 C.12.1.1.2) is encoded in that set when every
@@ -42,11 +44,13 @@ from pydicom.charset import convert_encodings, default_encoding, python_encoding
 from pydicom.dataelem import RawDataElement
 from pydicom.tag import BaseTag
 
+from mwl_service.query.attributes import UID_PAIR_INDEX
 from mwl_service.query.model import ReturnKey, WorklistQuery
 from mwl_service.query.values import SCS_TAG
 from mwl_service.schema import WorklistItem
+from mwl_service.vr import uid_pairs
 
-__all__ = ["row_to_bytes", "row_to_dataset"]
+__all__ = ["ANSWER_CHARSETS", "row_to_bytes", "row_to_dataset"]
 
 _TEXT_VRS = frozenset({"AE", "AS", "CS", "DA", "DS", "DT", "IS", "LO", "LT", "PN", "SH", "ST",
                        "TM", "UC", "UI", "UR", "UT"})
@@ -57,7 +61,7 @@ _LONG_VRS = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "SQ", "SV", "UC", "UN
 # Single-byte character sets without code extensions an answer may be sent in: all
 # are ASCII-compatible, so the default-repertoire VRs (AE, CS, DA, UI...) are the same
 # bytes in them. (ISO_IR 13 is not: its 0x5C is the yen sign.)
-_ANSWER_CHARSETS = frozenset({
+ANSWER_CHARSETS = frozenset({
     "ISO_IR 100", "ISO_IR 101", "ISO_IR 109", "ISO_IR 110", "ISO_IR 126", "ISO_IR 127",
     "ISO_IR 138", "ISO_IR 144", "ISO_IR 148", "ISO_IR 166",
 })
@@ -67,7 +71,8 @@ _UTF8 = "ISO_IR 192"
 # key, in tag order, with everything that does not depend on the row precomputed
 # (tag, VR, value source, padding, the encoded element header).
 
-_K_EMPTY, _K_COLUMN, _K_END_DATE, _K_END_TIME, _K_SEQ, _K_US = range(6)
+_K_EMPTY, _K_COLUMN, _K_END_DATE, _K_END_TIME, _K_SEQ, _K_US, _K_TZ_OFFSET, _K_PAIRS = range(8)
+_DERIVED_KINDS = {"end_date": _K_END_DATE, "end_time": _K_END_TIME, "tz_offset": _K_TZ_OFFSET}
 
 _ITEM_TAG = struct.pack("<HH", 0xFFFE, 0xE000)
 _PACK_H = struct.Struct("<H").pack
@@ -80,10 +85,12 @@ class _Plan:
     """Per transfer syntax: the top-level steps of an answer.
 
     A step is ``(tag, vr, kind, index, fallback, pad, text, header, long_length,
-    item, present)``; ``header`` is the element's encoded tag (+VR, +reserved bytes),
-    ``long_length`` whether its length field has 4 bytes; for a sequence ``item`` is
-    the steps of its one item (None: always empty) and ``present`` the index of the
-    column that must be non-empty for the item to be sent (-1: always sent).
+    item, present, match)``; ``header`` is the element's encoded tag (+VR, +reserved
+    bytes), ``long_length`` whether its length field has 4 bytes; for a sequence
+    ``item`` is the steps of its one item (None: always empty) and ``present`` the
+    index of the column that must be non-empty for the item to be sent (-1: always
+    sent); for a UID-pair sequence ``item`` is the steps of each pair's item and
+    ``match`` the UIDs an item must have (``ReturnKey.item_values``).
     ``scs_at`` is where SpecificCharacterSet goes among the steps (tag order);
     ``codec`` the Python codec of the query's single-byte character set to try
     first (None: UTF-8), ``charset_term`` its DICOM name.
@@ -111,15 +118,16 @@ def _steps(keys: Sequence[ReturnKey], index: dict[str, int], implicit_vr: bool) 
     for k in keys:
         item = None
         present = -1
-        if k.vr == "SQ":
+        if k.derived == "uid_pairs":
+            kind, idx = _K_PAIRS, index[k.column]  # type: ignore[index]
+            item = _steps(k.item_keys or (), UID_PAIR_INDEX, implicit_vr)
+        elif k.vr == "SQ":
             kind, idx = _K_SEQ, -1
             if k.item_keys is not None:
                 item = _steps(k.item_keys, index, implicit_vr)
                 present = index[k.column] if k.column else -1
-        elif k.derived == "end_date":
-            kind, idx = _K_END_DATE, -1
-        elif k.derived == "end_time":
-            kind, idx = _K_END_TIME, -1
+        elif k.derived in _DERIVED_KINDS:
+            kind, idx = _DERIVED_KINDS[k.derived], -1
         elif k.column and k.column in index:
             kind, idx = (_K_US if k.vr == "US" else _K_COLUMN), index[k.column]
         else:
@@ -128,7 +136,7 @@ def _steps(keys: Sequence[ReturnKey], index: dict[str, int], implicit_vr: bool) 
         header, long_length = _element_header(k.tag, k.vr, implicit_vr)
         steps.append((
             BaseTag(k.tag), k.vr, kind, idx, fallback, b"\x00" if k.vr == "UI" else b" ",
-            k.vr in _TEXT_VRS, header, long_length, item, present,
+            k.vr in _TEXT_VRS, header, long_length, item, present, k.item_values,
         ))
     return tuple(steps)
 
@@ -138,7 +146,7 @@ def _plan(query: WorklistQuery, implicit_vr: bool) -> _Plan:
     if plan is None:
         keys = query.return_keys
         term = query.specific_character_set
-        codec = python_encoding[term] if term in _ANSWER_CHARSETS else None
+        codec = python_encoding[term] if term in ANSWER_CHARSETS else None
         plan = query.plans[implicit_vr] = _Plan(
             top=_steps(keys, query.index, implicit_vr),
             scs_at=sum(1 for k in keys if k.tag < SCS_TAG),
@@ -171,18 +179,41 @@ def _zone(name: str) -> zoneinfo.ZoneInfo | dt.timezone:
         return dt.timezone.utc
 
 
-def _derived_end(kind: int, values: Sequence[Any], index: dict[str, int]) -> str:
-    """Scheduled end (start + duration) as site-local DA or TM; '' without a duration."""
+def _local(instant: dt.datetime, values: Sequence[Any], index: dict[str, int]) -> dt.datetime:
+    if instant.tzinfo is None:
+        instant = instant.replace(tzinfo=dt.timezone.utc)
+    return instant.astimezone(_zone(values[index["site_timezone"]] or "UTC"))
+
+
+def _derived(kind: int, values: Sequence[Any], index: dict[str, int]) -> str:
+    """Scheduled end (start + duration) as site-local DA or TM, '' without a
+    duration; or the site zone's offset from UTC at the scheduled start (+HHMM)."""
     start = values[index["scheduled_start_utc"]]
-    minutes = values[index["duration_minutes"]]
-    if start is None or not minutes:
+    if start is None:
         return ""
-    if start.tzinfo is None:
-        start = start.replace(tzinfo=dt.timezone.utc)
-    end = (start + dt.timedelta(minutes=int(minutes))).astimezone(
-        _zone(values[index["site_timezone"]] or "UTC")
-    )
+    if kind == _K_TZ_OFFSET:
+        offset = _local(start, values, index).utcoffset() or dt.timedelta(0)
+        minutes = round(offset.total_seconds() / 60)
+        sign = "-" if minutes < 0 else "+"
+        return f"{sign}{abs(minutes) // 60:02d}{abs(minutes) % 60:02d}"
+    minutes = values[index["duration_minutes"]]
+    if not minutes:
+        return ""
+    end = _local(start + dt.timedelta(minutes=int(minutes)), values, index)
     return end.strftime("%Y%m%d" if kind == _K_END_DATE else "%H%M%S")
+
+
+def _pair_items(steps: tuple, text: str, match: tuple, codec: str) -> bytes:
+    """The items of a UID-pair sequence: one per pair of ``text`` that ``match``
+    (SOP Class UIDs, SOP Instance UIDs; empty: any) lets through."""
+    classes, instances = match
+    items = []
+    for pair in uid_pairs(text or ""):
+        if (classes and pair[0] not in classes) or (instances and pair[1] not in instances):
+            continue
+        body = _join(steps, _encode_values(steps, pair, UID_PAIR_INDEX, codec)[0])
+        items.append(_ITEM_TAG + _PACK_I(len(body)) + body)
+    return b"".join(items)
 
 
 def _encode_values(
@@ -192,7 +223,7 @@ def _encode_values(
     text is non-ASCII. Raises UnicodeEncodeError when ``codec`` cannot hold a value."""
     out = []
     non_ascii = False
-    for _tag, _vr, kind, idx, fallback, pad, is_text, _hdr, _long, item, present in steps:
+    for _tag, _vr, kind, idx, fallback, pad, is_text, _hdr, _long, item, present, match in steps:
         if kind == _K_COLUMN:
             v = values[idx]
             if not v and fallback >= 0:
@@ -200,8 +231,11 @@ def _encode_values(
             if v is None:
                 out.append(b"")
                 continue
-        elif kind == _K_END_DATE or kind == _K_END_TIME:
-            v = _derived_end(kind, values, index)
+        elif kind == _K_END_DATE or kind == _K_END_TIME or kind == _K_TZ_OFFSET:
+            v = _derived(kind, values, index)
+        elif kind == _K_PAIRS:
+            out.append(_pair_items(item, values[idx], match, codec))
+            continue
         elif kind == _K_SEQ:
             if item is None or (present >= 0 and not values[present]):
                 out.append(b"")

@@ -18,7 +18,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from mwl_service.schema import MAPPABLE_FIELDS, MAX_STATION_AE_TITLES, WorklistItem
-from mwl_service.vr import ROW_FIELD_VRS, field_problem
+from mwl_service.vr import ROW_FIELD_VRS, canonical_uid_pairs, field_problem
 
 TIME_FIELDS = ("scheduled_start", "duration_minutes")
 FIELDS = (*MAPPABLE_FIELDS, *TIME_FIELDS)
@@ -56,6 +56,8 @@ def _text(field: str, value: Any) -> str:
         return "\\".join(v.strip() for v in value)
     if field in NUMBER_FIELDS and isinstance(value, (int, float)):
         return _number(value)
+    if field == "referenced_studies":
+        return _uid_pairs(value)
     if field == "pregnancy_status" and isinstance(value, int) and not isinstance(value, bool):
         return str(value)
     if not isinstance(value, str):
@@ -71,6 +73,22 @@ def _text(field: str, value: Any) -> str:
     if field in NUMBER_FIELDS and value:
         return _number(value)
     return value
+
+
+def _uid_pairs(value: Any) -> str:
+    """Referenced studies as the sync accepts them (UIDs separated by backslashes,
+    commas, semicolons or white space), or a JSON list of [class, instance] pairs."""
+    if isinstance(value, list):
+        if not all(isinstance(pair, list) and len(pair) == 2
+                   and all(isinstance(uid, str) for uid in pair) for pair in value):
+            raise ValueError("is not a list of [SOP Class UID, SOP Instance UID] pairs")
+        value = "\\".join(uid for pair in value for uid in pair)
+    if not isinstance(value, str):
+        raise ValueError("must be text or a list of UID pairs")
+    text, problem = canonical_uid_pairs(value)
+    if problem:
+        raise ValueError(problem)
+    return text
 
 
 def _field_value(field: str, value: Any) -> str:

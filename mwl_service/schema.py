@@ -70,6 +70,7 @@ MAPPABLE_FIELDS = (
     "study_description",
     "requested_procedure_description",
     "requested_procedure_id",
+    "referenced_studies",
     "scheduled_procedure_step_description",
     "scheduled_station_name",
     "scheduled_procedure_step_location",
@@ -193,6 +194,11 @@ class WorklistItem(Base):
     requested_procedure_code_value: Mapped[str] = _text(String(16))
     requested_procedure_coding_scheme_designator: Mapped[str] = _text(String(16))
     requested_procedure_code_meaning: Mapped[str] = _text(String(64))
+    requested_procedure_coding_scheme_version: Mapped[str] = _text(String(16))
+    # Referenced Study Sequence: each item's Referenced SOP Class UID and Referenced SOP
+    # Instance UID, item after item, joined by backslashes ("" = no item); see
+    # mwl_service.vr.uid_pairs.
+    referenced_studies: Mapped[str] = _text(Text)
 
     # Scheduled procedure step
     scheduled_procedure_step_id: Mapped[str] = mapped_column(String(16), nullable=False)
@@ -216,6 +222,7 @@ class WorklistItem(Base):
     scheduled_protocol_code_value: Mapped[str] = _text(String(16))
     scheduled_protocol_coding_scheme_designator: Mapped[str] = _text(String(16))
     scheduled_protocol_code_meaning: Mapped[str] = _text(String(64))
+    scheduled_protocol_coding_scheme_version: Mapped[str] = _text(String(16))
     # The absolute instant plus the site zone; date/time are the site-local wall
     # clock (DICOM DA/TM) kept beside it so C-FIND ranges match in SQL.
     scheduled_start_utc: Mapped[dt.datetime] = mapped_column(UTCDateTime, nullable=False)

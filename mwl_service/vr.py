@@ -64,6 +64,8 @@ ROW_FIELD_VRS: dict[str, str] = {
     "requested_procedure_code_value": "SH",
     "requested_procedure_coding_scheme_designator": "SH",
     "requested_procedure_code_meaning": "LO",
+    "requested_procedure_coding_scheme_version": "SH",
+    "referenced_studies": "UI",
     "scheduled_procedure_step_id": "SH",
     "scheduled_procedure_step_description": "LO",
     "scheduled_procedure_step_comments": "LT",
@@ -72,6 +74,7 @@ ROW_FIELD_VRS: dict[str, str] = {
     "scheduled_protocol_code_value": "SH",
     "scheduled_protocol_coding_scheme_designator": "SH",
     "scheduled_protocol_code_meaning": "LO",
+    "scheduled_protocol_coding_scheme_version": "SH",
     "scheduled_station_ae_title": "AE",
     "scheduled_station_name": "SH",
     "scheduled_procedure_step_location": "SH",
@@ -85,6 +88,14 @@ ROW_FIELD_VRS: dict[str, str] = {
 # Fields that may hold several values joined by a backslash (each checked alone):
 # a room with two consoles has two station AE titles.
 MULTI_VALUED_FIELDS = frozenset({"scheduled_station_ae_title"})
+
+# Fields holding the items of a sequence of UID pairs (Referenced Study Sequence: each
+# item's Referenced SOP Class UID and Referenced SOP Instance UID), item after item,
+# joined by backslashes: "1.2.840.10008.3.1.2.3.1\1.2.3.4" is one item.
+UID_PAIR_FIELDS = frozenset({"referenced_studies"})
+# What may separate the UIDs of a UID-pair value as a source or a person writes it
+# (UIDs are digits and dots, so any other character is unambiguous).
+_UID_SEPARATORS = re.compile(r"[\\\s,;]+")
 
 # Fields with enumerated values (PS3.3 C.7.1.3: Pregnancy Status 1-4).
 FIELD_VALUES: dict[str, frozenset[str]] = {"pregnancy_status": frozenset({"1", "2", "3", "4"})}
@@ -246,15 +257,46 @@ def vr_problem(vr: str, value: str) -> str | None:
     return check(value)
 
 
+def uid_pairs(value: str) -> list[tuple[str, str]]:
+    """The items of a UID-pair field's stored value: (SOP Class UID, SOP Instance UID)."""
+    uids = value.split("\\") if value else []
+    return list(zip(uids[0::2], uids[1::2]))
+
+
+def uid_pairs_problem(value: str) -> str | None:
+    """Why a UID-pair field's stored value is not whole pairs of valid UIDs, or None.
+    The message names positions, never a UID."""
+    uids = value.split("\\")
+    if len(uids) % 2:
+        return f"has {len(uids)} UIDs, not SOP Class UID\\SOP Instance UID pairs"
+    for position, uid in enumerate(uids, 1):
+        if not uid or vr_problem("UI", uid):
+            return (f"UID {position} of {len(uids)} is not a valid UID (digits and dots, "
+                    "no leading zeros, at most 64 characters)")
+    return None
+
+
+def canonical_uid_pairs(text: str) -> tuple[str, str | None]:
+    """A UID-pair value as a source or a person writes it (UIDs separated by
+    backslashes, commas, semicolons or white space) in its stored form, and why it
+    is unusable ("" then)."""
+    uids = [u for u in _UID_SEPARATORS.split(text.strip()) if u]
+    value = "\\".join(uids)
+    problem = uid_pairs_problem(value) if value else None
+    return ("", problem) if problem else (value, None)
+
+
 def field_problem(field: str, value: object) -> str | None:
     """Why `value` is not valid for the worklist row field `field`, or None: its VR,
-    each value of a multi-valued field, enumerated values."""
+    each value of a multi-valued field, whole UID pairs, enumerated values."""
     vr = ROW_FIELD_VRS[field]
     if value is None:
         return None
     text = value if isinstance(value, str) else str(value)
     if text == "":
         return None
+    if field in UID_PAIR_FIELDS:
+        return uid_pairs_problem(text)
     if field in MULTI_VALUED_FIELDS:
         count = text.count("\\") + 1
         if count > MAX_STATION_AE_TITLES:  # the column holds no more

@@ -68,16 +68,19 @@ class Units(Model):
     patient_size: Literal["m", "cm", "in"] = "m"
 
 
+# A code rule's key: a project name or its prefix; "" is the catch-all rule.
+ProjectRule = Annotated[str, StringConstraints(strip_whitespace=True)]
+
+
 class Code(Model):
     """A DICOM code (code sequence item)."""
 
     code_value: Text
     coding_scheme_designator: Text
     code_meaning: Text
-
-
-# A project name rule; the empty name is a prefix of every name: the catch-all rule.
-ProjectRule = Annotated[str, StringConstraints(strip_whitespace=True)]
+    coding_scheme_version: Text | None = Field(
+        None, description="Coding Scheme Version, when the designator alone is ambiguous"
+    )
 
 
 class SourceSettings(Model):
@@ -105,11 +108,11 @@ class SourceSettings(Model):
     units: Units = Field(default_factory=Units)
     scheduled_protocol_codes: dict[ProjectRule, Code] = Field(
         default_factory=dict,
-        description="project name -> Scheduled Protocol Code ('' matches every project)",
+        description='project name (prefix; "" matches every project) -> Scheduled Protocol Code',
     )
     requested_procedure_codes: dict[ProjectRule, Code] = Field(
         default_factory=dict,
-        description="project name -> Requested Procedure Code ('' matches every project)",
+        description='project name (prefix; "" matches every project) -> Requested Procedure Code',
     )
 
     def scheduled_statuses(self) -> tuple[str, ...]:

@@ -2,7 +2,8 @@
 
 ``config.scheduled_protocol_codes`` and ``config.requested_procedure_codes`` map a
 project name to one code (``code_value``, ``coding_scheme_designator``,
-``code_meaning``). A booking's project picks its code the way resources pick their
+``code_meaning``, and ``coding_scheme_version`` when the designator alone does not
+identify the code). A booking's project picks its code the way resources pick their
 modality: an exact case-insensitive match first, then the longest matching prefix.
 No rule, no code: the sequence is served empty (never copied from the query).
 
@@ -17,10 +18,15 @@ from typing import Any
 
 from mwl_service.vr import vr_problem
 
-CODE_ATTRIBUTES = ("code_value", "coding_scheme_designator", "code_meaning")
+# In the order of their tags.
+CODE_ATTRIBUTES = ("code_value", "coding_scheme_designator", "coding_scheme_version",
+                   "code_meaning")
 # Code Sequence Macro (PS3.3 Table 8.8-1): Code Value SH, Coding Scheme Designator SH,
-# Code Meaning LO. Longer code values would need Long Code Value (UC): not supported.
-CODE_VRS = {"code_value": "SH", "coding_scheme_designator": "SH", "code_meaning": "LO"}
+# Coding Scheme Version SH (1C: when the designator is not enough), Code Meaning LO.
+# Longer code values would need Long Code Value (UC): not supported.
+CODE_VRS = {"code_value": "SH", "coding_scheme_designator": "SH",
+            "coding_scheme_version": "SH", "code_meaning": "LO"}
+OPTIONAL_CODE_ATTRIBUTES = frozenset({"coding_scheme_version"})
 
 PROTOCOL_PREFIX = "scheduled_protocol_"
 PROCEDURE_PREFIX = "requested_procedure_"
@@ -60,7 +66,8 @@ def _attribute(code: Any, attribute: str) -> Any:
 
 
 def code_problems(code: Any) -> list[str]:
-    """Why `code` cannot be served (each attribute present, text, valid for its VR).
+    """Why `code` cannot be served (each attribute present, text, valid for its VR;
+    the version may be absent).
 
     For the config to call at load time, so that a bad rule is refused once, with
     its key, instead of on every booking.
@@ -68,6 +75,8 @@ def code_problems(code: Any) -> list[str]:
     problems = []
     for attribute, vr in CODE_VRS.items():
         value = _attribute(code, attribute)
+        if value is None and attribute in OPTIONAL_CODE_ATTRIBUTES:
+            continue
         if not isinstance(value, str) or not value.strip():
             problems.append(f"{attribute} is required (non-empty text)")
             continue
@@ -95,7 +104,7 @@ def _code_values(
         )
         return values
     for attribute in CODE_ATTRIBUTES:
-        values[prefix + attribute] = _attribute(code, attribute).strip()
+        values[prefix + attribute] = (_attribute(code, attribute) or "").strip()
     return values
 
 
@@ -106,10 +115,11 @@ def code_columns(
     requested_procedure_codes: Mapping[str, Any] | None,
     booking_id: str,
 ) -> tuple[dict[str, str], list[str]]:
-    """The six code columns (`CODE_COLUMNS`) for a booking's project, plus warnings.
+    """The eight code columns (`CODE_COLUMNS`) for a booking's project, plus warnings.
 
-    Each group of three is the matched rule's code, or three empty strings when no
-    rule matches (or the rule is invalid, with a warning naming the booking).
+    Each group of four is the matched rule's code (its version "" when it has none),
+    or four empty strings when no rule matches (or the rule is invalid, with a
+    warning naming the booking).
     """
     warnings: list[str] = []
     values = _code_values(

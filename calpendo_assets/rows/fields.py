@@ -15,7 +15,13 @@ from calpendo_assets.core.source import FieldExtraction
 from calpendo_assets.rows.model import COLUMN_LENGTH
 from calpendo_assets.rows.names import as_text, clean, dicom_pn
 from calpendo_assets.rows.scope import map_by_resource
-from mwl_service.vr import MAX_LENGTH, ROW_FIELD_VRS, vr_problem
+from mwl_service.vr import (
+    MAX_LENGTH,
+    ROW_FIELD_VRS,
+    UID_PAIR_FIELDS,
+    canonical_uid_pairs,
+    vr_problem,
+)
 
 PN_FIELDS = frozenset(f for f, vr in ROW_FIELD_VRS.items() if vr == "PN")
 # Identifier-like fields: never truncated (a cut-off ID names the wrong person).
@@ -91,6 +97,10 @@ def normalised(field_name: str, raw: str) -> tuple[str, str | None]:
     """A mapped value cleaned for its column's VR, and why it is unusable (value "")."""
     if field_name in PN_FIELDS:
         return dicom_pn(raw), None
+    if field_name in UID_PAIR_FIELDS:
+        # Identifiers: never cut or half-kept; the backslashes are the item separators.
+        value, problem = canonical_uid_pairs(raw)
+        return value, (f"{field_name} {problem}; left empty" if problem else None)
     value = clean(raw)
     if not value:
         return "", None

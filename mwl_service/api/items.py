@@ -70,8 +70,9 @@ def _everything() -> Dataset:
                     "MedicalAlerts", "Allergies", "PregnancyStatus", "PatientComments",
                     "StudyInstanceUID", "RequestingPhysician", "AdmissionID",
                     "RequestedProcedureDescription", "RequestedProcedureID",
-                    "RequestedProcedurePriority"):
+                    "RequestedProcedurePriority", "TimezoneOffsetFromUTC"):
         setattr(ds, keyword, None)
+    ds.ReferencedStudySequence = []
     ds.RequestedProcedureCodeSequence = []
     ds.ScheduledProcedureStepSequence = []
     return ds

@@ -3,7 +3,9 @@
 For each key (PS3.4 Table K.6-1 plus a few harmless extras): its VR, the
 ``WorklistItem`` column its value comes from, whether a value given for it matches
 (return-only keys such as weight or allergies do not), a fallback column for type 1
-keys, and for code sequences the prefix of their columns.
+keys, for code sequences the prefix of their columns, for a sequence of UID pairs
+(Referenced Study Sequence) its column, and for values computed from the row (the
+scheduled end, the time zone offset) what computes them.
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ class Attribute:
     fallback: str | None = None  # column used when `column` is empty (type 1 keys)
     multi_valued: bool = False  # the column may hold several values (A\B)
     code_prefix: str | None = None  # a code sequence: its columns' common prefix
+    uid_pairs: bool = False  # a sequence whose items are the column's UID pairs
+    derived: str | None = None  # computed from the row: a key of DERIVED_COLUMNS
 
 
 def _catalogue(*attrs: Attribute) -> dict[int, Attribute]:
@@ -41,6 +45,9 @@ def _catalogue(*attrs: Attribute) -> dict[int, Attribute]:
 # Top level of the MWL identifier (PS3.4 Table K.6-1 plus a few harmless extras).
 TOP_LEVEL = _catalogue(
     Attribute("AccessionNumber", "SH", "accession_number"),
+    # The site zone's offset at the item's own scheduled start (DST-correct).
+    Attribute("TimezoneOffsetFromUTC", "SH", None, matchable=False, derived="tz_offset"),
+    Attribute("ReferencedStudySequence", "SQ", "referenced_studies", uid_pairs=True),
     Attribute("ReferringPhysicianName", "PN", "referring_physician_name"),
     Attribute("StudyDescription", "LO", "study_description"),
     Attribute("PatientName", "PN", "patient_name"),
@@ -79,8 +86,8 @@ SPS_ITEM = _catalogue(
     Attribute("ScheduledStationAETitle", "AE", "scheduled_station_ae_title", multi_valued=True),
     Attribute("ScheduledProcedureStepStartDate", "DA", "scheduled_start_date"),
     Attribute("ScheduledProcedureStepStartTime", "TM", "scheduled_start_time"),
-    Attribute("ScheduledProcedureStepEndDate", "DA", None, matchable=False),
-    Attribute("ScheduledProcedureStepEndTime", "TM", None, matchable=False),
+    Attribute("ScheduledProcedureStepEndDate", "DA", None, matchable=False, derived="end_date"),
+    Attribute("ScheduledProcedureStepEndTime", "TM", None, matchable=False, derived="end_time"),
     Attribute("ScheduledPerformingPhysicianName", "PN", "performing_physician_name"),
     Attribute("ScheduledProcedureStepDescription", "LO", "scheduled_procedure_step_description"),
     Attribute(
@@ -102,29 +109,54 @@ SPS_ITEM = _catalogue(
 CODE_ITEM = (
     (0x00080100, "CodeValue", "SH", "code_value"),
     (0x00080102, "CodingSchemeDesignator", "SH", "coding_scheme_designator"),
+    (0x00080103, "CodingSchemeVersion", "SH", "coding_scheme_version"),
     (0x00080104, "CodeMeaning", "LO", "code_meaning"),
 )
 
+# The item of a UID-pair sequence: "column" names the place in each pair (UID_PAIR_INDEX).
+REFERENCED_SOP_CLASS = 0x00081150
+REFERENCED_SOP_INSTANCE = 0x00081155
+UID_PAIR_ITEM = (
+    (REFERENCED_SOP_CLASS, "ReferencedSOPClassUID", "UI", "sop_class_uid"),
+    (REFERENCED_SOP_INSTANCE, "ReferencedSOPInstanceUID", "UI", "sop_instance_uid"),
+)
+UID_PAIR_INDEX = {"sop_class_uid": 0, "sop_instance_uid": 1}
+
 START_DATE = 0x00400002
 START_TIME = 0x00400003
-END_DATE = 0x00400004
-END_TIME = 0x00400005
 
-# Derived values need these columns.
-END_COLUMNS = ("scheduled_start_utc", "site_timezone", "duration_minutes")
+# The columns each derived value is computed from.
+DERIVED_COLUMNS = {
+    "end_date": ("scheduled_start_utc", "site_timezone", "duration_minutes"),
+    "end_time": ("scheduled_start_utc", "site_timezone", "duration_minutes"),
+    "tz_offset": ("scheduled_start_utc", "site_timezone"),
+}
+
+
+def _item_keys(
+    item: tuple[tuple[int, str, str, str], ...], prefix: str, wanted: set[int] | None
+) -> tuple[ReturnKey, ...]:
+    """The keys of a sequence item described by ``item``: those in ``wanted`` (None:
+    all), keys the item does not know returned empty, in tag order."""
+    keys = [
+        ReturnKey(tag, kw, vr, prefix + suffix)
+        for tag, kw, vr, suffix in item
+        if wanted is None or tag in wanted
+    ]
+    known = {tag for tag, *_ in item}
+    keys += [unknown_key(tag, None) for tag in sorted((wanted or set()) - known)]
+    return tuple(sorted(keys, key=lambda k: k.tag))
 
 
 def code_item_keys(prefix: str, wanted: set[int] | None = None) -> tuple[ReturnKey, ...]:
     """The item keys of a code sequence whose columns start with ``prefix``: those in
-    ``wanted`` (None: all three), in tag order."""
-    keys = [
-        ReturnKey(tag, kw, vr, f"{prefix}_{suffix}")
-        for tag, kw, vr, suffix in CODE_ITEM
-        if wanted is None or tag in wanted
-    ]
-    known = {tag for tag, *_ in CODE_ITEM}
-    keys += [unknown_key(tag, None) for tag in sorted((wanted or set()) - known)]
-    return tuple(sorted(keys, key=lambda k: k.tag))
+    ``wanted`` (None: all four), in tag order."""
+    return _item_keys(CODE_ITEM, f"{prefix}_", wanted)
+
+
+def uid_pair_item_keys(wanted: set[int] | None = None) -> tuple[ReturnKey, ...]:
+    """The item keys of a UID-pair sequence: those in ``wanted`` (None: both)."""
+    return _item_keys(UID_PAIR_ITEM, "", wanted)
 
 
 def return_key(tag: int, elem_vr: str | None, catalogue: dict[int, Attribute]) -> ReturnKey:
@@ -137,8 +169,12 @@ def return_key(tag: int, elem_vr: str | None, catalogue: dict[int, Attribute]) -
             tag, attr.keyword, "SQ", f"{attr.code_prefix}_code_value",
             item_keys=code_item_keys(attr.code_prefix),
         )
-    derived = {END_DATE: "end_date", END_TIME: "end_time"}.get(tag)
-    return ReturnKey(tag, attr.keyword, attr.vr, attr.column, attr.fallback, derived)
+    if attr.uid_pairs:
+        return ReturnKey(
+            tag, attr.keyword, "SQ", attr.column, item_keys=uid_pair_item_keys(),
+            derived="uid_pairs", item_values=((), ()),
+        )
+    return ReturnKey(tag, attr.keyword, attr.vr, attr.column, attr.fallback, attr.derived)
 
 
 def unknown_key(tag: int, elem_vr: str | None) -> ReturnKey:
@@ -162,11 +198,11 @@ def needed_columns(keys: Sequence[ReturnKey]) -> tuple[str, ...]:
             cols[k.column] = None
         if k.fallback:
             cols[k.fallback] = None
-        if k.derived:
-            for c in END_COLUMNS:
-                cols[c] = None
-        for sub in k.item_keys or ():
-            visit(sub)
+        for c in DERIVED_COLUMNS.get(k.derived or "", ()):
+            cols[c] = None
+        if k.derived != "uid_pairs":  # its item keys name places in a pair, not columns
+            for sub in k.item_keys or ():
+                visit(sub)
 
     for k in keys:
         visit(k)

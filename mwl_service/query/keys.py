@@ -23,7 +23,15 @@ keys and the return keys its answers carry (which attribute each key names:
   ignored. Private keys are dropped from the response.
 * Code sequences (Scheduled Protocol Code Sequence inside the step, Requested
   Procedure Code Sequence at top level) come back with one item when the row has a
-  code and empty when it has none: never copied from the query.
+  code and empty when it has none: never copied from the query. Their item holds
+  the requested item keys (all four, Coding Scheme Version included, for a
+  zero-length sequence or an empty item).
+* Referenced Study Sequence is a matching key (sequence matching, PS3.4
+  C.2.2.2.6): a zero-length sequence or an empty item matches every row and
+  returns all its items whole; item keys with values (List of UID Matching)
+  match the rows with an item that has all of them, and only such items come back.
+* Timezone Offset From UTC is answered from the site zone at the item's own
+  scheduled start; a value given for it is ignored.
 
 Type 1 keys always carry a value: RequestedProcedureID falls back to the step ID and
 PatientID to the accession number when the row has none.
@@ -40,6 +48,8 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from mwl_service.query import sql
 from mwl_service.query.attributes import (
+    REFERENCED_SOP_CLASS,
+    REFERENCED_SOP_INSTANCE,
     SPS_ITEM,
     START_DATE,
     START_TIME,
@@ -48,6 +58,7 @@ from mwl_service.query.attributes import (
     code_item_keys,
     needed_columns,
     return_key,
+    uid_pair_item_keys,
 )
 from mwl_service.query.errors import STATUS_IDENTIFIER_DOES_NOT_MATCH, QueryError
 from mwl_service.query.model import ReturnKey, WorklistQuery
@@ -117,6 +128,41 @@ def _code_sequence_key(ds: Dataset, tag: int, attr: Attribute) -> ReturnKey:
     return ReturnKey(
         tag, attr.keyword, "SQ", f"{attr.code_prefix}_code_value",
         item_keys=code_item_keys(attr.code_prefix, wanted or None),
+    )
+
+
+def _uid_pair_sequence_key(
+    ds: Dataset,
+    tag: int,
+    attr: Attribute,
+    charset: str | list[str],
+    conditions: list[ColumnElement[bool]],
+    matched: list[str],
+) -> ReturnKey:
+    """A requested sequence of UID pairs: its requested item keys (both for a
+    zero-length sequence or an empty item), its condition when an item key has
+    values, and those values, which the answer's items must have too."""
+    items = _sequence_items(ds, tag, attr.keyword)
+    item = items[0] if items else None
+    wanted = set(_query_tags(item)) if item is not None else set()
+    item_charset = declared_charset(item, charset) if item is not None else charset
+
+    def uids(key: int, keyword: str) -> tuple[str, ...]:
+        if key not in wanted:
+            return ()
+        values = values_or_error(item, key, item_charset, keyword)
+        return () if any(set(v) == {"*"} for v in values) else tuple(values)
+
+    classes = uids(REFERENCED_SOP_CLASS, "ReferencedSOPClassUID")
+    instances = uids(REFERENCED_SOP_INSTANCE, "ReferencedSOPInstanceUID")
+    assert attr.column
+    cond = sql.uid_pair_condition(attr.column, classes, instances)
+    if cond is not None:
+        conditions.append(cond)
+        matched.append(attr.keyword)
+    return ReturnKey(
+        tag, attr.keyword, "SQ", attr.column, item_keys=uid_pair_item_keys(wanted or None),
+        derived="uid_pairs", item_values=(classes, instances),
     )
 
 
@@ -197,6 +243,8 @@ def _top_level_key(
     attr = TOP_LEVEL.get(tag)
     if attr is not None and attr.code_prefix:
         return _code_sequence_key(identifier, tag, attr)
+    if attr is not None and attr.uid_pairs:
+        return _uid_pair_sequence_key(identifier, tag, attr, charset, conditions, matched)
     key = return_key(tag, _elem_vr(identifier, tag), TOP_LEVEL)
     if attr is not None and attr.matchable and attr.column is not None:
         values = values_or_error(identifier, tag, charset, attr.keyword)

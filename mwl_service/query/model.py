@@ -25,9 +25,14 @@ class ReturnKey:
     # (None: always one item).
     column: str | None = None
     fallback: str | None = None
-    derived: str | None = None  # "end_date" / "end_time"
+    # Computed from the row: "end_date", "end_time", "tz_offset"; "uid_pairs": a
+    # sequence with one item per UID pair of ``column`` (Referenced Study Sequence).
+    derived: str | None = None
     # For a requested sequence: the item's keys (None: zero-length sequence)
     item_keys: tuple[ReturnKey, ...] | None = None
+    # For a UID-pair sequence: the SOP Class UIDs and SOP Instance UIDs an item must
+    # have to be returned (() = any), as the query's item keys ask.
+    item_values: tuple[tuple[str, ...], tuple[str, ...]] | None = None
 
 
 @dataclass

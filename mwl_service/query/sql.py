@@ -13,6 +13,9 @@ All matching happens in SQL (PS3.4 C.2.2.2):
   stored ``MR1\\MR2``) matches when any one of its values does.
 * DA and TM ranges; Scheduled Procedure Step Start Date and Time given together are
   one combined date-time range (PS3.4 C.2.2.2.5).
+* A sequence of UID pairs (Referenced Study Sequence, stored as one
+  backslash-separated list) matches when one of its items has the asked-for SOP
+  Class UID and SOP Instance UID (List of UID Matching for each).
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from sqlalchemy import Boolean, Select, String, and_, literal, or_, select
+from sqlalchemy import Boolean, Select, String, and_, false, literal, or_, select
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.sql.functions import FunctionElement
@@ -30,6 +33,7 @@ from mwl_service.query.errors import QueryError
 from mwl_service.query.model import WorklistQuery
 from mwl_service.query.values import Range
 from mwl_service.schema import WorklistItem
+from mwl_service.vr import vr_problem
 
 WILDCARD_VRS = frozenset({"AE", "CS", "LO", "LT", "PN", "SH", "ST", "UC", "UT"})
 
@@ -188,6 +192,33 @@ def string_condition(
         clauses.append(target == exact[0])
     elif exact:
         clauses.append(target.in_(exact))
+    return clauses[0] if len(clauses) == 1 else or_(*clauses)
+
+
+def uid_pair_condition(
+    column_name: str, classes: tuple[str, ...], instances: tuple[str, ...]
+) -> ColumnElement[bool] | None:
+    """Rows with a UID pair (a sequence item) whose SOP Class UID is one of ``classes``
+    and whose SOP Instance UID is one of ``instances`` (empty: any); None when both
+    are empty.
+
+    The column lists the pairs' UIDs one after another, so an item's two UIDs are
+    neighbours (``\\C\\I\\``). UIDs are unique (PS3.5 9): a SOP Class UID is never
+    some study's instance UID, so the list is searched without counting places. A
+    value that is not a valid UID matches nothing (UI has no wildcards).
+    """
+    if not classes and not instances:
+        return None
+    valid = [tuple(u for u in uids if not vr_problem("UI", u)) for uids in (classes, instances)]
+    if (classes and not valid[0]) or (instances and not valid[1]):
+        return false()
+    classes, instances = valid
+    col = column(column_name)
+    if not classes or not instances:
+        needles = [*classes, *instances]
+    else:
+        needles = [f"{c}\\{i}" for c in classes for i in instances]
+    clauses = [_contains_value(col, needle) for needle in needles]
     return clauses[0] if len(clauses) == 1 else or_(*clauses)
 
 

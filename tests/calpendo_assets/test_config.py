@@ -19,6 +19,7 @@ from calpendo_assets.core.errors import ConfigError
 from calpendo_assets.core.source import DataSource, FieldExtraction
 from calpendo_assets.core.window import Window, booking_window, in_operation_interval
 from calpendo_assets.rows.mapping import bookings_to_rows
+from calpendo_assets.rows.model import frame_records
 from calpendo_assets.sources.registry import plugin_for
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -442,9 +443,15 @@ def test_shipped_config_targets_the_simulator():
     assert mri.settings.base_url == "http://127.0.0.1:8089"
     assert mri.settings.resources == ("3T MRI", "EEG Lab", "Mock Scanner")
     assert mri.settings.resource_modality_mapping["EEG Lab"] == "EEG"
-    # the shipped file spells out the documented default field mapping
+    # the shipped file spells out the documented default field mapping, plus the
+    # simulator's MR scan properties
     raw = json.loads((ROOT / "config" / "calpendo.json").read_text())
-    assert raw["data_sources"][0]["field_mapping"] == json.loads(json.dumps(DEFAULT_FIELD_MAPPING))
+    shipped = dict(raw["data_sources"][0]["field_mapping"])
+    assert {"Weight": shipped.pop("Weight"), "Height": shipped.pop("Height")} == {
+        "Weight": "patient_weight", "Height": "patient_size"}
+    assert shipped == json.loads(json.dumps(DEFAULT_FIELD_MAPPING))
+    assert mri.settings.subtype_properties == {"MRIScan": ("Weight", "Height")}
+    assert (mri.settings.units.patient_weight, mri.settings.units.patient_size) == ("kg", "cm")
     assert re.compile(DEFAULT_TITLE_PATTERN)
 
 
@@ -576,12 +583,38 @@ def test_the_documented_catch_all_code_rule_loads():
     assert src.settings.requested_procedure_codes[""].code_value == "MRBRAIN"
 
 
+def test_the_documented_code_rules_load_with_a_catch_all_and_a_version():
+    # README, "Protocol and procedure codes": "" is the rule of every project.
+    source = with_config(
+        scheduled_protocol_codes={
+            "BRISK": {"code_value": "BRISK-T1", "coding_scheme_designator": "99CALGARY",
+                      "code_meaning": "BRISK brain protocol"},
+        },
+        requested_procedure_codes={
+            "": {"code_value": "MRBRAIN", "coding_scheme_designator": "99CALGARY",
+                 "coding_scheme_version": "2024", "code_meaning": "MR brain research"},
+        },
+    )
+    (src,) = parse(source)
+    catch_all = src.settings.requested_procedure_codes[""]
+    assert catch_all.coding_scheme_version == "2024"
+    assert src.settings.scheduled_protocol_codes["BRISK"].coding_scheme_version is None
+    (row,) = frame_records(bookings_to_rows([{
+        "id": 5, "title": "SUB0005", "status": "APPROVED", "resource": {"name": "3T MRI"},
+        "project": {"name": "NEURO"}, "dateRange": {"start": "2026-03-10 09:00:00.0"},
+    }], src).frame)
+    assert (row["requested_procedure_code_value"],
+            row["requested_procedure_coding_scheme_version"]) == ("MRBRAIN", "2024")
+    assert row["scheduled_protocol_code_value"] == ""  # NEURO has no protocol rule
+
+
 @pytest.mark.parametrize(
     "config, expected",
     [
         ({"units": {"patient_weight": "stone"}}, "config.units.patient_weight: must be 'kg' or 'lb', got 'stone'"),
         ({"units": {"height": "m"}}, "config.units.height: unknown key (allowed: patient_weight, patient_size)"),
         ({"requested_procedure_codes": {"P": {"code_value": "X"}}}, "config.requested_procedure_codes.P.coding_scheme_designator: missing"),
+        ({"requested_procedure_codes": {"P": {"code_value": "X", "coding_scheme_designator": "L", "code_meaning": "M", "coding_scheme_version": ""}}}, "config.requested_procedure_codes.P.coding_scheme_version: must not be empty"),
         ({"resource_ae_title_mapping": {"3T MRI": ["MRI3T", "MRI3T\\2"]}}, "config.resource_ae_title_mapping.3T MRI[1]: 'MRI3T\\\\2' is not a valid AE value: backslash or control character"),
         ({"resource_ae_title_mapping": {"3T MRI": ["MRI3T", "A_VERY_LONG_AE_TITLE"]}}, "config.resource_ae_title_mapping.3T MRI[1]: 'A_VERY_LONG_AE_TITLE' is not a valid AE value"),
         # The column holds 10 (PostgreSQL refused the publish of an 11th).

@@ -278,9 +278,11 @@ def test_mr_fields_gives_every_column_from_mapped_values():
         "patient_comments": "Project:BRISK (Brain study) Subject:SUB001 Session:1234",
         "scheduled_protocol_code_value": "BR-T1",
         "scheduled_protocol_coding_scheme_designator": "99SITE",
+        "scheduled_protocol_coding_scheme_version": "",
         "scheduled_protocol_code_meaning": "Brain T1",
         "requested_procedure_code_value": "",
         "requested_procedure_coding_scheme_designator": "",
+        "requested_procedure_coding_scheme_version": "",
         "requested_procedure_code_meaning": "",
     }
 

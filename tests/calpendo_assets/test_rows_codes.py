@@ -77,15 +77,17 @@ def test_code_columns_from_the_matching_rules():
     assert values == {
         "scheduled_protocol_code_value": "BR-T1",
         "scheduled_protocol_coding_scheme_designator": "99SITE",
+        "scheduled_protocol_coding_scheme_version": "",
         "scheduled_protocol_code_meaning": "Brain T1 protocol",
         "requested_procedure_code_value": "P2",
         "requested_procedure_coding_scheme_designator": "DCM",
+        "requested_procedure_coding_scheme_version": "",
         "requested_procedure_code_meaning": "MR brain",
     }
     assert tuple(values) == CODE_COLUMNS
 
 
-def test_no_rule_gives_six_empty_values_without_warning():
+def test_no_rule_gives_eight_empty_values_without_warning():
     for rules in (None, {}, {"CARDIO": code("C1")}):
         values, warnings = code_columns(
             "BRISK", scheduled_protocol_codes=rules, requested_procedure_codes=rules,
@@ -107,6 +109,10 @@ def test_no_rule_gives_six_empty_values_without_warning():
         (SimpleNamespace(code_value="A", code_meaning="M"), "coding_scheme_designator is required"),
         ({"code_value": 12, "coding_scheme_designator": "L", "code_meaning": "M"},
          "code_value is required"),
+        ({"code_value": "A", "coding_scheme_designator": "L", "code_meaning": "M",
+          "coding_scheme_version": "V" * 17}, "coding_scheme_version (SH) is 17 characters"),
+        ({"code_value": "A", "coding_scheme_designator": "L", "code_meaning": "M",
+          "coding_scheme_version": " "}, "coding_scheme_version is required (non-empty text)"),
     ],
 )
 def test_code_problems_name_the_attribute(bad, problem):
@@ -117,6 +123,20 @@ def test_code_problems_name_the_attribute(bad, problem):
 
 def test_longest_valid_code_has_no_problems():
     assert code_problems(code("X" * 16, "S" * 16, "M" * 64)) == []
+
+
+def test_the_coding_scheme_version_comes_with_its_code():
+    versioned = {"code_value": "MRBRAIN", "coding_scheme_designator": "99CALGARY",
+                 "coding_scheme_version": " 2024 ", "code_meaning": "MR brain"}
+    values, warnings = code_columns(
+        "BRISK", scheduled_protocol_codes={"": versioned},
+        requested_procedure_codes={"BRISK": code("P1")}, booking_id="B8",
+    )
+    assert warnings == []
+    assert values["scheduled_protocol_coding_scheme_version"] == "2024"
+    assert values["scheduled_protocol_code_value"] == "MRBRAIN"
+    assert values["requested_procedure_coding_scheme_version"] == ""  # none configured
+    assert code_problems(versioned) == []
 
 
 def test_an_unusable_rule_leaves_its_sequence_empty_and_warns_with_the_booking():

@@ -22,6 +22,7 @@ import requests
 from calpendo_sim import CalpendoSimulator, generate_bookings
 from calpendo_sim.errors import BadRequest
 from calpendo_sim.query import Condition, Group, parse_expression
+from calpendo_sim.schema import SUBTYPE_FIELDS
 from tests.fixtures.sim import SIM_BOOKINGS, SIM_PASSWORD, SIM_USER
 
 AUTH = (SIM_USER, SIM_PASSWORD)
@@ -377,7 +378,9 @@ def test_detail_returns_every_property(site):
 
     as_scan = detail(site, "MRIScan", jane).json()["properties"]
     assert as_scan["Operator"]["name"] == "Tech, Anna"
-    assert {k: v for k, v in as_scan.items() if k != "Operator"} == props
+    # The subtype's own properties besides; this booking was never weighed.
+    assert (as_scan["Weight"], as_scan["Height"]) == (None, None)
+    assert {k: v for k, v in as_scan.items() if k not in SUBTYPE_FIELDS["MRIScan"]} == props
 
 
 def test_detail_of_another_subtype_is_404(site):
@@ -610,6 +613,22 @@ def test_generated_data_is_varied_and_consistent():
     assert any(re.fullmatch(r"SUB\d{4} - \S+\^\S+", t) and not t.isascii() for t in titles)
     assert titles[:5] == ["SUB0001", "SUB0002 - Jane Doe", "SUB0003 - Müller^Jürgen",
                           "SUB0004 - 山田^太郎", "BRISK-005_Smith"]
+
+
+def test_mr_scans_carry_weight_and_height_as_a_sites_custom_properties():
+    bookings = generate_bookings(400, seed=42, today=TODAY)
+    scans = [b["properties"] for b in bookings if b["biskitType"] == "MRIScan"]
+    others = [b["properties"] for b in bookings if b["biskitType"] != "MRIScan"]
+    assert not any("Weight" in p or "Height" in p for p in others)
+    weighed = [p for p in scans if p["Weight"] is not None]
+    assert all(p["Height"] is not None for p in weighed)
+    assert 0.8 < len(weighed) / len(scans) < 0.98  # some were never weighed: no value
+    for p in weighed:
+        assert re.fullmatch(r"\d{2,3}\.\d", p["Weight"]) and 45 <= float(p["Weight"]) <= 140
+        assert re.fullmatch(r"\d{3}", p["Height"]) and 150 <= int(p["Height"]) <= 200
+    assert all(p["Weight"] for p in scans[:5])  # today's first scans, for the demo
+    assert len({p["Weight"] for p in weighed}) > len(weighed) // 2
+    assert generate_bookings(400, seed=42, today=TODAY) == bookings  # deterministic
 
 
 def test_empty_window_is_rejected():

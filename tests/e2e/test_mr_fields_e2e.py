@@ -1,8 +1,9 @@
 """MR fields end to end: custom Calpendo properties -> sync -> mwl-service -> DCMTK findscu.
 
 Weight in pounds and height in centimetres (config.units), protocol and procedure
-codes by project, a template-built Patient Comments, and a booking without any of it
-that must come back with empty values, never invented ones.
+codes by project (one with a Coding Scheme Version), a referenced prior study, a
+template-built Patient Comments, and a booking without any of it that must come back
+with empty values, never invented ones.
 """
 
 from __future__ import annotations
@@ -23,7 +24,8 @@ pytestmark = pytest.mark.external
 CREDENTIALS = {"CALPENDO_USERNAME": SIM_USER, "CALPENDO_PASSWORD": SIM_PASSWORD}
 
 
-CUSTOM = ["Weight", "Height", "SafetyNotes", "Allergy", "Pregnant", "Priority"]
+CUSTOM = ["Weight", "Height", "SafetyNotes", "Allergy", "Pregnant", "Priority", "PriorStudy"]
+PRIOR = ("1.2.840.10008.3.1.2.3.1", "1.2.826.0.1.3680043.8.498.5")
 
 
 def _config(url: str) -> dict:
@@ -44,7 +46,7 @@ def _config(url: str) -> dict:
                 },
                 "requested_procedure_codes": {
                     "BRISKP": {"code_value": "MRBRAIN", "coding_scheme_designator": "99SITE",
-                               "code_meaning": "MR brain"},
+                               "coding_scheme_version": "2024", "code_meaning": "MR brain"},
                 },
             },
             "field_mapping": {
@@ -56,6 +58,7 @@ def _config(url: str) -> dict:
                 "Allergy": "allergies",
                 "Pregnant": "pregnancy_status",
                 "Priority": "requested_procedure_priority",
+                "PriorStudy": "referenced_studies",
                 "_templates": {
                     "patient_comments": "Project:{project.name} Subject:{patient_id} Session:{id}"
                 },
@@ -76,7 +79,7 @@ def test_mr_fields_reach_findscu_with_units_codes_and_templates(
     full = sim.add_booking(
         "SUB0301", start=start, project="BRISKP", **base,
         Weight="165", Height="172.5", SafetyNotes="Pacemaker checked", Allergy="Latex",
-        Pregnant="no", Priority="high",
+        Pregnant="no", Priority="high", PriorStudy=", ".join(PRIOR),
     )
     bare = sim.add_booking("SUB0302", start=start + dt.timedelta(hours=2), project="OTHER", **base)
     config = _config(sim.url)
@@ -99,6 +102,7 @@ def test_mr_fields_reach_findscu_with_units_codes_and_templates(
         f"(0040,0100)[0].ScheduledProcedureStepStartDate={sim.today:%Y%m%d}",
         "(0040,0100)[0].ScheduledStationAETitle=MRI3TB",
         "(0040,0100)[0].ScheduledProtocolCodeSequence",
+        "ReferencedStudySequence", "TimezoneOffsetFromUTC",
     ]
     answers = {a.PatientID: a for a in run_findscu(service.host, service.port, service.ae_title, keys)}
     assert set(answers) == {"SUB0301", "SUB0302"}
@@ -114,6 +118,11 @@ def test_mr_fields_reach_findscu_with_units_codes_and_templates(
     (procedure,) = a.RequestedProcedureCodeSequence
     assert (procedure.CodeValue, procedure.CodingSchemeDesignator, procedure.CodeMeaning) == (
         "MRBRAIN", "99SITE", "MR brain")
+    assert procedure.CodingSchemeVersion == "2024"
+    (prior,) = a.ReferencedStudySequence
+    assert (prior.ReferencedSOPClassUID, prior.ReferencedSOPInstanceUID) == PRIOR
+    offset = dt.datetime.combine(sim.today, dt.time(10), source.tz).strftime("%z")
+    assert a.TimezoneOffsetFromUTC == offset
     sps = a.ScheduledProcedureStepSequence[0]
     # A resource with two consoles: a query for either title finds the step.
     assert list(sps.ScheduledStationAETitle) == ["MRI3T", "MRI3TB"]
@@ -126,5 +135,6 @@ def test_mr_fields_reach_findscu_with_units_codes_and_templates(
         assert b.get(keyword) in (None, ""), keyword
     assert b.get("PregnancyStatus") in (None, "")
     assert len(b.RequestedProcedureCodeSequence) == 0
+    assert len(b.ReferencedStudySequence) == 0
     assert len(b.ScheduledProcedureStepSequence[0].ScheduledProtocolCodeSequence) == 0
     assert b.PatientComments == f"Project:OTHER Subject:SUB0302 Session:{bare}"

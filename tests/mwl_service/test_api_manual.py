@@ -69,6 +69,22 @@ def test_a_walk_in_is_created_with_derived_identifiers(api):
     assert [(h["event"], h["changed_by"]) for h in history] == [("insert", "api:tech")]
 
 
+def test_referenced_studies_as_pairs_or_text_and_bad_uids_named(api):
+    study_root = "1.2.840.10008.5.1.4.1.2.2.1"
+    pairs = api.call("POST", "/api/v1/worklist", user="tech", json=walk_in(
+        referenced_studies=[[study_root, "1.2.3.4"], [study_root, "1.2.3.5"]])).json()
+    assert pairs["referenced_studies"] == f"{study_root}\\1.2.3.4\\{study_root}\\1.2.3.5"
+    text = api.call("POST", "/api/v1/worklist", user="tech", json=walk_in(
+        patient_id="QZ-90818", referenced_studies=f"{study_root}, 1.2.3.6")).json()
+    assert text["referenced_studies"] == f"{study_root}\\1.2.3.6"
+    bad = api.call("POST", "/api/v1/worklist", user="tech",
+                   json=walk_in(patient_id="QZ-90819", referenced_studies=[["1.2.x", "1.2"]]))
+    assert bad.status_code == 422 and "referenced_studies" in bad.text
+    odd = api.call("POST", "/api/v1/worklist", user="tech",
+                   json=walk_in(patient_id="QZ-90819", referenced_studies=study_root))
+    assert odd.status_code == 422 and "referenced_studies" in odd.text
+
+
 def test_an_offset_is_kept_and_a_modality_alone_will_do(api):
     body = walk_in(scheduled_start="2026-03-10T21:00:00Z", modality="ct")
     del body["scheduled_station_ae_title"]

@@ -16,6 +16,8 @@ from tests.fixtures.dicom import SITE_TZ, insert_item, mpps_attributes
 
 pytestmark = pytest.mark.postgres
 TZ = ZoneInfo(SITE_TZ)
+# A SOP Class UID for a referenced study (Study Root Query/Retrieve FIND).
+STUDY_ROOT_FIND = "1.2.840.10008.5.1.4.1.2.2.1"
 
 
 def at(hour: int, minute: int = 0, days: int = 0) -> dt.datetime:
@@ -96,7 +98,8 @@ def test_one_item_and_404(api):
 
 def test_dicom_json_is_what_a_c_find_of_every_key_answers(api):
     row = insert_item(api.engine, start=at(9, 30), patient_name="Müller^Jürgen",
-                      patient_weight="80", scheduled_station_ae_title="MRI3T")
+                      patient_weight="80", scheduled_station_ae_title="MRI3T",
+                      referenced_studies=f"{STUDY_ROOT_FIND}\\1.2.3.4")
     answer = api.call("GET", "/api/v1/worklist", user="reader",
                       headers={"Accept": "application/dicom+json"})
     assert answer.status_code == 200
@@ -111,6 +114,11 @@ def test_dicom_json_is_what_a_c_find_of_every_key_answers(api):
     assert step.ScheduledProcedureStepStartDate == row["scheduled_start_date"]
     assert step.ScheduledProcedureStepStartTime == "093000"
     assert step.ScheduledProcedureStepStatus == "SCHEDULED"
+    (study,) = ds.ReferencedStudySequence
+    assert (study.ReferencedSOPClassUID, study.ReferencedSOPInstanceUID) == (
+        STUDY_ROOT_FIND, "1.2.3.4")
+    offset = at(9, 30).astimezone(TZ).strftime("%z")
+    assert ds.TimezoneOffsetFromUTC == offset  # the site zone at the item's own start
     one = api.call("GET", f"/api/v1/worklist/{row['accession_number']}", user="reader",
                    headers={"Accept": "application/dicom+json"})
     assert Dataset.from_json(one.json()).StudyInstanceUID == row["study_instance_uid"]

@@ -11,16 +11,19 @@ from __future__ import annotations
 import datetime as dt
 import json
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
+from alembic import command
 from alembic.autogenerate import compare_metadata
+from alembic.config import Config
 from alembic.migration import MigrationContext
-from sqlalchemy import MetaData, Table, create_engine, insert, select, text
+from sqlalchemy import MetaData, Table, create_engine, insert, inspect, select, text
 from sqlalchemy.engine import make_url
 
 from mwl_service import migrate, schema
 from mwl_service.engine import make_engine
-from tests.fixtures.dicom import SERVER_AET, item_values, run_findscu
+from tests.fixtures.dicom import SERVER_AET, SITE_TZ, item_values, run_findscu
 
 FIXTURES = Path(__file__).parents[1] / "fixtures"
 
@@ -147,8 +150,10 @@ def test_release_1_database_is_refused_upgraded_and_keeps_everything(db_url):
         new_fields = conn.execute(select(
             schema.WorklistItem.patient_weight, schema.WorklistItem.pregnancy_status,
             schema.WorklistItem.scheduled_protocol_code_value,
+            schema.WorklistItem.referenced_studies,
+            schema.WorklistItem.requested_procedure_coding_scheme_version,
         )).all()
-        assert new_fields == [("", "", "")] * 2  # unknown; pregnancy_status NULL
+        assert new_fields == [("", "", "", "", "")] * 2  # unknown; pregnancy_status NULL
         # Who made each older history entry, filled in by revision 0003.
         who = conn.execute(select(schema.WorklistHistory.changed_by)
                            .order_by(schema.WorklistHistory.id)).scalars().all()
@@ -173,8 +178,8 @@ def test_upgraded_release_1_database_is_served(sqlite_url, mwl_service_process):
     service = mwl_service_process(sqlite_url)
     answers = run_findscu(
         service.host, service.port, SERVER_AET,
-        ["PatientName", "AccessionNumber", "PatientWeight",
-         "(0040,0100)[0].ScheduledProcedureStepStatus",
+        ["PatientName", "AccessionNumber", "PatientWeight", "ReferencedStudySequence",
+         "TimezoneOffsetFromUTC", "(0040,0100)[0].ScheduledProcedureStepStatus",
          "(0040,0100)[0].ScheduledStationAETitle"],
     )
     got = {str(a.AccessionNumber): a for a in answers}
@@ -184,7 +189,35 @@ def test_upgraded_release_1_database_is_served(sqlite_url, mwl_service_process):
     assert got[by_booking["R1-2"]].ScheduledProcedureStepSequence[0] \
         .ScheduledProcedureStepStatus == "IN PROGRESS"
     assert got[by_booking["R1-1"]].PatientWeight is None  # unknown stays empty
+    assert len(got[by_booking["R1-1"]].ReferencedStudySequence) == 0  # no reference
+    today = dt.datetime.now(dt.UTC).replace(hour=15, minute=0, second=0, microsecond=0)
+    offset = today.astimezone(ZoneInfo(SITE_TZ)).strftime("%z")
+    assert got[by_booking["R1-1"]].TimezoneOffsetFromUTC == offset
     service.stop()
+
+
+def test_revision_0004_adds_only_its_columns_and_goes_back(db_url):
+    # It is chained after 0002 for now: it must not touch what other revisions own.
+    assert migrate.upgrade(db_url) == (None, migrate.head_revision())
+    engine = create_engine(db_url)
+    added = {"referenced_studies", "requested_procedure_coding_scheme_version",
+             "scheduled_protocol_coding_scheme_version"}
+
+    def columns() -> set[str]:
+        with engine.connect() as conn:
+            return {c["name"] for c in inspect(conn).get_columns("worklist_items")}
+
+    assert added <= columns()
+    with engine.begin() as conn:
+        cfg = Config()
+        cfg.set_main_option("script_location", str(migrate.MIGRATIONS_DIR))
+        cfg.attributes["connection"] = conn
+        command.downgrade(cfg, "0002")
+    assert not added & columns()
+    assert len(columns()) == len(schema.WorklistItem.__table__.columns) - len(added)
+    engine.dispose()
+    assert migrate.upgrade(db_url) == ("0002", migrate.head_revision())
+    assert schema_differences(db_url) == []
 
 
 def test_require_current_names_a_newer_or_partial_database(sqlite_url):
