@@ -20,7 +20,8 @@ import pytest
 import yaml
 from sqlalchemy.orm import Session
 
-from mwl_service.schema import SourceSyncState, WorklistItem, make_engine
+from mwl_service.engine import make_engine
+from mwl_service.schema import SourceSyncState, WorklistItem
 from tests.fixtures.dagster_ui import (
     DAGSTER_PG_URL,
     ROOT,
