@@ -52,6 +52,7 @@ from mwl_service.acceptor import MwlAssociationServer
 from mwl_service.fastpath import PeerStalled, fast_responses
 from mwl_service.matching import QueryError, find_worklist, find_worklist_encoded
 from mwl_service.retention import DEFAULT_OFFER_PAST_DAYS
+from mwl_service.transport import AcceptedConnectionHandler
 from mwl_service.vr import validate_ae_title
 
 LOG = logging.getLogger("mwl_service.server")
@@ -508,6 +509,7 @@ def start_server(
             ssl_context=ssl_context,
             evt_handlers=handlers,
             server_class=WorklistServer,
+            request_handler=AcceptedConnectionHandler,
         )
     except Exception:
         engine.dispose()
