@@ -40,6 +40,7 @@ import socket
 import ssl
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from pynetdicom import _config, evt
@@ -110,16 +111,19 @@ class Waker:
 
 
 class WakingQueue(queue.Queue):  # type: ignore[type-arg]
-    """A queue.Queue that calls ``wake`` after every put."""
+    """A queue.Queue that calls its ``_mwl_wake`` after every put."""
 
-    def __init__(self, wake: Any, items: Any = ()) -> None:
-        super().__init__()
-        self.queue.extend(items)
-        self._wake = wake
+    _mwl_wake: Callable[[], None]
 
     def put(self, item: Any, block: bool = True, timeout: float | None = None) -> None:
         super().put(item, block, timeout)
-        self._wake()
+        self._mwl_wake()
+
+
+def make_waking(q: queue.Queue, wake: Callable[[], None]) -> None:  # type: ignore[type-arg]
+    """Turn ``q``, with what it holds, into a WakingQueue calling ``wake``."""
+    q.__class__ = WakingQueue
+    q._mwl_wake = wake  # type: ignore[attr-defined]
 
 
 class WaitingDUL(DULServiceProvider):
@@ -300,9 +304,9 @@ def _expected(assoc: Any) -> str | None:
 def adopt_reactors(assoc: Any) -> bool:
     """Make an accepted association, before it starts, run the waiting reactors.
 
-    The Association and its DUL keep their state (the same objects, of
-    subclasses that only run differently); the queues between the threads are
-    replaced by WakingQueues holding what was queued. Returns False, and leaves
+    The Association, its DUL and the queues between their threads keep their
+    state: they are the same objects, of subclasses that only run (or put)
+    differently. Returns False, and leaves
     pynetdicom's polling reactors, when the internals are not as expected."""
     global _warned
     problem = _expected(assoc)
@@ -315,9 +319,8 @@ def adopt_reactors(assoc: Any) -> bool:
     assoc._mwl_wake = threading.Event()
     assoc.__class__ = WaitingAssociation
     dul.__class__ = WaitingDUL
-    wake_dul, wake_assoc = dul._mwl_wake, assoc._mwl_wake.set
-    dul.to_provider_queue = WakingQueue(wake_dul, dul.to_provider_queue.queue)
-    dul.event_queue = WakingQueue(wake_dul, dul.event_queue.queue)
-    dul.to_user_queue = WakingQueue(wake_assoc, dul.to_user_queue.queue)
-    assoc.dimse.msg_queue = WakingQueue(wake_assoc, assoc.dimse.msg_queue.queue)
+    make_waking(dul.to_provider_queue, dul._mwl_wake)
+    make_waking(dul.event_queue, dul._mwl_wake)
+    make_waking(dul.to_user_queue, assoc._mwl_wake.set)
+    make_waking(assoc.dimse.msg_queue, assoc._mwl_wake.set)
     return True
