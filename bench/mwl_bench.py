@@ -35,7 +35,7 @@ Before timing, each query runs once against every server with responses extracte
 to files; all must return exactly the expected items (identifiers, decoded names,
 step).
 
-    python bench/mwl_bench.py                          # N = 1000, 10000; 5 repeats (broad: 3)
+    python bench/mwl_bench.py                          # N = 1000, 10000; 9 repeats (broad: 5)
     python bench/mwl_bench.py --sizes 1000 --repeats 9
     python bench/mwl_bench.py --pg-url postgresql+psycopg://postgres@127.0.0.1:55400/DB
     python bench/mwl_bench.py --large                  # adds N = 100000 (minutes)
@@ -270,10 +270,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                                      epilog=__doc__.split("\n\n", 1)[1])
     parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000],
                         help="worklist sizes N, multiples of 100 (default: 1000 10000)")
-    parser.add_argument("--repeats", type=int, default=5,
-                        help="timed runs per query and server; the median is reported (default: 5)")
-    parser.add_argument("--broad-repeats", type=int, default=3,
-                        help="timed runs of the broad queries, the slow ones (default: 3)")
+    parser.add_argument("--repeats", type=int, default=9,
+                        help="timed runs per query and server; the median is reported (default: 9)")
+    parser.add_argument("--broad-repeats", type=int, default=5,
+                        help="timed runs of the broad queries, the slow ones (default: 5)")
     parser.add_argument("--concurrent-rounds", type=int, default=5,
                         help=f"rounds of {CLIENTS} clients at once while a publisher writes; "
                         "0 skips the case (default: 5)")

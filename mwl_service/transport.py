@@ -1,6 +1,8 @@
 """What an accepted connection becomes: pynetdicom's association, reading with
-quick ACKs (:mod:`mwl_service.quickack`) and run by reactors that wait instead of
-poll (:mod:`mwl_service.reactors`). Why, and what it saves: ``bench/README.md``.
+quick ACKs (:mod:`mwl_service.quickack`), run by reactors that wait instead of
+poll (:mod:`mwl_service.reactors`), sending C-ECHO and final C-FIND responses
+encoded once (:mod:`mwl_service.responses`). Why, and what it saves:
+``bench/README.md``.
 
 pynetdicom internals relied on (pynetdicom>=3,<4, checked against 3.0.4):
 ``RequestHandler._create_association()`` builds the acceptor Association, with its
@@ -20,12 +22,14 @@ from pynetdicom.transport import AddressInformation, RequestHandler
 
 from mwl_service.quickack import adopt_socket
 from mwl_service.reactors import adopt_reactors
+from mwl_service.responses import adopt_responses
 
 
 class AcceptedConnectionHandler(RequestHandler):
     """pynetdicom's request handler for the association server: every accepted
     connection (plain or TLS; C-ECHO, C-FIND and MPPS alike) gets the quick-ACK
-    socket and the waiting reactors before its association starts."""
+    socket, the waiting reactors and the cached responses before its association
+    starts."""
 
     @property
     def local(self) -> AddressInformation:
@@ -39,6 +43,7 @@ class AcceptedConnectionHandler(RequestHandler):
         assoc = super()._create_association()
         adopt_socket(assoc)
         adopt_reactors(assoc)
+        adopt_responses(assoc)
         return assoc
 
 
