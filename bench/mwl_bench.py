@@ -25,7 +25,9 @@ Rows:
               tenth of the worklist in a loop (one transaction for mwl-service, the
               same items' .wl files, written and renamed, for wlmscpfs and Orthanc)
 Columns: median seconds per run; mwl/floor (1.00 = at the floor); vs wlmscpfs and
-vs orthanc = peer / mwl-service (higher = mwl-service faster).
+vs orthanc = peer / mwl-service (higher = mwl-service faster). The servers take
+turns within each repeat, and each ratio is the median of the repeats' own ratios,
+so a change of machine load between repeats does not tilt it.
 
 Then mwl-service's CPU with 16 idle associations open, and, with --pg-url or
 MWL_BENCH_PG_URL, two mwl-service replicas on one PostgreSQL worklist against one
@@ -51,6 +53,7 @@ import os
 import platform
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -64,10 +67,10 @@ from mwl_bench_clients import (
     echo_request,
     findscu_args,
     idle_cpu,
-    median_seconds,
     percentile,
     record,
     response_files,
+    timed_runs,
 )
 from mwl_bench_data import FIRST_DAY, load_database, make_items, queries, write_wl_files
 from mwl_bench_peers import (
@@ -96,13 +99,28 @@ IDLE_ASSOCIATIONS = 16
 
 @dataclass
 class Row:
+    """One row: per server (floor, mwl-service, wlmscpfs, orthanc) the runs' wall
+    times, or None where that server was not timed. `paired`: run k of every server
+    belongs to repeat k (the servers took turns), so ratios are taken per repeat."""
+
     query: str
     n: int
     items: int
-    floor: float | None
-    ours: float
-    wlmscpfs: float
-    orthanc: float | None
+    runs: list[list[float] | None]
+    paired: bool = True
+
+    def seconds(self, server: int) -> float | None:
+        runs = self.runs[server]
+        return None if runs is None else statistics.median(runs)
+
+    def ratio(self, top: int, bottom: int) -> float | None:
+        """Median over the repeats of server `top`'s time / server `bottom`'s."""
+        a, b = self.runs[top], self.runs[bottom]
+        if a is None or b is None:
+            return None
+        if not self.paired:
+            return statistics.median(a) / statistics.median(b)
+        return statistics.median(x / y for x, y in zip(a, b))
 
 
 @dataclass
@@ -171,23 +189,22 @@ def timed_rows(setup: Setup, items, args) -> list[Row]:
     for name, match, expected in queries(items):
         for quiet in ((False, True) if name == "broad" else (False,)):
             reps = args.broad_repeats if name == "broad" else args.repeats
-            secs = median_seconds([findscu_args(p.aet, p.port, match, quiet) for p in timed],
-                                  reps)
-            rows.append(row(name + (" -q" if quiet else ""), len(items), len(expected), secs))
-    secs = median_seconds([echo_args(p.aet, p.port) for p in timed], args.repeats)
-    rows.append(row("echo", len(items), 0, secs))
+            runs = timed_runs([findscu_args(p.aet, p.port, match, quiet) for p in timed], reps)
+            rows.append(row(name + (" -q" if quiet else ""), len(items), len(expected), runs))
+    runs = timed_runs([echo_args(p.aet, p.port) for p in timed], args.repeats)
+    rows.append(row("echo", len(items), 0, runs))
     if args.concurrent_rounds:
         times = concurrent_latencies(setup.peers, items, CLIENTS, args.concurrent_rounds,
                                      setup.db_url, setup.wl_dir)
         for q in (50, 95):
             rows.append(row(f"conc p{q}", len(items), len(items) // 100,
-                            [None] + [percentile(t, q) for t in times]))
+                            [None] + [[percentile(t, q)] for t in times], paired=False))
     return rows
 
 
-def row(query: str, n: int, count: int, secs: list) -> Row:
-    """secs: floor, mwl-service, wlmscpfs[, orthanc]."""
-    return Row(query, n, count, secs[0], secs[1], secs[2], secs[3] if len(secs) > 3 else None)
+def row(query: str, n: int, count: int, runs: list, paired: bool = True) -> Row:
+    """runs: floor, mwl-service, wlmscpfs[, orthanc]."""
+    return Row(query, n, count, (list(runs) + [None])[:4], paired)
 
 
 def bench_size(n: int, args, procs: list) -> tuple[list[Row], list[str]]:
@@ -236,13 +253,12 @@ def print_table(rows: list[Row]) -> None:
           f"{'wlmscpfs s':>10} {'orthanc s':>9} {'mwl/floor':>9} {'vs wlmscpfs':>11} "
           f"{'vs orthanc':>10}")
     for r in rows:
-        ratio = None if r.floor is None else r.ours / r.floor
-        vs_orthanc = None if r.orthanc is None else r.orthanc / r.ours
-        print(f"{r.query:9} {r.n:6} {r.items:6} {fmt(r.floor, 8)} {fmt(r.ours, 13)} "
-              f"{fmt(r.wlmscpfs, 10)} {fmt(r.orthanc, 9)} {fmt(ratio, 9, 2)} "
-              f"{fmt(r.wlmscpfs / r.ours, 11, 2)} {fmt(vs_orthanc, 10, 2)}")
-    print("mwl/floor: mwl-service / floor (1.00 = at the floor); vs PEER: PEER / mwl-service "
-          "(higher = mwl-service faster)")
+        print(f"{r.query:9} {r.n:6} {r.items:6} {fmt(r.seconds(0), 8)} {fmt(r.seconds(1), 13)} "
+              f"{fmt(r.seconds(2), 10)} {fmt(r.seconds(3), 9)} {fmt(r.ratio(1, 0), 9, 2)} "
+              f"{fmt(r.ratio(2, 1), 11, 2)} {fmt(r.ratio(3, 1), 10, 2)}")
+    print("seconds: median of the runs; mwl/floor: mwl-service / floor (1.00 = at the floor); "
+          "vs PEER: PEER / mwl-service (higher = mwl-service faster); each ratio the median "
+          "of the repeats' own ratios (the servers take turns within a repeat)")
 
 
 def interrupt(_signum: int, _frame: object) -> None:

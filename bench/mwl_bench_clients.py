@@ -86,16 +86,17 @@ def record(peer: Peer, commands: list[list[str]], path: Path) -> None:
     path.write_bytes(pickle.dumps(recorder.conversations))
 
 
-def median_seconds(commands: list[list[str]], repeats: int) -> list[float]:
-    """Median wall time of each command over `repeats` runs, each a new process and
-    association; the commands take turns so drift in machine load hits all alike."""
+def timed_runs(commands: list[list[str]], repeats: int) -> list[list[float]]:
+    """Wall time of each command, `repeats` times, each run a new process and
+    association; the commands take turns, so the runs of one repeat are next to
+    each other in time (and a change of machine load hits them alike)."""
     times: list[list[float]] = [[] for _ in commands]
     for _ in range(repeats):
         for args, runs in zip(commands, times):
             t0 = time.perf_counter()
             subprocess.run(args, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             runs.append(time.perf_counter() - t0)
-    return [statistics.median(runs) for runs in times]
+    return times
 
 
 def percentile(values: list[float], q: float) -> float:
