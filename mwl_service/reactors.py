@@ -133,12 +133,19 @@ class WaitingDUL(DULServiceProvider):
 
     def run(self) -> None:
         """The DUL thread (instead of the polling ``run_reactor`` target)."""
-        self._mwl_waker = Waker()
         try:
-            self._mwl_react()
+            self._mwl_waker = Waker()
+        except OSError:  # no descriptor left for the wake-up socket
+            LOG.warning("No wake-up socket for an association; its DUL thread polls")
+        try:
+            if self._mwl_waker is None:
+                self.run_reactor()  # pynetdicom's polling loop needs no descriptor
+            else:
+                self._mwl_react()
         finally:
             waker, self._mwl_waker = self._mwl_waker, None
-            waker.close()
+            if waker is not None:
+                waker.close()
             self.assoc._mwl_wake.set()  # the association thread sees the DUL end
 
     def _mwl_react(self) -> None:

@@ -162,3 +162,16 @@ def test_unexpected_internals_leave_pynetdicoms_reactors(
     assert "Waiting reactors unavailable (PASS_CONTEXTVARS is set)" in caplog.text
     peer.close()
     assert pynetdicom_echo(server.host, server.port, server.ae_title) == 0x0000
+
+
+def test_without_a_wake_up_socket_the_dul_polls(sqlite_url, mwl_server, monkeypatch):
+    """No descriptor left for the wake-up socket: the association is served all the
+    same, by pynetdicom's polling loop."""
+
+    def no_descriptors():
+        raise OSError(24, "Too many open files")
+
+    monkeypatch.setattr(reactors, "Waker", no_descriptors)
+    server = mwl_server(sqlite_url)
+    assert pynetdicom_echo(server.host, server.port, server.ae_title) == 0x0000
+    assert wait_until(lambda: not server.server.active_associations)
