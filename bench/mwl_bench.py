@@ -239,9 +239,10 @@ def bench_size(n: int, args, procs: list) -> tuple[list[Row], list[str]]:
 
 def replica_notes(n: int, lat: dict[int, tuple[float, float]]) -> list[str]:
     (p50_1, p95_1), (p50_2, p95_2) = lat[1], lat[2]
-    return [f"N={n}: PostgreSQL, {REPLICA_CLIENTS} clients at once: 1 replica p50 {p50_1:.4f} s "
+    note = (f"N={n}: PostgreSQL, {REPLICA_CLIENTS} clients at once: 1 replica p50 {p50_1:.4f} s "
             f"p95 {p95_1:.4f} s; 2 replicas p50 {p50_2:.4f} s p95 {p95_2:.4f} s; "
-            f"1 / 2 replicas: p50 {p50_1 / p50_2:.2f}, p95 {p95_1 / p95_2:.2f}"]
+            f"1 / 2 replicas: p50 {p50_1 / p50_2:.2f}, p95 {p95_1 / p95_2:.2f}")
+    return [note]
 
 
 def fmt(value: float | None, width: int, digits: int = 4) -> str:

@@ -15,8 +15,16 @@ import time
 from pathlib import Path
 
 import pydicom
-from mwl_bench_data import PROTOCOLS, SPS, SPS_KEYS, STATIONS, TOP_KEYS, Item, typical_match
-from mwl_bench_data import write_wl_file
+from mwl_bench_data import (
+    PROTOCOLS,
+    SPS,
+    SPS_KEYS,
+    STATIONS,
+    TOP_KEYS,
+    Item,
+    typical_match,
+    write_wl_file,
+)
 from mwl_bench_peers import CALLING_AET, Peer, cpu_seconds
 from mwl_floor import Recorder, read_pdu
 from sqlalchemy import update
