@@ -1,28 +1,45 @@
-"""Worklist benchmark: mwl-service against DCMTK wlmscpfs, timed with DCMTK findscu -W.
+"""Worklist benchmark: mwl-service against the floor, DCMTK wlmscpfs and Orthanc,
+timed with DCMTK findscu -W.
 
 For each size N the same N worklist items go into a fresh SQLite worklist DB (for
-mwl-service) and into one .wl file each (for wlmscpfs). Both servers run as their own
-processes on loopback; every timed run is a fresh findscu/echoscu process with a new
-association, so the numbers are what a scanner sees (process start + association +
-query + answers). The layout is 10 stations x 10 days x N/100 items per station-day,
-so at N=10000 "one station, one day" is 100 items.
+mwl-service) and into one .wl file each (for wlmscpfs and Orthanc's Worklists
+plugin, which read the same folder). Every server runs as its own process on
+loopback; every timed run is a fresh findscu/echoscu process with a new
+association, so the numbers are what a scanner sees (process start + association
++ query + answers). The layout is 10 stations x 10 days x N/100 items per
+station-day, so at N=10000 "one station, one day" is 100 items.
 
-Queries:
-  broad    all items of the 10-day SPS start date range (returns N)
-  typical  one Scheduled Station AE Title + one day    (N/100)
-  narrow   one Patient ID                              (a few)
-  echo     echoscu: the association floor
-  concurrent  CLIENTS findscu processes at once, each running the typical query
-           (a different station each) --concurrent-rounds times, while a publisher
-           process rewrites a tenth of the worklist in a loop: one transaction in
-           the SQLite database for mwl-service, the same items' .wl files (written
-           and renamed into place) for wlmscpfs; p50 and p95 per query
+The floor (bench/mwl_floor.py) is the fastest any server could be: plain sockets
+replaying, byte for byte, what mwl-service answered to the same request (recorded
+once through a proxy, and checked to give findscu the same response files), with
+every segment acknowledged at once.
 
-Before timing, each query runs once against both servers with responses extracted to
-files; both must return exactly the expected items (identifiers, decoded names, step).
+Rows:
+  broad       all items of the 10-day SPS start date range (returns N)
+  broad -q    the same with findscu -q (prints nothing per answer, as a console)
+  typical     one Scheduled Station AE Title + one day    (N/100)
+  narrow      one Patient ID                              (a few)
+  echo        echoscu: the association alone
+  conc p50/95 CLIENTS findscu processes at once, each the typical query (a station
+              each), --concurrent-rounds times, while a publisher process rewrites a
+              tenth of the worklist in a loop (one transaction for mwl-service, the
+              same items' .wl files, written and renamed, for wlmscpfs and Orthanc)
+Columns: median seconds per run; mwl/floor (1.00 = at the floor); vs wlmscpfs and
+vs orthanc = peer / mwl-service (higher = mwl-service faster). The servers take
+turns within each repeat, and each ratio is the median of the repeats' own ratios,
+so a change of machine load between repeats does not tilt it.
 
-    python bench/mwl_bench.py                          # N = 1000, 10000; 5 repeats (broad: 3)
+Then mwl-service's CPU with 16 idle associations open, and, with --pg-url or
+MWL_BENCH_PG_URL, two mwl-service replicas on one PostgreSQL worklist against one
+(16 clients at once, p50/p95); without a PostgreSQL URL that case is skipped.
+
+Before timing, each query runs once against every server with responses extracted
+to files; all must return exactly the expected items (identifiers, decoded names,
+step).
+
+    python bench/mwl_bench.py                          # N = 1000, 10000; 9 repeats (broad: 5)
     python bench/mwl_bench.py --sizes 1000 --repeats 9
+    python bench/mwl_bench.py --pg-url postgresql+psycopg://postgres@127.0.0.1:55400/DB
     python bench/mwl_bench.py --large                  # adds N = 100000 (minutes)
 
 How the numbers were found and what they mean: bench/README.md.
@@ -32,387 +49,184 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import hashlib
-import multiprocessing
 import os
 import platform
-import random
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
-import zoneinfo
 from dataclasses import dataclass
 from pathlib import Path
 
-import pydicom
-from pydicom.dataset import Dataset
-from sqlalchemy import insert, update
-
-from mwl_service.engine import make_engine
-from mwl_service.schema import (
-    WorklistItem,
-    accession_number,
-    step_id,
-    study_instance_uid,
+from mwl_bench_clients import (
+    answered,
+    concurrent_latencies,
+    echo_request,
+    findscu_args,
+    idle_cpu,
+    percentile,
+    record,
+    response_files,
+    timed_runs,
 )
+from mwl_bench_data import FIRST_DAY, load_database, make_items, queries, write_wl_files
+from mwl_bench_peers import (
+    BIN,
+    DCMTK_AET,
+    ORTHANC_AET,
+    OUR_AET,
+    Peer,
+    echo_args,
+    floor_cmd,
+    free_port,
+    mwl_service_cmd,
+    orthanc_cmd,
+    orthanc_executable,
+    orthanc_plugin,
+    start,
+    stop,
+    wlmscpfs_cmd,
+)
+from mwl_bench_replicas import PG_ENV, replica_latencies
 
-BIN = Path(sys.executable).parent  # mwl-service lives next to this venv's python
-OUR_AET, DCMTK_AET, CALLING_AET = "CALPENDO_MWL", "WLMSCPFS", "BENCH"
 CLIENTS = 8  # concurrent findscu processes in the concurrency case
-SOURCE, TZ = "bench", zoneinfo.ZoneInfo("America/Edmonton")
-FIRST_DAY, DAYS = dt.date(2026, 5, 4), 10  # no DST change inside the window
-STATIONS = [  # (AE title, modality, station name)
-    ("MR3T_A", "MR", "PRISMA_A"), ("MR3T_B", "MR", "PRISMA_B"), ("MR7T", "MR", "TERRA"),
-    ("MR15T", "MR", "AERA"), ("PETMR", "PT", "BIOGRAPH"), ("CT1", "CT", "SOMATOM"),
-    ("US1", "US", "ACUSON"), ("EEG1", "EEG", "EEG_LAB1"), ("EEG2", "EEG", "EEG_LAB2"),
-    ("XA1", "XA", "ARTIS"),
-]
-FAMILY = ["Smith", "Nguyen", "Müller", "García", "O'Brien", "Łukasiewicz", "Søndergaard",
-          "Chen", "Okafor", "Dubois", "Ivanov", "Kowalski", "Brown", "山田", "Côté", "Singh"]
-GIVEN = ["Anna", "Jürgen", "José", "Mei", "Chidi", "Zoë", "Liam", "Olga", "太郎", "Priya",
-         "François", "Noah", "Åsa", "Omar", "Ewa", "Kai"]
-PROTOCOLS = ["fMRI resting state", "DTI 64 dir", "T1 MPRAGE", "Spectroscopy", "EEG 64ch",
-             "Cardiac cine", "Pilot scan", "PET amyloid"]
-
-# Return keys of every query (top level; the SPS item gets the SPS_KEYS below).
-TOP_KEYS = ["PatientName", "PatientID", "AccessionNumber", "StudyInstanceUID"]
-SPS = "(0040,0100)[0]."
-SPS_KEYS = {"(0040,0001)": "ScheduledStationAETitle", "(0008,0060)": "Modality",
-            "(0040,0002)": "ScheduledProcedureStepStartDate",
-            "(0040,0003)": "ScheduledProcedureStepStartTime",
-            "(0040,0009)": "ScheduledProcedureStepID",
-            "(0040,0007)": "ScheduledProcedureStepDescription"}
+REPLICA_CLIENTS = 16
+IDLE_ASSOCIATIONS = 16
 
 
-@dataclass(frozen=True)
-class Item:
-    booking_id: str
-    patient_id: str
-    patient_name: str
-    birth_date: str
-    sex: str
-    station: str
-    modality: str
-    station_name: str
-    start: dt.datetime  # site-local, aware
-    description: str
+@dataclass
+class Row:
+    """One row: per server (floor, mwl-service, wlmscpfs, orthanc) the runs' wall
+    times, or None where that server was not timed. `paired`: run k of every server
+    belongs to repeat k (the servers took turns), so ratios are taken per repeat."""
 
-    @property
-    def accession(self) -> str:
-        return accession_number(SOURCE, self.booking_id)
+    query: str
+    n: int
+    items: int
+    runs: list[list[float] | None]
+    paired: bool = True
 
+    def seconds(self, server: int) -> float | None:
+        runs = self.runs[server]
+        return None if runs is None else statistics.median(runs)
 
-def make_items(n: int, seed: int = 7) -> list[Item]:
-    """N items: 10 stations x 10 days x n/100 per station-day, 07:00-19:00 local.
-
-    Patients are drawn from n/2 IDs, so a Patient ID has a handful of bookings
-    (a narrow query) and some names are non-ASCII (the charset path is exercised).
-    """
-    rng = random.Random(seed)
-    per_slot = max(1, n // (len(STATIONS) * DAYS))
-    step = dt.timedelta(minutes=720 / per_slot)
-    items = []
-    for day in range(DAYS):
-        date = FIRST_DAY + dt.timedelta(days=day)
-        for aet, modality, name in STATIONS:
-            for k in range(per_slot):
-                start = dt.datetime.combine(date, dt.time(7), TZ) + k * step
-                p = rng.randrange(max(1, n // 2))
-                items.append(Item(
-                    booking_id=str(100000 + len(items)), patient_id=f"SUBJ{p:06d}",
-                    patient_name=f"{FAMILY[p % 16]}^{GIVEN[(p // 16) % 16]}",
-                    birth_date=f"{1950 + p % 50}{1 + p % 12:02d}{1 + p % 28:02d}",
-                    sex="MF"[p % 2], station=aet, modality=modality, station_name=name,
-                    start=start.replace(second=0, microsecond=0),
-                    description=PROTOCOLS[rng.randrange(len(PROTOCOLS))],
-                ))
-    return items
+    def ratio(self, top: int, bottom: int) -> float | None:
+        """Median over the repeats of server `top`'s time / server `bottom`'s."""
+        a, b = self.runs[top], self.runs[bottom]
+        if a is None or b is None:
+            return None
+        if not self.paired:
+            return statistics.median(a) / statistics.median(b)
+        return statistics.median(x / y for x, y in zip(a, b))
 
 
-def load_database(items: list[Item], db_path: Path) -> None:
-    """One bulk INSERT through the project's own schema (what a sync publishes)."""
-    engine = make_engine(f"sqlite:///{db_path}")
-    rows = [{
-        "source": SOURCE, "booking_id": it.booking_id, "patient_id": it.patient_id,
-        "patient_name": it.patient_name, "patient_birth_date": it.birth_date,
-        "patient_sex": it.sex, "accession_number": it.accession,
-        "study_instance_uid": study_instance_uid(SOURCE, it.booking_id),
-        "requested_procedure_id": step_id(SOURCE, it.booking_id),
-        "requested_procedure_description": it.description, "study_description": it.description,
-        "scheduled_procedure_step_id": step_id(SOURCE, it.booking_id),
-        "scheduled_procedure_step_description": it.description,
-        "scheduled_station_ae_title": it.station, "scheduled_station_name": it.station_name,
-        "modality": it.modality, "scheduled_start_utc": it.start.astimezone(dt.UTC),
-        "site_timezone": TZ.key, "scheduled_start_date": it.start.strftime("%Y%m%d"),
-        "scheduled_start_time": it.start.strftime("%H%M%S"), "duration_minutes": 60,
-        "booking_status": "APPROVED", "resource_name": it.station_name,
-        "content_hash": hashlib.sha256(it.booking_id.encode()).hexdigest(),
-    } for it in items]
-    with engine.begin() as conn:
-        conn.execute(insert(WorklistItem), rows)
-    engine.dispose()
+@dataclass
+class Setup:
+    workdir: Path
+    db_url: str
+    wl_dir: Path
+    peers: list[Peer]  # mwl-service, wlmscpfs, [Orthanc]
+    floor: Peer | None = None
 
 
-def write_wl_files(items: list[Item], aet_dir: Path) -> None:
-    """One .wl per item in <dfp>/<called AE title>/, plus the 'lockfile' wlmscpfs locks.
-
-    A .wl is a plain DICOM dataset (what `dump2dcm` writes); it carries every type 1
-    worklist key (PS3.4 table K.6-1) so wlmscpfs's default file reject keeps it.
-    """
-    aet_dir.mkdir(parents=True)
-    (aet_dir / "lockfile").touch()
-    for it in items:
-        write_wl_file(it, aet_dir)
-
-
-def write_wl_file(it: Item, aet_dir: Path, description: str | None = None) -> None:
-    """The .wl file of one item, written aside and renamed into place (atomic)."""
-    description = description or it.description
-    sps = Dataset()
-    sps.ScheduledStationAETitle = it.station
-    sps.ScheduledStationName = it.station_name
-    sps.Modality = it.modality
-    sps.ScheduledProcedureStepStartDate = it.start.strftime("%Y%m%d")
-    sps.ScheduledProcedureStepStartTime = it.start.strftime("%H%M%S")
-    sps.ScheduledProcedureStepDescription = description
-    sps.ScheduledProcedureStepID = step_id(SOURCE, it.booking_id)
-    sps.ScheduledProcedureStepStatus = "SCHEDULED"
-    ds = Dataset()
-    ds.SpecificCharacterSet = "ISO_IR 192"
-    ds.AccessionNumber = it.accession
-    ds.PatientName = it.patient_name
-    ds.PatientID = it.patient_id
-    ds.PatientBirthDate = it.birth_date
-    ds.PatientSex = it.sex
-    ds.StudyInstanceUID = study_instance_uid(SOURCE, it.booking_id)
-    ds.RequestedProcedureID = step_id(SOURCE, it.booking_id)
-    ds.RequestedProcedureDescription = description
-    ds.ScheduledProcedureStepSequence = [sps]
-    # wlmscpfs skips files whose name does not end in .wl: write aside, rename.
-    tmp = aet_dir / f"{it.booking_id}.tmp"
-    ds.save_as(tmp, implicit_vr=False, little_endian=True, enforce_file_format=False)
-    os.replace(tmp, aet_dir / f"{it.booking_id}.wl")
+def start_servers(n: int, workdir: Path, log, procs: list, with_orthanc: bool) -> Setup:
+    items = make_items(n)
+    t0 = time.perf_counter()
+    db_url = f"sqlite:///{workdir / 'worklist.db'}"
+    load_database(items, db_url)
+    wl_dir = workdir / "wlistdb" / DCMTK_AET
+    write_wl_files(items, wl_dir)
+    print(f"N={n}: DB + .wl files written in {time.perf_counter() - t0:.1f} s", flush=True)
+    past_days = (dt.date.today() - FIRST_DAY).days + 1
+    commands = [("mwl-service", OUR_AET, lambda p: mwl_service_cmd(db_url, p, past_days, CLIENTS)),
+                ("wlmscpfs", DCMTK_AET, lambda p: wlmscpfs_cmd(wl_dir.parent, p))]
+    if with_orthanc:
+        commands.append(("orthanc", ORTHANC_AET,
+                         lambda p: orthanc_cmd(workdir, wl_dir, p, CLIENTS)))
+    peers = []
+    for name, aet, command in commands:
+        port = free_port()
+        cmd = command(port)
+        print("  " + " ".join(cmd), flush=True)
+        peers.append(start(name, aet, cmd, port, log, procs))
+    return Setup(workdir, db_url, wl_dir, peers)
 
 
-def answer(it: Item) -> tuple[str, ...]:
-    """What a correct answer for `it` carries: identifiers, the decoded name, the step."""
-    return (it.accession, it.patient_id, it.patient_name, it.station, it.modality,
-            it.start.strftime("%Y%m%d"), it.start.strftime("%H%M%S"),
-            step_id(SOURCE, it.booking_id))
+def verify(setup: Setup, items, log, procs: list) -> None:
+    """Every server answers every query with exactly the expected items; then the
+    floor is recorded from mwl-service and must give findscu the same responses."""
+    ours = setup.peers[0]
+    for name, match, expected in queries(items):
+        got = [answered(p.aet, p.port, match, setup.workdir / f"{name}-{p.name}")
+               for p in setup.peers]
+        counts = "  ".join(f"{p.name} {len(g):6}" for p, g in zip(setup.peers, got))
+        ok = all(g == expected for g in got)
+        print(f"  verify {name:8} expected {len(expected):6}  {counts}  "
+              f"{'OK' if ok else 'MISMATCH'}", flush=True)
+        if not ok:
+            wrong = next(set(g) ^ set(expected) for g in got if g != expected)
+            raise SystemExit(f"{name}: answers differ from the expected items, e.g. "
+                             f"{sorted(wrong)[:2]}")
+    recordings = setup.workdir / "floor.pickle"
+    record(ours, [findscu_args(OUR_AET, ours.port, m) for _, m, _ in queries(items)]
+           + [echo_args(OUR_AET, ours.port)], recordings)
+    port = free_port()
+    setup.floor = start("floor", OUR_AET, floor_cmd(port, recordings), port, log, procs)
+    for name, match, _ in queries(items):
+        floor_dir = setup.workdir / f"{name}-floor"
+        answered(OUR_AET, port, match, floor_dir)
+        if response_files(floor_dir) != response_files(setup.workdir / f"{name}-mwl-service"):
+            raise SystemExit(f"{name}: the floor's responses differ from mwl-service's")
+    print("  verify floor: responses byte for byte those of mwl-service  OK", flush=True)
 
 
-def queries(items: list[Item]) -> list[tuple[str, list[str], list[tuple[str, ...]]]]:
-    """(name, findscu -k matching keys, expected answers) per query."""
-    first = FIRST_DAY.strftime("%Y%m%d")
-    last = (FIRST_DAY + dt.timedelta(DAYS - 1)).strftime("%Y%m%d")
-    day = (FIRST_DAY + dt.timedelta(3)).strftime("%Y%m%d")
-    station = STATIONS[0][0]
-    patient = items[len(items) // 2].patient_id
-    want = lambda pred: sorted(answer(it) for it in items if pred(it))
-    return [
-        ("broad", [f"{SPS}(0040,0002)={first}-{last}"], want(lambda it: True)),
-        ("typical", [f"{SPS}(0040,0001)={station}", f"{SPS}(0040,0002)={day}"],
-         want(lambda it: it.station == station and it.start.strftime("%Y%m%d") == day)),
-        ("narrow", [f"PatientID={patient}"], want(lambda it: it.patient_id == patient)),
-    ]
+def timed_rows(setup: Setup, items, args) -> list[Row]:
+    timed = [setup.floor] + setup.peers
+    rows = []
+    for name, match, expected in queries(items):
+        for quiet in ((False, True) if name == "broad" else (False,)):
+            reps = args.broad_repeats if name == "broad" else args.repeats
+            runs = timed_runs([findscu_args(p.aet, p.port, match, quiet) for p in timed], reps)
+            rows.append(row(name + (" -q" if quiet else ""), len(items), len(expected), runs))
+    runs = timed_runs([echo_args(p.aet, p.port) for p in timed], args.repeats)
+    rows.append(row("echo", len(items), 0, runs))
+    if args.concurrent_rounds:
+        times = concurrent_latencies(setup.peers, items, CLIENTS, args.concurrent_rounds,
+                                     setup.db_url, setup.wl_dir)
+        for q in (50, 95):
+            rows.append(row(f"conc p{q}", len(items), len(items) // 100,
+                            [None] + [[percentile(t, q)] for t in times], paired=False))
+    return rows
 
 
-def findscu_args(aet: str, port: int, match: list[str]) -> list[str]:
-    """findscu -W with the matching keys plus the same return keys for every query."""
-    matched = {m.split("=")[0] for m in match}
-    keys = [k for k in TOP_KEYS if k not in matched]
-    keys += [SPS + tag for tag in SPS_KEYS if SPS + tag not in matched]
-    args = ["findscu", "-W", "-aet", CALLING_AET, "-aec", aet]
-    for k in match + keys:
-        args += ["-k", k]
-    return args + ["127.0.0.1", str(port)]
+def row(query: str, n: int, count: int, runs: list, paired: bool = True) -> Row:
+    """runs: floor, mwl-service, wlmscpfs[, orthanc]."""
+    return Row(query, n, count, (list(runs) + [None])[:4], paired)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def echo_args(aet: str, port: int) -> list[str]:
-    return ["echoscu", "-aet", CALLING_AET, "-aec", aet, "127.0.0.1", str(port)]
-
-
-def wait_for_echo(aet: str, port: int, proc: subprocess.Popen, what: str) -> None:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"{what} exited with status {proc.returncode}")
-        probe = subprocess.run(echo_args(aet, port) + ["-to", "2"], check=False,
-                               capture_output=True)
-        if probe.returncode == 0:
-            return
-        time.sleep(0.1)
-    raise SystemExit(f"{what} did not answer C-ECHO within 30 s")
-
-
-def answered(aet: str, port: int, match: list[str], out: Path) -> list[tuple[str, ...]]:
-    """Run the query once with -X (responses to files) and decode every answer.
-
-    Names are decoded with the answer's own Specific Character Set, so a server that
-    mislabels non-ASCII names fails the comparison."""
-    out.mkdir()
-    subprocess.run(findscu_args(aet, port, match) + ["-X", "-od", str(out)], check=True,
-                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    got = []
-    for f in out.glob("rsp*.dcm"):
-        ds = pydicom.dcmread(f)
-        sps = ds.ScheduledProcedureStepSequence[0]
-        got.append((ds.AccessionNumber, ds.PatientID, str(ds.PatientName),
-                 sps.ScheduledStationAETitle, sps.Modality, sps.ScheduledProcedureStepStartDate,
-                 sps.ScheduledProcedureStepStartTime, sps.ScheduledProcedureStepID))
-    return sorted(got)
-
-
-def median_seconds(commands: list[list[str]], repeats: int) -> list[float]:
-    """Median wall time of each command over `repeats` runs, each a new process and
-    association; the commands take turns so drift in machine load hits both alike."""
-    times: list[list[float]] = [[] for _ in commands]
-    for _ in range(repeats):
-        for args, runs in zip(commands, times):
-            t0 = time.perf_counter()
-            subprocess.run(args, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            runs.append(time.perf_counter() - t0)
-    return [statistics.median(runs) for runs in times]
-
-
-def publish_loop(db_path: Path, aet_dir: Path, items: list[Item], stop: threading.Event) -> None:
-    """What a sync does to each server's data, again and again until `stop`: a
-    tenth of the items get a new description, in one transaction for mwl-service
-    (the way a sync publishes) and as rewritten .wl files for wlmscpfs."""
-    engine = make_engine(f"sqlite:///{db_path}")
-    try:
-        for round_ in range(1_000_000):
-            if stop.is_set():
-                return
-            changed = items[round_ % 10 :: 10]
-            text = f"{PROTOCOLS[round_ % len(PROTOCOLS)]} r{round_}"
-            with engine.begin() as conn:
-                conn.execute(
-                    update(WorklistItem)
-                    .where(WorklistItem.booking_id.in_([it.booking_id for it in changed]))
-                    .values(scheduled_procedure_step_description=text,
-                            requested_procedure_description=text,
-                            updated_at=dt.datetime.now(dt.UTC))
-                )
-            for it in changed:
-                write_wl_file(it, aet_dir, text)
-            time.sleep(0.05)
-    finally:
-        engine.dispose()
-
-
-def concurrent_latencies(servers: list, items: list[Item], rounds: int, db_path: Path,
-                         aet_dir: Path) -> list[list[float]]:
-    """Per server: the wall time of every findscu run of CLIENTS clients at once
-    (the typical query, one station each), `rounds` times, the servers taking
-    turns, while a publisher process rewrites the data."""
-    day = (FIRST_DAY + dt.timedelta(3)).strftime("%Y%m%d")
-    matches = [[f"{SPS}(0040,0001)={STATIONS[k % len(STATIONS)][0]}", f"{SPS}(0040,0002)={day}"]
-               for k in range(CLIENTS)]
-    stop_event = multiprocessing.Event()
-    publisher = multiprocessing.Process(target=publish_loop,
-                                        args=(db_path, aet_dir, items, stop_event))
-    publisher.start()
-    times: list[list[float]] = [[] for _ in servers]
-    try:
-        time.sleep(0.5)  # the publisher is writing
-        for _ in range(rounds):
-            for (_, aet, port, _proc), runs in zip(servers, times):
-                def one(match: list[str], runs: list[float] = runs, aet: str = aet,
-                        port: int = port) -> None:
-                    t0 = time.perf_counter()
-                    subprocess.run(findscu_args(aet, port, match), check=True,
-                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-                    runs.append(time.perf_counter() - t0)
-                threads = [threading.Thread(target=one, args=(m,)) for m in matches]
-                for t in threads:
-                    t.start()
-                for t in threads:
-                    t.join()
-    finally:
-        stop_event.set()
-        publisher.join(30)
-    if publisher.exitcode != 0:
-        raise SystemExit(f"the publisher failed (exit code {publisher.exitcode})")
-    for runs in times:
-        if len(runs) != rounds * CLIENTS:
-            raise SystemExit("a concurrent findscu run failed")
-    return times
-
-
-def percentile(values: list[float], q: float) -> float:
-    return statistics.quantiles(values, n=100, method="inclusive")[int(q) - 1]
-
-
-def bench_size(n: int, repeats: int, broad_repeats: int, procs: list[subprocess.Popen],
-               concurrent_rounds: int = 0) -> list:
-    """Load N items into both servers, verify the answers, time every query."""
+def bench_size(n: int, args, procs: list) -> tuple[list[Row], list[str]]:
+    """Load N items into every server, verify the answers, time every query."""
     workdir = Path(tempfile.mkdtemp(prefix=f"mwl-bench-{n}-"))
-    log = open(workdir / "servers.log", "wb")  # noqa: SIM115 - both servers write to it
+    log = open(workdir / "servers.log", "wb")  # noqa: SIM115 - every server writes to it
+    notes = []
     try:
+        setup = start_servers(n, workdir, log, procs, with_orthanc=args.orthanc)
         items = make_items(n)
-        t0 = time.perf_counter()
-        load_database(items, workdir / "worklist.db")
-        write_wl_files(items, workdir / "wlistdb" / DCMTK_AET)
-        print(f"N={len(items)}: DB + .wl files written in {time.perf_counter() - t0:.1f} s",
-              flush=True)
-
-        ours_port, dcmtk_port = free_port(), free_port()
-        # All clients come from 127.0.0.1: allow them all (the per-host default is
-        # half of --max-associations). The items lie in a fixed past window, and
-        # wlmscpfs offers every step: offer them all as work too.
-        past_days = (dt.date.today() - FIRST_DAY).days + 1
-        ours_cmd = [str(BIN / "mwl-service"), "--db-url", f"sqlite:///{workdir / 'worklist.db'}",
-                    "--ae-title", OUR_AET, "--host", "127.0.0.1", "--port", str(ours_port),
-                    "--max-associations", str(2 * CLIENTS),
-                    "--max-connections-per-host", str(2 * CLIENTS),
-                    "--offer-past-days", str(max(0, past_days)), "--log-level", "WARNING"]
-        # -csk: answer with the files' ISO_IR 192 (non-ASCII names), as mwl-service does.
-        dcmtk_cmd = ["wlmscpfs", "-csk", "-dfp", str(workdir / "wlistdb"), str(dcmtk_port)]
-        for cmd in (ours_cmd, dcmtk_cmd):
-            procs.append(subprocess.Popen(cmd, stdout=log, stderr=log, start_new_session=True))
-        servers = [("mwl-service", OUR_AET, ours_port, procs[-2]),
-                   ("wlmscpfs", DCMTK_AET, dcmtk_port, procs[-1])]
-        for what, aet, port, proc in servers:
-            wait_for_echo(aet, port, proc, what)
-        print("  " + " ".join(ours_cmd) + "\n  " + " ".join(dcmtk_cmd))
-
-        rows = []
-        for name, match, expected in queries(items):
-            got = [answered(aet, port, match, workdir / f"{name}-{what}")
-                   for what, aet, port, _ in servers]
-            ok = all(g == expected for g in got)
-            print(f"  verify {name:8} expected {len(expected):6}  mwl-service {len(got[0]):6}  "
-                  f"wlmscpfs {len(got[1]):6}  {'OK' if ok else 'MISMATCH'}", flush=True)
-            if not ok:
-                wrong = next(set(g) ^ set(expected) for g in got if g != expected)
-                raise SystemExit(f"{name}: answers differ from the expected items, e.g. "
-                                 f"{sorted(wrong)[:2]}")
-            reps = broad_repeats if name == "broad" else repeats
-            secs = median_seconds([findscu_args(aet, port, match) for _, aet, port, _ in servers],
-                                  reps)
-            rows.append((name, len(items), len(expected), *secs))
-        secs = median_seconds([echo_args(aet, port) for _, aet, port, _ in servers], repeats)
-        rows.append(("echo", len(items), 0, *secs))
-        if concurrent_rounds:
-            times = concurrent_latencies(servers, items, concurrent_rounds,
-                                         workdir / "worklist.db", workdir / "wlistdb" / DCMTK_AET)
-            for q in (50, 95):
-                rows.append((f"conc p{q}", len(items), len(items) // 100,
-                             *(percentile(t, q) for t in times)))
-        return rows
+        verify(setup, items, log, procs)
+        rows = timed_rows(setup, items, args)
+        rq = echo_request(workdir / "floor.pickle")
+        cpu = idle_cpu(setup.peers[0], rq, IDLE_ASSOCIATIONS)
+        notes.append(f"N={n}: mwl-service with {IDLE_ASSOCIATIONS} idle associations open: "
+                     f"{cpu:.1f}% of one core")
+        stop(procs)
+        if args.pg_url:
+            lat = replica_latencies(args.pg_url, items, REPLICA_CLIENTS,
+                                    args.concurrent_rounds or 5, log)
+            notes += replica_notes(n, lat)
+        return rows, notes
     except SystemExit:
         log.flush()
         print((workdir / "servers.log").read_text(errors="replace")[-2000:], file=sys.stderr)
@@ -423,19 +237,29 @@ def bench_size(n: int, repeats: int, broad_repeats: int, procs: list[subprocess.
         shutil.rmtree(workdir, ignore_errors=True)
 
 
-def stop(procs: list[subprocess.Popen]) -> None:
-    """SIGTERM each server's process group (wlmscpfs forks per association), then wait."""
-    while procs:
-        proc = procs.pop()
-        if proc.poll() is None:
-            try:
-                os.killpg(proc.pid, signal.SIGTERM)
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
-            except ProcessLookupError:
-                pass
+def replica_notes(n: int, lat: dict[int, tuple[float, float]]) -> list[str]:
+    (p50_1, p95_1), (p50_2, p95_2) = lat[1], lat[2]
+    note = (f"N={n}: PostgreSQL, {REPLICA_CLIENTS} clients at once: 1 replica p50 {p50_1:.4f} s "
+            f"p95 {p95_1:.4f} s; 2 replicas p50 {p50_2:.4f} s p95 {p95_2:.4f} s; "
+            f"1 / 2 replicas: p50 {p50_1 / p50_2:.2f}, p95 {p95_1 / p95_2:.2f}")
+    return [note]
+
+
+def fmt(value: float | None, width: int, digits: int = 4) -> str:
+    return f"{'-':>{width}}" if value is None else f"{value:{width}.{digits}f}"
+
+
+def print_table(rows: list[Row]) -> None:
+    print(f"{'query':9} {'N':>6} {'items':>6} {'floor s':>8} {'mwl-service s':>13} "
+          f"{'wlmscpfs s':>10} {'orthanc s':>9} {'mwl/floor':>9} {'vs wlmscpfs':>11} "
+          f"{'vs orthanc':>10}")
+    for r in rows:
+        print(f"{r.query:9} {r.n:6} {r.items:6} {fmt(r.seconds(0), 8)} {fmt(r.seconds(1), 13)} "
+              f"{fmt(r.seconds(2), 10)} {fmt(r.seconds(3), 9)} {fmt(r.ratio(1, 0), 9, 2)} "
+              f"{fmt(r.ratio(2, 1), 11, 2)} {fmt(r.ratio(3, 1), 10, 2)}")
+    print("seconds: median of the runs; mwl/floor: mwl-service / floor (1.00 = at the floor); "
+          "vs PEER: PEER / mwl-service (higher = mwl-service faster); each ratio the median "
+          "of the repeats' own ratios (the servers take turns within a repeat)")
 
 
 def interrupt(_signum: int, _frame: object) -> None:
@@ -452,22 +276,32 @@ def cpu_model() -> str:
     return platform.machine()
 
 
-def main(argv: list[str] | None = None) -> int:
+def load() -> str:
+    one, five, fifteen = os.getloadavg()
+    return f"load average {one:.2f} {five:.2f} {fifteen:.2f} on {os.cpu_count()} cores"
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
                                      epilog=__doc__.split("\n\n", 1)[1])
     parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000],
                         help="worklist sizes N, multiples of 100 (default: 1000 10000)")
-    parser.add_argument("--repeats", type=int, default=5,
-                        help="timed runs per query and server; the median is reported (default: 5)")
-    parser.add_argument("--broad-repeats", type=int, default=3,
-                        help="timed runs of the broad query, the slow one (default: 3)")
+    parser.add_argument("--repeats", type=int, default=9,
+                        help="timed runs per query and server; the median is reported (default: 9)")
+    parser.add_argument("--broad-repeats", type=int, default=5,
+                        help="timed runs of the broad queries, the slow ones (default: 5)")
     parser.add_argument("--concurrent-rounds", type=int, default=5,
                         help=f"rounds of {CLIENTS} clients at once while a publisher writes; "
                         "0 skips the case (default: 5)")
     parser.add_argument("--large", action="store_true",
                         help="also N = 100000 (writing 100000 .wl files and the broad query "
                         "take minutes)")
+    parser.add_argument("--pg-url", default=os.environ.get(PG_ENV, ""),
+                        help=f"a PostgreSQL database for the replicas case (default: ${PG_ENV}; "
+                        "the bench replaces its own rows there); without one the case is skipped")
+    parser.add_argument("--no-orthanc", dest="orthanc", action="store_false",
+                        help="leave Orthanc out (also left out when it is not installed)")
     args = parser.parse_args(argv)
     if args.large and 100000 not in args.sizes:
         args.sizes.append(100000)
@@ -475,6 +309,17 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--sizes: each N must be a multiple of 100 (10 stations x 10 days)")
     if args.repeats < 1 or args.broad_repeats < 1:
         parser.error("--repeats/--broad-repeats must be at least 1")
+    for tool in ("findscu", "echoscu", "wlmscpfs"):
+        if shutil.which(tool) is None:
+            parser.error(f"{tool} not found: install DCMTK (Debian package dcmtk)")
+    if args.orthanc and (orthanc_executable() is None or orthanc_plugin() is None):
+        print("Orthanc or its Worklists plugin not found (Debian package orthanc): "
+              "the orthanc column is left empty")
+        args.orthanc = False
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
     # pynetdicom installs its own findscu/echoscu into the venv's bin: drop that folder
     # from PATH so an activated venv cannot stand in for DCMTK (mwl-service is
     # started by its full path).
@@ -482,36 +327,36 @@ def main(argv: list[str] | None = None) -> int:
         p for p in os.environ.get("PATH", "").split(os.pathsep)
         if p and Path(p).resolve() != BIN.resolve()
     )
-    for tool in ("findscu", "echoscu", "wlmscpfs"):
-        if shutil.which(tool) is None:
-            parser.error(f"{tool} not found: install DCMTK (Debian package dcmtk)")
-
+    args = parse_args(argv)
     # SIGTERM ends the run like Ctrl-C does: servers stopped, temp dirs removed.
     signal.signal(signal.SIGTERM, interrupt)
     dcmtk = subprocess.run(["findscu", "--version"], check=False, capture_output=True,
                            text=True).stdout
     print(f"machine: {os.cpu_count()} cores ({cpu_model()}), Python {platform.python_version()}, "
-          f"{dcmtk.splitlines()[0].strip('$ ')}")
+          f"{dcmtk.splitlines()[0].strip('$ ')}; {load()}")
     template = findscu_args("<AE>", 0, ["<matching keys>"])[:-2]
     print("timed command: " + " ".join(template) + " 127.0.0.1 <port>")
     procs: list[subprocess.Popen] = []
-    rows = []
+    rows, notes = [], []
     try:
         for n in args.sizes:
-            rows += bench_size(n, args.repeats, args.broad_repeats, procs, args.concurrent_rounds)
+            more_rows, more_notes = bench_size(n, args, procs)
+            rows += more_rows
+            notes += more_notes
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
     finally:
         stop(procs)
-
+    if not args.pg_url:
+        notes.append(f"replicas on PostgreSQL: skipped (no --pg-url or {PG_ENV})")
     print(f"\nmedian wall time per findscu/echoscu run (new association each), "
           f"{args.repeats} repeats (broad: {args.broad_repeats}); conc p50/p95: "
-          f"{CLIENTS} clients at once x {args.concurrent_rounds} rounds during publishes")
-    print(f"{'query':8} {'N':>6} {'items':>6} {'mwl-service s':>14} {'wlmscpfs s':>11} "
-          f"{'ratio':>6}   (ratio = wlmscpfs / mwl-service; >1: mwl-service faster)")
-    for name, n, count, ours, dcmtk in rows:
-        print(f"{name:8} {n:6} {count:6} {ours:14.4f} {dcmtk:11.4f} {dcmtk / ours:6.2f}")
+          f"{CLIENTS} clients at once x {args.concurrent_rounds} rounds during publishes; "
+          f"{load()}")
+    print_table(rows)
+    for note in notes:
+        print(note)
     return 0
 
 

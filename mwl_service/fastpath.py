@@ -20,6 +20,7 @@ reads), ``assoc.dul.socket.socket`` (the connection),
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import socket
 import ssl
@@ -88,10 +89,17 @@ def pending_command_set(request: Any) -> bytes:
     CommandGroupLength, AffectedSOPClassUID, CommandField 0x8020,
     MessageIDBeingRespondedTo, CommandDataSetType 0x0001 (anything but 0x0101 means
     a data set follows; pynetdicom writes 0x0001), Status 0xFF00."""
+    return _pending_command_set(int(request.MessageID), str(request.AffectedSOPClassUID))
+
+
+@functools.lru_cache(maxsize=256)
+def _pending_command_set(message_id: int, sop_class_uid: str) -> bytes:
+    # Building it through pydicom cost more than the rest of a narrow query's
+    # handler; clients number their messages alike (DCMTK's first is always 1).
     rsp = C_FIND()
-    rsp.MessageID = request.MessageID
-    rsp.MessageIDBeingRespondedTo = request.MessageID
-    rsp.AffectedSOPClassUID = request.AffectedSOPClassUID
+    rsp.MessageID = message_id
+    rsp.MessageIDBeingRespondedTo = message_id
+    rsp.AffectedSOPClassUID = sop_class_uid
     rsp.Status = FIND_PENDING
     rsp.Identifier = BytesIO(b"\x00")  # stands for the answers: sets CommandDataSetType
     message = C_FIND_RSP()

@@ -41,6 +41,7 @@ from mwl_service.logs import quiet_pynetdicom
 from mwl_service.schema import WorklistItem
 from mwl_service.settings import ServerConfig
 from mwl_service.tls import make_ssl_context
+from mwl_service.transport import AcceptedConnectionHandler
 from mwl_service.vr import validate_ae_title
 
 LOG = logging.getLogger("mwl_service.server")
@@ -123,6 +124,7 @@ def start_server(
             ssl_context=ssl_context,
             evt_handlers=event_handlers(engine, config),
             server_class=WorklistServer,
+            request_handler=AcceptedConnectionHandler,
         )
     except Exception:
         engine.dispose()

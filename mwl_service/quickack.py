@@ -1,0 +1,85 @@
+"""Quick ACK: every read of an accepted connection acknowledges at once.
+
+DCMTK 3.6.7's findscu and echoscu (Debian's build) leave Nagle's algorithm on and
+write each P-DATA-TF PDU in two ``write()`` calls (the 12 bytes of PDU and PDV
+headers, then the rest). The second write waits for the server's ACK of the first,
+and Linux delays that ACK by up to 40 ms when the server has nothing to send yet:
+every request of such a client paid the stall. TCP_QUICKACK makes the kernel
+acknowledge at once, but Linux leaves quick-ACK mode again by itself (as soon as
+the connection looks interactive), so the option is set again before every read.
+On a platform without TCP_QUICKACK this is a no-op.
+
+pynetdicom internals relied on (pynetdicom>=3,<4, checked against 3.0.4; when one
+does not hold, :func:`adopt_socket` leaves pynetdicom's socket as it is, logged
+once): ``assoc.dul.socket`` is a :class:`pynetdicom.transport.AssociationSocket`
+whose ``recv(n)`` is the only reader of the connection (the DUL's
+``_read_pdu_data`` reads each PDU through it) and returns a bytearray of ``n``
+bytes, or fewer when the peer closed; its ``socket`` is the accepted
+``socket.socket`` (an ``ssl.SSLSocket`` with TLS).
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+from typing import Any
+
+from pynetdicom.transport import AssociationSocket
+
+LOG = logging.getLogger("mwl_service.quickack")
+
+# pynetdicom reads at most this much per recv() call; so do we.
+RECV_SIZE = 4096
+_QUICKACK = getattr(socket, "TCP_QUICKACK", None)
+_warned = False
+
+
+def quick_ack(sock: Any) -> None:
+    """Set TCP_QUICKACK on ``sock`` (a no-op without the option, or once the socket
+    is closed: the read that follows reports that)."""
+    if _QUICKACK is None:
+        return
+    try:
+        sock.setsockopt(socket.IPPROTO_TCP, _QUICKACK, 1)
+    except (OSError, ValueError):
+        pass
+
+
+class QuickAckSocket(AssociationSocket):
+    """pynetdicom's association socket, with TCP_QUICKACK set before every read."""
+
+    def recv(self, nr_bytes: int) -> bytearray:
+        """``nr_bytes`` from the connection, fewer if the peer closed first; as
+        ``AssociationSocket.recv`` reads them (blocking, RECV_SIZE at most per
+        call), each read preceded by the option."""
+        sock = self.socket
+        data = bytearray()
+        while len(data) < nr_bytes:
+            quick_ack(sock)
+            chunk = sock.recv(min(RECV_SIZE, nr_bytes - len(data)))  # type: ignore[union-attr]
+            if not chunk:
+                break
+            data += chunk
+        return data
+
+
+def adopt_socket(assoc: Any) -> bool:
+    """Give an accepted association, before it starts, the quick-ACK socket.
+
+    The AssociationSocket keeps its state (it is the same object, of a subclass
+    that only reads differently). Returns False, and leaves pynetdicom's socket,
+    when the internals named in the module's docstring are not as expected."""
+    global _warned
+    sock = getattr(getattr(assoc, "dul", None), "socket", None)
+    if type(sock) is not AssociationSocket or not isinstance(sock.socket, socket.socket):
+        if not _warned:
+            _warned = True
+            LOG.warning(
+                "Quick ACK unavailable (the association's socket is %s); reads "
+                "acknowledge as the kernel decides",
+                type(sock).__name__,
+            )
+        return False
+    quick_ack(sock.socket)
+    sock.__class__ = QuickAckSocket
+    return True
