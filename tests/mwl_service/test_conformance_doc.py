@@ -28,18 +28,6 @@ DOC = (ROOT / "docs" / "dicom-conformance.md").read_text(encoding="utf-8")
 TEST_REF = re.compile(r"`(test_\w+\.py)::(\w+)`")
 BENCH_REF = re.compile(r"`(bench/[\w/]+\.py)`")
 
-# Statements that hold once another branch is merged; their tests come with it.
-# Delete an entry as soon as its test exists here (test_every_named_test_exists says so).
-PENDING = {
-    ("test_reactors.py", "test_an_idle_association_ends_at_the_network_timeout"): "i19net",
-    ("test_reactors.py",
-     "test_a_peer_that_never_closes_after_release_is_closed_by_the_artim_timer"): "i19net",
-    ("test_quickack.py", "test_every_read_of_a_plain_association_is_quick_acked"): "i19net",
-    ("test_quickack.py", "test_every_read_of_a_tls_association_is_quick_acked"): "i19net",
-    ("test_quickack.py", "test_quick_ack_is_a_no_op_without_the_option"): "i19net",
-}
-
-
 @cache
 def _modules() -> dict[str, Path]:
     found: dict[str, list[Path]] = {}
@@ -60,17 +48,12 @@ def _functions_in(path: Path) -> frozenset[str]:
 def test_every_named_test_exists():
     named = set(TEST_REF.findall(DOC))
     assert len(named) > 80  # the document was read
-    missing, arrived = [], []
+    missing = []
     for module, name in sorted(named):
         path = _modules().get(module)
-        exists = path is not None and name in _functions_in(path)
-        if (module, name) in PENDING:
-            if exists:
-                arrived.append(f"{module}::{name} exists now: remove it from PENDING")
-        elif not exists:
+        if path is None or name not in _functions_in(path):
             missing.append(f"{module}::{name}")
     assert not missing, f"named in the document, not found: {missing}"
-    assert not arrived, arrived
     for bench in BENCH_REF.findall(DOC):
         assert (ROOT / bench).is_file(), bench
 
