@@ -194,9 +194,10 @@ def demo_findscu_keys(source, mwl_port: int) -> list[str]:
     demo = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(demo)
     printed = io.StringIO()
-    args = argparse.Namespace(mwl_aet="CALPENDO_MWL", mwl_port=mwl_port)
+    args = argparse.Namespace(mwl_aet="CALPENDO_MWL", mwl_port=mwl_port, api_port=8000)
     with contextlib.redirect_stdout(printed):
-        demo.print_next_steps("http://127.0.0.1:3000", args, source, "http://127.0.0.1:8089")
+        demo.print_next_steps(
+            "http://127.0.0.1:3000", args, source, "http://127.0.0.1:8089", redcap=[])
     text = printed.getvalue()
     command = text[text.index("findscu -W"):].split("\n\n")[0].replace("\\\n", " ")
     words = shlex.split(command)
