@@ -32,7 +32,7 @@ class BackgroundServer:
         self._server = self.make_server()
         self.port = self._server.server_address[1]
         self._thread = threading.Thread(target=self._server.serve_forever,
-                                        kwargs={"poll_interval": 0.05},
+                                        kwargs={"poll_interval": 0.01},
                                         name=f"{self.thread_name}:{self.port}", daemon=True)
         self._thread.start()
         return self

@@ -184,7 +184,7 @@ class CalpendoSimulator:
         self._server = _Server((self.host, self.port), self)
         self.port = self._server.server_address[1]
         self._thread = threading.Thread(target=self._server.serve_forever,
-                                        kwargs={"poll_interval": 0.05},
+                                        kwargs={"poll_interval": 0.01},
                                         name=f"calpendo-sim:{self.port}", daemon=True)
         self._thread.start()
         return self

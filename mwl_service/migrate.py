@@ -80,8 +80,13 @@ def _config(connection: Connection | None = None) -> Config:
 
 
 @functools.lru_cache(maxsize=1)
+def _scripts() -> ScriptDirectory:
+    # Reading the revision files costs ~40 ms; they do not change while a process runs.
+    return ScriptDirectory.from_config(_config())
+
+
 def head_revision() -> str:
-    head = ScriptDirectory.from_config(_config()).get_current_head()
+    head = _scripts().get_current_head()
     assert head is not None
     return head
 
@@ -148,7 +153,8 @@ def create_at_head(engine: Engine) -> bool:
         if state.has_tables or state.current is not None:
             return False
         schema.Base.metadata.create_all(conn)
-        command.stamp(_config(conn), "head")
+        # What `alembic stamp head` does, without loading env.py and the revisions again.
+        MigrationContext.configure(conn).stamp(_scripts(), "head")
     return True
 
 

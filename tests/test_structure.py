@@ -34,6 +34,11 @@ def module_name(path: Path) -> str:
 
 
 @cache
+def parsed(path: Path) -> ast.Module:
+    return ast.parse(path.read_text())
+
+
+@cache
 def modules() -> dict[str, Path]:
     return {module_name(p): p for p in product_files()}
 
@@ -51,7 +56,7 @@ def imported_modules(path: Path) -> list[tuple[str, ast.AST]]:
     known = modules()
     current = module_name(path)
     found = []
-    for node in ast.walk(ast.parse(path.read_text())):
+    for node in ast.walk(parsed(path)):
         targets: list[str] = []
         if isinstance(node, ast.Import):
             targets = [alias.name for alias in node.names]
@@ -152,7 +157,7 @@ def _under_type_checking(tree: ast.AST) -> set[int]:
 def test_no_project_import_hides_in_a_function_or_under_type_checking():
     hidden = []
     for path in product_files():
-        tree = ast.parse(path.read_text())
+        tree = parsed(path)
         guarded = _under_type_checking(tree)
         in_functions = {
             n.lineno
@@ -168,7 +173,7 @@ def test_no_project_import_hides_in_a_function_or_under_type_checking():
 def test_no_function_is_longer_than_60_lines():
     long = []
     for path in product_files():
-        for node in ast.walk(ast.parse(path.read_text())):
+        for node in ast.walk(parsed(path)):
             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
                 length = node.end_lineno - node.lineno + 1
                 if length > MAX_FUNCTION_LINES:

@@ -29,6 +29,7 @@ from mwl_service.schema import (
     WorklistHistory,
     WorklistItem,
 )
+from tests.fixtures.dagster_instance import shared_instance
 from tests.fixtures.sim import SIM_PASSWORD, SIM_USER
 
 TZ = "America/Edmonton"
@@ -93,6 +94,7 @@ def materialize(source, db_url, selection=None, retry_policy=None, password=SIM_
         [build_source_assets(source, retry_policy=retry_policy)],
         resources=resources(db_url, password),
         selection=selection,
+        instance=shared_instance(),
         raise_on_error=False,
     )
 
@@ -363,6 +365,7 @@ def test_each_check_alone_runs_without_publishing(calpendo_sim, source, engine, 
         [build_source_assets(source, retry_policy=None)],
         resources=resources(db_url),
         selection=dg.AssetSelection.checks(key),
+        instance=shared_instance(),
         raise_on_error=False,
     )
     assert result.success

@@ -19,6 +19,7 @@ from calpendo_assets.core.errors import BadAnswerError, ConfigError, SourceUnava
 from mwl_service.engine import make_engine
 from mwl_service.excluded import list_excluded
 from mwl_service.schema import DISCONTINUED, SCHEDULED, WorklistItem
+from tests.fixtures.dagster_instance import shared_instance
 from tests.fixtures.dicom import run_findscu
 
 EDMONTON = ZoneInfo("America/Edmonton")
@@ -176,7 +177,8 @@ def test_the_dagster_job_stores_the_entries_it_left_out(tmp_path, sqlite_url, mo
                     f"qa-2,{today} 23:40,20,Prisma,Phantom session,QA\n")
     monkeypatch.setenv("WORKLIST_DB_URL", sqlite_url)
     defs = build_definitions([file_source(path)], retry_policy=None)
-    done = defs.resolve_job_def("manual_entries_sync").execute_in_process()
+    job = defs.resolve_job_def("manual_entries_sync")
+    done = job.execute_in_process(instance=shared_instance())
     assert done.success
     engine = make_engine(sqlite_url)
     try:
@@ -199,7 +201,7 @@ def test_manual_entries_reach_findscu_through_the_dagster_job(
     monkeypatch.delenv("CALPENDO_USERNAME", raising=False)
     monkeypatch.delenv("CALPENDO_PASSWORD", raising=False)
     defs = build_definitions([source], retry_policy=None)
-    assert defs.resolve_job_def("manual_entries_sync").execute_in_process().success
+    assert defs.resolve_job_def("manual_entries_sync").execute_in_process(instance=shared_instance()).success
 
     server = mwl_server(sqlite_url)
     (answer,) = run_findscu(

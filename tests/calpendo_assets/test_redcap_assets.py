@@ -19,6 +19,7 @@ from calpendo_assets.defs.automation import build_job, build_sensor
 from calpendo_assets.defs.resources import SOURCE_ACCESS_KEY, WorklistDatabase, source_access
 from mwl_service.engine import make_engine
 from mwl_service.schema import WorklistItem
+from tests.fixtures.dagster_instance import shared_instance
 from tests.fixtures.redcap_sim import REDCAP_TOKEN
 from tests.fixtures.sim import ROOT
 
@@ -48,7 +49,7 @@ def materialize(source, db_url, instance=None):
         [build_source_assets(source, retry_policy=None)],
         resources={"worklist_db": WorklistDatabase(url=db_url),
                    SOURCE_ACCESS_KEY: source_access([source])},
-        instance=instance, raise_on_error=False)
+        instance=instance or shared_instance(), raise_on_error=False)
 
 
 def rows(db_url) -> dict[str, tuple]:
@@ -146,5 +147,6 @@ def test_the_code_location_of_a_redcap_only_site(sim, source, sqlite_url, monkey
     monkeypatch.setenv("WORKLIST_DB_URL", sqlite_url)
     defs = build_definitions([source], retry_policy=None)
     assert {s.name for s in defs.sensors} == {"mri_redcap_sensor"}
-    assert defs.resolve_job_def("mri_redcap_sync").execute_in_process().success
+    job = defs.resolve_job_def("mri_redcap_sync")
+    assert job.execute_in_process(instance=shared_instance()).success
     assert rows(sqlite_url)

@@ -575,7 +575,7 @@ def test_simulator_serves_the_generated_bookings(calpendo_sim_factory):
 
 @pytest.mark.parametrize("days, past_days", [(7, 1), (1, 0), (3, 5)])
 def test_generated_bookings_stay_in_the_window_and_office_hours(days, past_days):
-    bookings = generate_bookings(5000, seed=11, today=TODAY, days=days, past_days=past_days)
+    bookings = generate_bookings(1000, seed=11, today=TODAY, days=days, past_days=past_days)
     low = dt.datetime.combine(TODAY - dt.timedelta(days=past_days), dt.time())
     high = dt.datetime.combine(TODAY + dt.timedelta(days=days), dt.time())
     for b in bookings:

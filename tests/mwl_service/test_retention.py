@@ -13,6 +13,7 @@ from calpendo_assets.defs.retention import JOB_NAME, OP_NAME, SCHEDULE_NAME, bui
 from mwl_service import retention, schema
 from mwl_service.engine import make_engine
 from mwl_service.schema import MppsInstance, WorklistHistory, WorklistItem
+from tests.fixtures.dagster_instance import shared_instance
 from tests.fixtures.dicom import insert_item
 
 NOW = dt.datetime(2026, 12, 1, 12, 0, tzinfo=dt.UTC)
@@ -78,7 +79,7 @@ def test_retention_job_purges_and_reports_counts(sqlite_url):
     assert schedule.default_status == dg.DefaultScheduleStatus.RUNNING
     defs = dg.Definitions(jobs=[job], schedules=[schedule],
                           resources={"worklist_db": WorklistDatabase(url=sqlite_url)})
-    result = defs.get_job_def(JOB_NAME).execute_in_process()
+    result = defs.get_job_def(JOB_NAME).execute_in_process(instance=shared_instance())
     assert result.success
     (output,) = [e for e in result.events_for_node(OP_NAME) if e.is_successful_output]
     metadata = output.step_output_data.metadata
