@@ -270,8 +270,12 @@ class MwlAssociationServer(ThreadedAssociationServer):
         """Called by the accept loop every poll interval: close each connection that
         has not sent its association request within the request timeout (a read
         blocked in the middle of a PDU is woken by the shutdown), and release those
-        whose peer has already gone."""
-        super().service_actions()
+        whose peer has already gone.
+
+        Not pynetdicom's own, which forces a full garbage collection every 60 turns of
+        the loop (every 3 s here): it holds the interpreter for milliseconds while an
+        association may be waiting for an answer, and Python's collector frees ended
+        associations by itself."""
         limit = self.request_timeout
         now = time.monotonic()
         with self._lock:

@@ -97,7 +97,8 @@ ACTIVE = [r for r in ROWS if r["step_status"] in (schema.SCHEDULED, schema.IN_PR
 
 
 def start_order(rows) -> list[str]:
-    return [r["booking_id"] for r in sorted(rows, key=lambda r: r["scheduled_start_utc"])]
+    return [r["booking_id"] for r in sorted(
+        rows, key=lambda r: (r["scheduled_start_date"], r["scheduled_start_time"]))]
 
 
 @pytest.fixture
@@ -718,6 +719,20 @@ def test_limit(worklist):
         parse_query(query({}), limit=0)
 
 
+def test_a_date_range_query_streams_in_index_order_without_sorting(tmp_path):
+    """SQLite walks the date-and-time index in answer order: no sort of every match
+    before the first answer (the broad query's first answer used to wait for it)."""
+    engine = make_engine(f"sqlite:///{tmp_path / 'plan.db'}")
+    q = parse_query(query({"PatientName": ""}, {"ScheduledProcedureStepStartDate":
+                                                "20260301-20260331"}))
+    sql = str(build_select(q).compile(engine, compile_kwargs={"literal_binds": True}))
+    with engine.connect() as conn:
+        plan = [row[3] for row in conn.exec_driver_sql("EXPLAIN QUERY PLAN " + sql)]
+    engine.dispose()
+    assert any("ix_worklist_date_time" in step for step in plan), plan
+    assert not any("TEMP B-TREE" in step for step in plan), plan
+
+
 def test_parse_query_and_build_select_are_pure(worklist):
     q = parse_query(query({"PatientID": "P10*", "PatientName": ""}, {"Modality": "MR"}))
     assert isinstance(q, WorklistQuery)
@@ -726,7 +741,8 @@ def test_parse_query_and_build_select_are_pure(worklist):
     assert q.active_only
     stmt = build_select(q)
     sql = str(stmt.compile(worklist)).lower()
-    assert "order by worklist_items.scheduled_start_utc, worklist_items.id" in sql
+    assert ("order by worklist_items.scheduled_start_date, worklist_items.scheduled_start_time, "
+            "worklist_items.id") in sql
     with worklist.connect() as conn:
         rows = conn.execute(stmt).fetchall()
     answers = [row_to_dataset(r, q) for r in rows]
@@ -818,11 +834,14 @@ def test_queries_use_indexes_on_sqlite(sqlite_url):
         "ix_worklist_date_time ": query({}, {
             "ScheduledProcedureStepStartDate": "20260101-20261231",
             "ScheduledProcedureStepStartTime": "0800-1000"}),
-        "ix_worklist_modality_date": query({}, {
+        # The day's rows in answer order (no sort) beat the modality's rows sorted.
+        "ix_worklist_date_time  ": query({}, {
             "Modality": "MR", "ScheduledProcedureStepStartDate": "20260310"}),
-        "ix_worklist_status_date": query({}, {
+        "ix_worklist_modality_date": query({}, {"Modality": "CT"}),
+        "ix_worklist_date_time   ": query({}, {
             "ScheduledProcedureStepStatus": "DISCONTINUED",
             "ScheduledProcedureStepStartDate": "20260310"}),
+        "ix_worklist_status_date": query({}, {"ScheduledProcedureStepStatus": "DISCONTINUED"}),
     }
     with engine.connect() as conn:
         for index, ds in cases.items():

@@ -175,3 +175,15 @@ def test_without_a_wake_up_socket_the_dul_polls(sqlite_url, mwl_server, monkeypa
     server = mwl_server(sqlite_url)
     assert pynetdicom_echo(server.host, server.port, server.ae_title) == 0x0000
     assert wait_until(lambda: not server.server.active_associations)
+
+
+def test_the_accept_loop_forces_no_garbage_collection(sqlite_url, mwl_server, monkeypatch):
+    """pynetdicom's accept loop runs a full collection every 60 turns (every 3 s at
+    our poll interval), holding the interpreter while associations wait; ours does
+    not, and Python's collector still frees ended associations."""
+    server = mwl_server(sqlite_url).server
+    collections = []
+    monkeypatch.setattr("gc.collect", lambda *args: collections.append(args) or 0)
+    for _ in range(121):
+        server.service_actions()
+    assert collections == []
