@@ -36,10 +36,11 @@ LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
 DESCRIPTION = """\
 DICOM Modality Worklist (C-FIND) and Modality Performed Procedure Step
-(N-CREATE/N-SET) server over the Calpendo worklist database. Also answers
-Verification (C-ECHO). Accepts Explicit VR Little Endian (preferred) and
-Implicit VR Little Endian. It only reads worklist rows and records MPPS
-progress; it never calls Calpendo.
+(N-CREATE/N-SET) server over the worklist database that the Dagster syncs
+publish (Calpendo, REDCap and file sources alike) and mwl-api edits. Also
+answers Verification (C-ECHO). Accepts Explicit VR Little Endian (preferred)
+and Implicit VR Little Endian. It only reads worklist rows and records MPPS
+progress; it never calls a data source.
 """
 
 EPILOG = f"""\
