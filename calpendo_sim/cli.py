@@ -4,30 +4,11 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
 import sys
-import threading
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from . import admin_client
+from .background import non_negative, run_in_foreground, zone_name
 from .server import CalpendoSimulator
-
-
-def _non_negative(kind: type):
-    def parse(text: str):
-        value = kind(text)
-        if value < 0:
-            raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
-        return value
-    return parse
-
-
-def _zone(text: str) -> str:
-    try:
-        ZoneInfo(text)
-    except (ZoneInfoNotFoundError, ValueError):
-        raise argparse.ArgumentTypeError(f"unknown time zone {text!r}") from None
-    return text
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -39,23 +20,23 @@ def build_parser() -> argparse.ArgumentParser:
                     "running simulator through its loopback admin endpoint (/admin/bookings).")
     parser.add_argument("--host", default="127.0.0.1",
                         help="address to listen on (default: %(default)s)")
-    parser.add_argument("--port", type=_non_negative(int), default=8089,
+    parser.add_argument("--port", type=non_negative(int), default=8089,
                         help="TCP port; 0 picks a free one (default: %(default)s)")
-    parser.add_argument("--bookings", type=_non_negative(int), default=60,
+    parser.add_argument("--bookings", type=non_negative(int), default=60,
                         help="number of generated bookings (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=42,
                         help="random seed; the same seed and day give the same bookings "
                              "(default: %(default)s)")
-    parser.add_argument("--days", type=_non_negative(int), default=7,
+    parser.add_argument("--days", type=non_negative(int), default=7,
                         help="bookings start from today up to this many days ahead "
                              "(default: %(default)s)")
-    parser.add_argument("--past-days", type=_non_negative(int), default=1,
+    parser.add_argument("--past-days", type=non_negative(int), default=1,
                         help="bookings may also start this many days before today "
                              "(default: %(default)s)")
-    parser.add_argument("--latency", type=_non_negative(float), default=0.0,
+    parser.add_argument("--latency", type=non_negative(float), default=0.0,
                         help="seconds of delay added to every request, e.g. 0.05 "
                              "(default: %(default)s)")
-    parser.add_argument("--timezone", type=_zone, default="America/Edmonton",
+    parser.add_argument("--timezone", type=zone_name, default="America/Edmonton",
                         help="site time zone; booking times are wall-clock times there and "
                              "'today' is today there (default: %(default)s)")
     parser.add_argument("--username", default=os.environ.get("CALPENDO_USERNAME") or "calpendo",
@@ -76,31 +57,16 @@ def main(argv: list[str] | None = None) -> int:
     if any(a in admin_client.COMMANDS for a in argv):  # the server itself takes no positionals
         return admin_client.main(argv)
     args = build_parser().parse_args(argv)
-    try:
-        sim = CalpendoSimulator(
+    return run_in_foreground(
+        "calpendo-sim",
+        lambda: CalpendoSimulator(
             host=args.host, port=args.port, bookings=args.bookings, seed=args.seed,
             username=args.username, password=args.password, latency=args.latency,
             timezone=args.timezone, days=args.days, past_days=args.past_days,
-            flat_keys=args.flat_keys, log_requests=not args.quiet).start()
-    except ValueError as exc:  # e.g. an empty booking window
-        print(f"calpendo-sim: {exc}", file=sys.stderr)
-        return 2
-    except OSError as exc:
-        print(f"calpendo-sim: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
-        return 1
-
-    stop = threading.Event()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, lambda *_: stop.set())
-    print(sim.url, flush=True)
-    print(f"calpendo-sim: {args.bookings} bookings (seed {args.seed}, today {sim.today} in "
-          f"{args.timezone}), user {args.username!r}; API under {sim.url}/webdav; "
-          "Ctrl-C to stop", file=sys.stderr, flush=True)
-    while not stop.wait(0.5):
-        pass
-    sim.stop()
-    print("calpendo-sim: stopped", file=sys.stderr, flush=True)
-    return 0
+            flat_keys=args.flat_keys, log_requests=not args.quiet),
+        f"{args.host}:{args.port}",
+        lambda sim: f"{args.bookings} bookings (seed {args.seed}, today {sim.today} in "
+                    f"{args.timezone}), user {args.username!r}; API under {sim.url}/webdav")
 
 
 if __name__ == "__main__":

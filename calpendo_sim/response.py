@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler
+from typing import Protocol
 
 REALM = "Calpendo"
 JSON_TYPE = "application/json;charset=UTF-8"
@@ -30,3 +32,26 @@ class Response:
         """401 with the Basic challenge of the Calpendo realm."""
         return cls.text(401, "Authentication required",
                         **{"WWW-Authenticate": f'Basic realm="{REALM}"'})
+
+
+class Answer(Protocol):
+    """What either simulator answers with (this module's Response, REDCap's own)."""
+
+    status: int
+    body: bytes
+    content_type: str
+    headers: dict[str, str]
+
+
+def write_response(handler: BaseHTTPRequestHandler, response: Answer,
+                   close: bool = False) -> None:
+    """Send ``response`` on ``handler``'s connection; ``close`` ends the connection after it."""
+    handler.send_response(response.status)
+    handler.send_header("Content-Type", response.content_type)
+    handler.send_header("Content-Length", str(len(response.body)))
+    if close:
+        handler.send_header("Connection", "close")
+    for name, value in response.headers.items():
+        handler.send_header(name, value)
+    handler.end_headers()
+    handler.wfile.write(response.body)

@@ -14,21 +14,20 @@ import binascii
 import datetime as dt
 import hmac
 import logging
-import socket
-import sys
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 from zoneinfo import ZoneInfo
 
 from . import admin
+from .background import BackgroundServer, FailurePlan, LoopbackHTTPServer
 from .catalogue import Directory, default_type
 from .errors import ApiError, NotFound
 from .query import compile_predicate, parse_expression, parse_paths, split_segments
 from .render import DEFAULT_PATHS, Selection, detail, query_body
-from .response import HTML_TYPE, TEXT_TYPE, Response
+from .response import HTML_TYPE, TEXT_TYPE, Response, write_response
 from .schema import TypeRegistry
 from .seed import generate_records
 from .booking import Booking
@@ -39,68 +38,8 @@ DEFAULT_OPERATOR = "Tech, Anna"
 _TYPE_DEFAULT = object()  # add_booking's operator: "whatever this type gets by default"
 
 
-class _FailurePlan:
-    """Injected failures: the next ``count`` requests (or all, if None) answer ``status``."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._response: Response | None = None
-        self._remaining: int | None = 0
-
-    def set(self, response: Response, count: int | None) -> None:
-        with self._lock:
-            self._response, self._remaining = response, count
-
-    def clear(self) -> None:
-        self.set(None, 0)  # type: ignore[arg-type]
-
-    def take(self) -> Response | None:
-        with self._lock:
-            if self._response is None or self._remaining == 0:
-                return None
-            if self._remaining is not None:
-                self._remaining -= 1
-            return self._response
-
-
-class _Server(ThreadingHTTPServer):
-    """ThreadingHTTPServer that can also cut its open keep-alive connections on stop."""
-
-    daemon_threads = True
-    request_queue_size = 128  # bursts of parallel clients must not hit the listen backlog
-
-    def __init__(self, address: tuple[str, int], app: "CalpendoSimulator") -> None:
-        self.app = app
-        self._open: set[socket.socket] = set()
-        self._open_lock = threading.Lock()
-        super().__init__(address, _Handler)
-
-    def process_request(self, request, client_address):  # type: ignore[override]
-        with self._open_lock:
-            self._open.add(request)
-        super().process_request(request, client_address)
-
-    def shutdown_request(self, request):  # type: ignore[override]
-        with self._open_lock:
-            self._open.discard(request)
-        super().shutdown_request(request)
-
-    def handle_error(self, request, client_address):  # type: ignore[override]
-        # A client that hangs up mid-answer (or a connection cut by stop()) is not a
-        # server fault; anything else keeps the default traceback.
-        if isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError)):
-            return
-        super().handle_error(request, client_address)
-
-    def close_connections(self) -> None:
-        """Stop serving pooled connections too: a stopped server must look down."""
-        with self._open_lock:
-            sockets, self._open = list(self._open), set()
-        for sock in sockets:
-            try:
-                sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
+class _Server(LoopbackHTTPServer):
+    app: "CalpendoSimulator"
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -129,20 +68,14 @@ class _Handler(BaseHTTPRequestHandler):
             method, self.path, body, self.client_address[0], self.headers.get("Authorization")))
 
     def _send(self, response: Response) -> None:
-        self.send_response(response.status)
-        self.send_header("Content-Type", response.content_type)
-        self.send_header("Content-Length", str(len(response.body)))
-        for name, value in response.headers.items():
-            self.send_header(name, value)
-        self.end_headers()
-        self.wfile.write(response.body)
+        write_response(self, response)
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
         if self.server.app.log_requests:
             super().log_message(format, *args)
 
 
-class CalpendoSimulator:
+class CalpendoSimulator(BackgroundServer):
     """A Calpendo web API on loopback, seeded with bookings and changeable while it runs.
 
     ``bookings``/``seed``/``today``/``days``/``past_days`` drive the generated seed data
@@ -169,49 +102,21 @@ class CalpendoSimulator:
         self.store = BookingStore(self.registry, Directory(), self.zone)
         self.store.load(generate_records(bookings, seed, self.today, days, past_days,
                                          self.store.directory))
-        self._failures = _FailurePlan()
+        self._failures: FailurePlan[Response] = FailurePlan()
         self._count_lock = threading.Lock()
         self._request_count = 0
-        self._server: _Server | None = None
-        self._thread: threading.Thread | None = None
 
     # ----------------------------------------------------------------- lifecycle
 
-    def start(self) -> "CalpendoSimulator":
-        """Bind and serve in a background thread; ``port=0`` picks a free port."""
-        if self._server is not None:
-            raise RuntimeError("simulator already started")
-        self._server = _Server((self.host, self.port), self)
-        self.port = self._server.server_address[1]
-        self._thread = threading.Thread(target=self._server.serve_forever,
-                                        kwargs={"poll_interval": 0.01},
-                                        name=f"calpendo-sim:{self.port}", daemon=True)
-        self._thread.start()
-        return self
+    thread_name = "calpendo-sim"
 
-    def stop(self) -> None:
-        """Stop accepting, cut open connections and release the port. Idempotent."""
-        server, self._server = self._server, None
-        if server is None:
-            return
-        server.shutdown()
-        server.close_connections()
-        server.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-
-    def __enter__(self) -> "CalpendoSimulator":
-        return self if self._server is not None else self.start()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
+    def make_server(self) -> _Server:
+        return _Server((self.host, self.port), self, _Handler)
 
     @property
     def url(self) -> str:
         """The base URL clients are configured with; the API lives under ``/webdav``."""
-        if self._server is None:
-            raise RuntimeError("simulator is not running; call start() first")
-        return f"http://{self.host}:{self.port}"
+        return self.origin
 
     # ----------------------------------------------------------------- instrumentation
 

@@ -9,15 +9,15 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import sys
 import threading
 import time
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from calpendo_sim.background import BackgroundServer, FailurePlan
+from calpendo_sim.background import BackgroundServer, FailurePlan, LoopbackHTTPServer
+from calpendo_sim.response import write_response
 
 from .api import RedcapApi, Response, form_params
 from .export import Params
@@ -58,32 +58,17 @@ class _Handler(BaseHTTPRequestHandler):
     def _serve(self, method: str) -> None:
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length else b""
-        response = self.server.app.handle(method, self.path, body,
-                                          self.headers.get("Content-Type"))
-        self.send_response(response.status)
-        self.send_header("Content-Type", response.content_type)
-        self.send_header("Content-Length", str(len(response.body)))
-        self.send_header("Connection", "close")
-        for name, value in response.headers.items():
-            self.send_header(name, value)
-        self.end_headers()
-        self.wfile.write(response.body)
+        write_response(self, self.server.app.handle(method, self.path, body,
+                                                    self.headers.get("Content-Type")),
+                       close=True)
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
         if self.server.app.log_requests:
             super().log_message(format, *args)
 
 
-class _HttpServer(ThreadingHTTPServer):
-    daemon_threads = True
-
-    def __init__(self, address: tuple[str, int], app: "RedcapSimulator") -> None:
-        self.app = app
-        super().__init__(address, _Handler)
-
-    def handle_error(self, request, client_address):  # type: ignore[override]
-        if not isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError)):
-            super().handle_error(request, client_address)
+class _HttpServer(LoopbackHTTPServer):
+    app: "RedcapSimulator"
 
 
 class RedcapSimulator(BackgroundServer, VisitEditing):
@@ -123,7 +108,7 @@ class RedcapSimulator(BackgroundServer, VisitEditing):
     # ----------------------------------------------------------------- lifecycle
 
     def make_server(self) -> _HttpServer:
-        return _HttpServer((self.host, self.port), self)
+        return _HttpServer((self.host, self.port), self, _Handler)
 
     @property
     def url(self) -> str:
@@ -159,7 +144,7 @@ class RedcapSimulator(BackgroundServer, VisitEditing):
         self._failures.set(Response(status, text.encode("utf-8"), content_type), count)
 
     def clear_failures(self) -> None:
-        self._failures.set(None, 0)
+        self._failures.clear()
 
     # ----------------------------------------------------------------- HTTP
 
