@@ -26,7 +26,7 @@ from mwl_service.matching import build_select, find_worklist, parse_query, row_t
 from mwl_service.query.attributes import SPS_ITEM
 from mwl_service.schema import WorklistItem
 from tests.fixtures.dicom import SERVER_AET, insert_item, run_findscu
-from tests.mwl_service.test_matching import make_row, on_the_wire, query
+from tests.mwl_service.test_matching import insert_rows, make_row, on_the_wire, query
 
 MR_FIELDS = dict(
     patient_weight="72.5", patient_size="1.8", medical_alerts="Pacemaker MR conditional",
@@ -52,10 +52,7 @@ NOW = dt.datetime(2026, 3, 10, 12, 0, tzinfo=dt.UTC)
 
 @pytest.fixture
 def mr_worklist(engine):
-    with engine.begin() as conn:
-        for r in ROWS:
-            conn.execute(insert(WorklistItem).values(**r))
-    return engine
+    return insert_rows(engine, ROWS)
 
 
 def bookings(engine, ds: Dataset, **kw) -> list[str]:

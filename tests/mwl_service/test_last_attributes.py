@@ -29,7 +29,7 @@ from mwl_service.matching import (
     row_to_dataset,
 )
 from mwl_service.schema import WorklistItem
-from tests.mwl_service.test_matching import make_row, on_the_wire, query
+from tests.mwl_service.test_matching import insert_rows, make_row, on_the_wire, query
 
 STUDY = "1.2.840.10008.3.1.2.3.1"  # Detached Study Management: what references name
 OTHER_CLASS = "1.2.840.10008.5.1.4.1.1.4"  # MR Image Storage
@@ -52,10 +52,7 @@ BY_ACC = {r["accession_number"]: r["booking_id"] for r in ROWS}
 
 @pytest.fixture
 def references(engine):
-    with engine.begin() as conn:
-        for r in ROWS:
-            conn.execute(insert(WorklistItem).values(**r))
-    return engine
+    return insert_rows(engine, ROWS)
 
 
 def ref_query(item: dict | None = None, *, zero_length: bool = False) -> Dataset:

@@ -101,11 +101,16 @@ def start_order(rows) -> list[str]:
         rows, key=lambda r: (r["scheduled_start_date"], r["scheduled_start_time"]))]
 
 
+def insert_rows(engine, rows: list[dict]):
+    with engine.begin() as conn:
+        for r in rows:  # rows set different columns: one INSERT each
+            conn.execute(insert(WorklistItem).values(**r))
+    return engine
+
+
 @pytest.fixture
 def worklist(engine):
-    with engine.begin() as conn:
-        for r in ROWS:  # rows set different columns: one INSERT each
-            conn.execute(insert(WorklistItem).values(**r))
+    insert_rows(engine, ROWS)
     return engine
 
 
