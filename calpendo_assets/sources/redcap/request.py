@@ -7,7 +7,10 @@ instrument's date field alone would drop every non-repeating row (the participan
 names, birth date, weight): `visit_window_logic` also admits the rows where that field
 is blank. The record id field must be requested: REDCap only adds the
 ``redcap_event_name`` / ``redcap_repeat_*`` columns next to it, and refuses those names
-in ``fields`` (HTTP 400).
+in ``fields`` (HTTP 400). A checkbox exports one column per option, ``race___2``;
+asking for that column drops it (``fields`` takes variable names, and REDCap forbids
+``___`` in them), so its field ``race`` is asked for. ``redcap_data_access_group`` is
+no field either: ``exportDataAccessGroups`` adds it to every row.
 """
 
 from __future__ import annotations
@@ -22,6 +25,8 @@ from typing import Iterable, Sequence
 from calpendo_assets.core.records import records_fingerprint
 
 STRUCTURAL_FIELDS = ("redcap_event_name", "redcap_repeat_instrument", "redcap_repeat_instance")
+DAG_COLUMN = "redcap_data_access_group"
+CHECKBOX_OPTION = "___"  # a checkbox option's column: field + ___ + coded value
 # REDCap variable names: lower-case letters, digits and underscores, starting with a letter.
 _FIELD_NAME = re.compile(r"[a-z][a-z0-9_]*")
 _EVENT_NAME = re.compile(r"[a-z0-9_]+")  # unique event names, e.g. "t1_arm_1"
@@ -33,6 +38,11 @@ def field_name(name: str) -> str:
         raise ValueError(f"{name!r} is not a REDCap field name (lower-case letters, digits "
                          "and underscores, starting with a letter)")
     return name
+
+
+def export_field(column: str) -> str:
+    """The field whose export holds ``column``: a checkbox option's field, else itself."""
+    return column.split(CHECKBOX_OPTION, 1)[0] if CHECKBOX_OPTION in column else column
 
 
 def event_name(name: str) -> str:
@@ -78,13 +88,15 @@ class RecordRequest:
     fields: tuple[str, ...]
     events: tuple[str, ...] = ()
     filter_logic: str = ""
+    data_access_groups: bool = False
 
     def form(self) -> list[tuple[str, str]]:
         """The form fields to POST, without the token (in REDCap's array notation)."""
+        dags = "true" if self.data_access_groups else "false"
         pairs = [("content", "record"), ("format", "json"), ("type", "flat"),
                  ("rawOrLabel", "raw"), ("rawOrLabelHeaders", "raw"),
                  ("exportCheckboxLabel", "false"), ("exportSurveyFields", "false"),
-                 ("exportDataAccessGroups", "false"), ("returnFormat", "json")]
+                 ("exportDataAccessGroups", dags), ("returnFormat", "json")]
         pairs += [(f"fields[{index}]", name) for index, name in enumerate(self.fields)]
         pairs += [(f"events[{index}]", name) for index, name in enumerate(self.events)]
         if self.filter_logic:
@@ -95,13 +107,16 @@ class RecordRequest:
 def visit_request(record_id_field: str, fields: Iterable[str], date_field: str,
                   start: dt.date, end: dt.date, events: Sequence[str] = ()) -> RecordRequest:
     """The window's export: the record id first, then ``fields`` and the date field
-    (each once; REDCap's structural names dropped), visits dated in ``[start, end)``
-    widened to whole days, plus every record's non-repeating row."""
+    (each once; REDCap's structural names dropped, checkbox columns asked as their field,
+    the data access group as its flag), visits dated in ``[start, end)`` widened to
+    whole days, plus every record's non-repeating row."""
     wanted = [record_id_field, *fields, date_field]
-    names = [field_name(name) for name in dict.fromkeys(wanted) if name not in STRUCTURAL_FIELDS]
+    asked = [export_field(name) for name in wanted if name not in (*STRUCTURAL_FIELDS, DAG_COLUMN)]
     first, last = visit_days(start, end)
-    return RecordRequest(fields=tuple(names), events=tuple(event_name(e) for e in events),
-                         filter_logic=visit_window_logic(date_field, first, last))
+    return RecordRequest(fields=tuple(field_name(name) for name in dict.fromkeys(asked)),
+                         events=tuple(event_name(e) for e in events),
+                         filter_logic=visit_window_logic(date_field, first, last),
+                         data_access_groups=DAG_COLUMN in wanted)
 
 
 def answer_fingerprint(request: RecordRequest, rows: list[dict]) -> str:
