@@ -316,7 +316,10 @@ def test_merge_rules():
     [visit] = merged.visits
     assert visit["id"] == "1:t1:mri:1" and visit["mri_date"] == "2026-03-10"
     assert (visit["dob"], visit["sex"]) == ("2010-01-02", "1")  # own event first, then others
-    assert merged.skipped == {"#5": "row without a record_id", "#6": "a second row for the same visit"}
+    # Real REDCap blanks mri_date on another instrument's row: dated there, the config is wrong.
+    assert merged.skipped == {"#4": "config.date_field 'mri_date' is filled on repeating "
+                                    "instrument 'other', but config.repeat_instrument is 'mri'",
+                              "#5": "row without a record_id", "#6": "a second row for the same visit"}
     repeating_event = [{"record_id": "7", "redcap_event_name": "scan", "redcap_repeat_instrument": "",
                         "redcap_repeat_instance": 2, "mri_date": "2026-03-12", "dob": ""},
                        {"record_id": "7", "redcap_event_name": "base", "redcap_repeat_instrument": "",

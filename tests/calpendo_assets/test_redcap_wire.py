@@ -125,3 +125,21 @@ def test_an_unfiltered_answer_still_gives_the_exact_window(monkeypatch):
     assert found.complete
     assert sorted(r["id"] for r in found.bookings) == ["7::mri:2", "7::mri:3"]
     assert {r["study_id"] for r in found.bookings} == {"CPIP-1007"}
+
+
+@responses.activate
+def test_a_project_without_repeating_instruments(monkeypatch):
+    """No redcap_repeat_* columns at all: with repeat_instrument left at "mri" the dated
+    rows are set aside (nothing cancelled), with null each record is the visit."""
+    rows = [{"record_id": "7", "study_id": "CPIP-1007", "mri_date": "2026-03-10",
+             "mri_time": "09:30"},
+            {"record_id": "8", "study_id": "CPIP-1008", "mri_date": "", "mri_time": ""}]
+    answer(rows)
+    found = fetch(source({"study_id": "patient_id"}), monkeypatch)
+    assert not found.complete and found.bookings == []
+    assert found.skipped == {"#0": "config.date_field 'mri_date' is filled on a row outside "
+                                   "any repeating instrument, but config.repeat_instrument "
+                                   "is 'mri'"}
+    answer(rows)
+    found = fetch(source({"study_id": "patient_id"}, repeat_instrument=None), monkeypatch)
+    assert found.complete and [r["id"] for r in found.bookings] == ["7:::"]

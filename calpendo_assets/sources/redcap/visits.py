@@ -4,7 +4,9 @@ A flat export has one row per record-event (the non-repeating row: empty
 ``redcap_repeat_instrument`` and ``redcap_repeat_instance``) and one per repeating
 instance. A visit is an instance of the configured repeating instrument; with none
 configured, a record-event row (or a repeating event's instance) is the visit. Either
-way only rows whose date field is filled are visits. Like Pylantir, each visit gets its
+way only rows whose date field is filled are visits; a dated row that is no visit means
+``repeat_instrument`` does not match the project, and is set aside (so nothing is
+cancelled on an answer read wrong). Like Pylantir, each visit gets its
 record's non-repeating values (date of birth, sex, weight, names) underneath its own:
 first those of its own event, then those of the record's other events, in answer order.
 """
@@ -85,6 +87,15 @@ def _underlay(own_rows: list[Row], event: Any) -> dict[str, Any]:
     return values
 
 
+def _misplaced(row: Row, repeat_instrument: str | None, date_field: str) -> str:
+    """Why a dated row is no visit: config.repeat_instrument does not match the project
+    (a project without repeating instruments has no such column at all)."""
+    where = (f"repeating instrument {row.get(INSTRUMENT)!r}" if not _blank(row.get(INSTRUMENT))
+             else "a row outside any repeating instrument")
+    return (f"config.date_field {date_field!r} is filled on {where}, but "
+            f"config.repeat_instrument is {repeat_instrument!r}")
+
+
 def merge_visits(rows: Sequence[Row], record_id_field: str = "record_id",
                  repeat_instrument: str | None = "mri",
                  date_field: str = "mri_date") -> MergedVisits:
@@ -98,6 +109,8 @@ def merge_visits(rows: Sequence[Row], record_id_field: str = "record_id",
             merged.skipped[f"#{index}"] = f"row without a {record_id_field}"
             continue
         if not is_visit_row(row, repeat_instrument, date_field):
+            if not _blank(row.get(date_field)):  # dated outside the configured instrument
+                merged.skipped[f"#{index}"] = _misplaced(row, repeat_instrument, date_field)
             continue
         visit_id = row_booking_id(row, record_id_field)
         if visit_id in seen:
