@@ -168,6 +168,8 @@ def check_fields(
                 values[field] = _field_value(field, "" if value is None else value)
         except (ValueError, TypeError) as exc:
             problems[field] = str(exc)
+        except OverflowError:  # a start near year 1 or 9999 in UTC, a number of 400 digits
+            problems[field] = "is out of range"
     return values, problems
 
 

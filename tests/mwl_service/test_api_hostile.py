@@ -1,0 +1,68 @@
+"""mwl-api against hostile input over a real uvicorn, on SQLite and PostgreSQL: values
+at the edge of what Python's dates, SQL integers and the database's text can hold are
+client errors (422 naming the field), never a 500, and nothing is written."""
+
+from __future__ import annotations
+
+import datetime as dt
+from zoneinfo import ZoneInfo
+
+import pytest
+from sqlalchemy import func, select
+
+from mwl_service.schema import WorklistHistory, WorklistItem
+from tests.fixtures.api import api_user
+from tests.fixtures.dicom import SITE_TZ
+
+pytestmark = pytest.mark.postgres
+TZ = ZoneInfo(SITE_TZ)
+JSON = {"Content-Type": "application/json"}
+
+
+def walk_in(**extra) -> dict:
+    today = dt.datetime.now(TZ).date()
+    return {"patient_id": "HX-4471", "patient_name": "Qwerty, Zed",
+            "scheduled_start": f"{today.isoformat()}T14:30",
+            "scheduled_station_ae_title": "MRI3T", **extra}
+
+
+@pytest.fixture
+def api(db_url, api_server):
+    server = api_server(db_url)
+    api_user(server.engine, "tech", "write")
+    return server
+
+
+def written(engine) -> tuple[int, int]:
+    with engine.connect() as conn:
+        return (conn.scalar(select(func.count()).select_from(WorklistItem)),
+                conn.scalar(select(func.count()).select_from(WorklistHistory)))
+
+
+def fields(answer) -> set[str]:
+    assert answer.status_code == 422, answer.text
+    return {e["field"] for e in answer.json()["errors"]}
+
+
+def test_an_offset_beyond_sql_integers_is_422(api):
+    for offset in (2**63, 10**30):
+        answer = api.call("GET", f"/api/v1/worklist?offset={offset}", user="tech")
+        assert fields(answer) == {"offset"}
+
+
+def test_a_day_at_the_end_of_the_calendar_is_422_not_a_crash(api):
+    answer = api.call("GET", "/api/v1/mpps?date=9999-12-31", user="tech")
+    assert fields(answer) == {"date"}
+    assert api.call("GET", "/api/v1/worklist?date=9999-12-31", user="tech").status_code == 200
+
+
+def test_starts_and_numbers_out_of_range_are_named(api):
+    for start in ("0001-01-01T00:00+05:00", "9999-12-31T23:59-05:00"):
+        answer = api.call("POST", "/api/v1/worklist", user="tech",
+                          json=walk_in(scheduled_start=start))
+        assert fields(answer) == {"scheduled_start"}
+    huge = ('{"patient_id": "HX-4471", "patient_name": "Qwerty, Zed", "modality": "MR", '
+            '"scheduled_start": "2026-03-10T14:30", "patient_weight": 1' + "0" * 400 + "}")
+    answer = api.call("POST", "/api/v1/worklist", user="tech", data=huge, headers=JSON)
+    assert fields(answer) == {"patient_weight"}
+    assert written(api.engine) == (0, 0)
