@@ -17,7 +17,13 @@ from mwl_service import manual
 from mwl_service.api.auth import Writer, engine_of, settings_of
 from mwl_service.api.errors import invalid_fields
 from mwl_service.api.items import item_json
-from mwl_service.manual_fields import FIELDS, REQUIRED, check_fields, station_or_modality
+from mwl_service.manual_fields import (
+    FIELDS,
+    REQUIRED,
+    check_fields,
+    reason_problem,
+    station_or_modality,
+)
 
 router = APIRouter(prefix="/api/v1", tags=["manual items"])
 
@@ -91,5 +97,7 @@ def cancel_item(
     body: Annotated[Reason | None, Body()] = None,
 ) -> dict:
     why = (body.reason if body is not None and body.reason else reason) or ""
+    if problem := reason_problem(why):
+        raise invalid_fields({"reason": problem})
     row = manual.discontinue_item(engine_of(request), accession_number, why, user.username)
     return item_json(row)
