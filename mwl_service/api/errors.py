@@ -39,7 +39,9 @@ def _json(status: int, detail: str, headers: dict | None = None, **extra: Any) -
     return JSONResponse({"detail": detail, **extra}, status_code=status, headers=headers)
 
 
-def _field_of(loc: tuple) -> str:
+def _field_of(loc: tuple, kind: str = "") -> str:
+    if kind == "json_invalid":  # its loc holds the character position, not a field
+        return "body"
     parts = [str(p) for p in loc if p not in ("body", "query", "path", "header")]
     return ".".join(parts) or "body"
 
@@ -56,7 +58,8 @@ async def _validation_error(_request: Request, exc: RequestValidationError) -> J
     # The problem texts only: pydantic's "input" would echo submitted values.
     problems: dict[str, str] = {}
     for error in exc.errors():
-        problems.setdefault(_field_of(tuple(error.get("loc", ()))), str(error.get("msg", "")))
+        field = _field_of(tuple(error.get("loc", ())), error.get("type", ""))
+        problems.setdefault(field, str(error.get("msg", "")))
     raised = invalid_fields(problems)
     return _json(raised.status, raised.detail, **raised.extra)
 

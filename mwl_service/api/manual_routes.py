@@ -62,7 +62,9 @@ class Reason(BaseModel):
              summary="Add a manual item (walk-in, QA scan)")
 def add_item(body: JsonObject, request: Request, user: Writer) -> JSONResponse:
     values, problems = check_fields(body, settings_of(request).tz)
-    problems |= {} if problems.keys() & set(REQUIRED) else station_or_modality(values)
+    # A station or modality given but bad is named for what is wrong with it.
+    checked_first = {*REQUIRED, "scheduled_station_ae_title", "modality"}
+    problems |= {} if problems.keys() & checked_first else station_or_modality(values)
     if problems:
         raise invalid_fields(problems)
     values.setdefault("site_timezone", settings_of(request).timezone)

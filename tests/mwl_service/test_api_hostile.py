@@ -106,3 +106,17 @@ def test_nul_in_a_path_query_or_reason_is_never_a_500(api):
     assert login.status_code in (401, 422), login.text
     assert api.call("GET", f"/api/v1/worklist/{accession}", user="tech").json()[
         "step_status"] == "SCHEDULED"
+
+
+def test_a_bad_station_is_named_for_what_is_wrong_with_it(api):
+    answer = api.call("POST", "/api/v1/worklist", user="tech",
+                      json=walk_in(scheduled_station_ae_title="A" * 500))
+    assert fields(answer) == {"scheduled_station_ae_title"}
+    (error,) = answer.json()["errors"]
+    assert "required" not in error["problem"]
+
+
+def test_a_body_that_is_not_json_names_the_body(api):
+    answer = api.call("POST", "/api/v1/worklist", user="tech", data='{"patient_id":',
+                      headers=JSON)
+    assert fields(answer) == {"body"}
