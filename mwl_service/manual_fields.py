@@ -176,6 +176,17 @@ def check_fields(
     return values, problems
 
 
+def check_new_item(
+    payload: Mapping[str, Any], tz: ZoneInfo
+) -> tuple[dict[str, Any], dict[str, str]]:
+    """`check_fields` for a new item, which also needs a station or a modality (one
+    given but bad is named for what is wrong with it, not as missing)."""
+    values, problems = check_fields(payload, tz)
+    if not problems.keys() & {*REQUIRED, "scheduled_station_ae_title", "modality"}:
+        problems |= station_or_modality(values)
+    return values, problems
+
+
 def unicode_problem(value: Any) -> str | None:
     """JSON may carry lone surrogates (``"\\ud800"``), which no database stores."""
     if isinstance(value, list):

@@ -19,8 +19,8 @@ from mwl_service.api.errors import invalid_fields
 from mwl_service.api.items import item_json
 from mwl_service.manual_fields import (
     FIELDS,
-    REQUIRED,
     check_fields,
+    check_new_item,
     reason_problem,
     station_or_modality,
 )
@@ -61,10 +61,7 @@ class Reason(BaseModel):
 @router.post("/worklist", status_code=201, openapi_extra=_BODY,
              summary="Add a manual item (walk-in, QA scan)")
 def add_item(body: JsonObject, request: Request, user: Writer) -> JSONResponse:
-    values, problems = check_fields(body, settings_of(request).tz)
-    # A station or modality given but bad is named for what is wrong with it.
-    checked_first = {*REQUIRED, "scheduled_station_ae_title", "modality"}
-    problems |= {} if problems.keys() & checked_first else station_or_modality(values)
+    values, problems = check_new_item(body, settings_of(request).tz)
     if problems:
         raise invalid_fields(problems)
     values.setdefault("site_timezone", settings_of(request).timezone)

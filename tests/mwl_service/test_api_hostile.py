@@ -5,13 +5,15 @@ client errors (422 naming the field), never a 500, and nothing is written."""
 from __future__ import annotations
 
 import datetime as dt
+import re
 from zoneinfo import ZoneInfo
 
 import pytest
+import requests
 from sqlalchemy import func, select
 
 from mwl_service.schema import WorklistHistory, WorklistItem
-from tests.fixtures.api import api_user
+from tests.fixtures.api import PASSWORD, api_user
 from tests.fixtures.dicom import SITE_TZ
 
 pytestmark = pytest.mark.postgres
@@ -120,3 +122,22 @@ def test_a_body_that_is_not_json_names_the_body(api):
     answer = api.call("POST", "/api/v1/worklist", user="tech", data='{"patient_id":',
                       headers=JSON)
     assert fields(answer) == {"body"}
+
+
+def test_the_pages_forms_name_a_bad_station_and_refuse_a_control_character(api):
+    page = requests.Session()
+    login = page.post(f"{api.url}/login", data={"username": "tech", "password": PASSWORD},
+                      allow_redirects=False, timeout=30)
+    assert login.status_code == 303
+    csrf = re.search(r'name="csrf" value="([^"]+)"', page.get(f"{api.url}/", timeout=30).text)[1]
+    form = {"csrf": csrf, **walk_in(scheduled_station_ae_title="A" * 300)}
+    bad = page.post(f"{api.url}/walk-ins", data=form, timeout=30)
+    assert bad.status_code == 422
+    assert "characters long" in bad.text and "required when" not in bad.text
+    item = api.call("POST", "/api/v1/worklist", user="tech", json=walk_in()).json()
+    cancel = page.post(f"{api.url}/items/{item['accession_number']}/cancel",
+                       data={"csrf": csrf, "reason": "no\x01show"}, allow_redirects=False,
+                       timeout=30)
+    assert cancel.status_code == 422
+    path = f"/api/v1/worklist/{item['accession_number']}"
+    assert api.call("GET", path, user="tech").json()["step_status"] == "SCHEDULED"
