@@ -4,35 +4,18 @@ client errors (422 naming the field), never a 500, and nothing is written."""
 
 from __future__ import annotations
 
-import datetime as dt
 import re
-from zoneinfo import ZoneInfo
 
 import pytest
 import requests
 from sqlalchemy import func, select
 
 from mwl_service.schema import WorklistHistory, WorklistItem
-from tests.fixtures.api import PASSWORD, api_user
-from tests.fixtures.dicom import SITE_TZ
+from tests.fixtures.api import PASSWORD
+from tests.mwl_service.test_api_manual import api, walk_in  # noqa: F401 - api: the fixture
 
 pytestmark = pytest.mark.postgres
-TZ = ZoneInfo(SITE_TZ)
 JSON = {"Content-Type": "application/json"}
-
-
-def walk_in(**extra) -> dict:
-    today = dt.datetime.now(TZ).date()
-    return {"patient_id": "HX-4471", "patient_name": "Qwerty, Zed",
-            "scheduled_start": f"{today.isoformat()}T14:30",
-            "scheduled_station_ae_title": "MRI3T", **extra}
-
-
-@pytest.fixture
-def api(db_url, api_server):
-    server = api_server(db_url)
-    api_user(server.engine, "tech", "write")
-    return server
 
 
 def written(engine) -> tuple[int, int]:
