@@ -18,7 +18,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from mwl_service.schema import MAPPABLE_FIELDS, MAX_STATION_AE_TITLES, WorklistItem
-from mwl_service.vr import ROW_FIELD_VRS, canonical_uid_pairs, field_problem
+from mwl_service.vr import ROW_FIELD_VRS, canonical_uid_pairs, field_problem, vr_problem
 
 TIME_FIELDS = ("scheduled_start", "duration_minutes")
 FIELDS = (*MAPPABLE_FIELDS, *TIME_FIELDS)
@@ -159,6 +159,9 @@ def check_fields(
         if field not in payload or field in problems:
             continue
         value = payload[field]
+        if bad_text := unicode_problem(value):
+            problems[field] = bad_text
+            continue
         try:
             if field == "scheduled_start":
                 values.update(start_columns(parse_start(value, tz), tz))
@@ -168,7 +171,37 @@ def check_fields(
                 values[field] = _field_value(field, "" if value is None else value)
         except (ValueError, TypeError) as exc:
             problems[field] = str(exc)
+        except OverflowError:  # a start near year 1 or 9999 in UTC, a number of 400 digits
+            problems[field] = "is out of range"
     return values, problems
+
+
+def check_new_item(
+    payload: Mapping[str, Any], tz: ZoneInfo
+) -> tuple[dict[str, Any], dict[str, str]]:
+    """`check_fields` for a new item, which also needs a station or a modality (one
+    given but bad is named for what is wrong with it, not as missing)."""
+    values, problems = check_fields(payload, tz)
+    if not problems.keys() & {*REQUIRED, "scheduled_station_ae_title", "modality"}:
+        problems |= station_or_modality(values)
+    return values, problems
+
+
+def unicode_problem(value: Any) -> str | None:
+    """JSON may carry lone surrogates (``"\\ud800"``), which no database stores."""
+    if isinstance(value, list):
+        return next((p for v in value if (p := unicode_problem(v))), None)
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return "is not valid Unicode text (a lone surrogate)"
+    return None
+
+
+def reason_problem(reason: str) -> str | None:
+    """A cancellation reason: valid text without control characters (as LT)."""
+    return unicode_problem(reason) or (vr_problem("LT", reason) if reason else None)
 
 
 def station_or_modality(values: Mapping[str, Any]) -> dict[str, str]:

@@ -11,7 +11,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import DataError, DBAPIError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from mwl_service.manual import ItemConflict, ItemNotFound
@@ -39,7 +39,9 @@ def _json(status: int, detail: str, headers: dict | None = None, **extra: Any) -
     return JSONResponse({"detail": detail, **extra}, status_code=status, headers=headers)
 
 
-def _field_of(loc: tuple) -> str:
+def _field_of(loc: tuple, kind: str = "") -> str:
+    if kind == "json_invalid":  # its loc holds the character position, not a field
+        return "body"
     parts = [str(p) for p in loc if p not in ("body", "query", "path", "header")]
     return ".".join(parts) or "body"
 
@@ -56,7 +58,8 @@ async def _validation_error(_request: Request, exc: RequestValidationError) -> J
     # The problem texts only: pydantic's "input" would echo submitted values.
     problems: dict[str, str] = {}
     for error in exc.errors():
-        problems.setdefault(_field_of(tuple(error.get("loc", ()))), str(error.get("msg", "")))
+        field = _field_of(tuple(error.get("loc", ())), error.get("type", ""))
+        problems.setdefault(field, str(error.get("msg", "")))
     raised = invalid_fields(problems)
     return _json(raised.status, raised.detail, **raised.extra)
 
@@ -75,6 +78,12 @@ async def _database_down(_request: Request, exc: DBAPIError) -> JSONResponse:
     raise exc  # any other database error is a 500 (AccessLog answers and logs it)
 
 
+async def _bad_value(_request: Request, _exc: DataError) -> JSONResponse:
+    # A value the database cannot store or compare (PostgreSQL: a NUL character, a
+    # number out of range): the client's, so 422; its message may quote the value.
+    return _json(422, "a value holds a character or number the database cannot take")
+
+
 def install(app: FastAPI) -> None:
     app.add_exception_handler(ApiError, _api_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
@@ -82,3 +91,4 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(ItemNotFound, _not_found)
     app.add_exception_handler(ItemConflict, _conflict)
     app.add_exception_handler(DBAPIError, _database_down)
+    app.add_exception_handler(DataError, _bad_value)

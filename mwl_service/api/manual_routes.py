@@ -17,7 +17,13 @@ from mwl_service import manual
 from mwl_service.api.auth import Writer, engine_of, settings_of
 from mwl_service.api.errors import invalid_fields
 from mwl_service.api.items import item_json
-from mwl_service.manual_fields import FIELDS, REQUIRED, check_fields, station_or_modality
+from mwl_service.manual_fields import (
+    FIELDS,
+    check_fields,
+    check_new_item,
+    reason_problem,
+    station_or_modality,
+)
 
 router = APIRouter(prefix="/api/v1", tags=["manual items"])
 
@@ -55,8 +61,7 @@ class Reason(BaseModel):
 @router.post("/worklist", status_code=201, openapi_extra=_BODY,
              summary="Add a manual item (walk-in, QA scan)")
 def add_item(body: JsonObject, request: Request, user: Writer) -> JSONResponse:
-    values, problems = check_fields(body, settings_of(request).tz)
-    problems |= {} if problems.keys() & set(REQUIRED) else station_or_modality(values)
+    values, problems = check_new_item(body, settings_of(request).tz)
     if problems:
         raise invalid_fields(problems)
     values.setdefault("site_timezone", settings_of(request).timezone)
@@ -91,5 +96,7 @@ def cancel_item(
     body: Annotated[Reason | None, Body()] = None,
 ) -> dict:
     why = (body.reason if body is not None and body.reason else reason) or ""
+    if problem := reason_problem(why):
+        raise invalid_fields({"reason": problem})
     row = manual.discontinue_item(engine_of(request), accession_number, why, user.username)
     return item_json(row)

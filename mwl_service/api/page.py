@@ -33,7 +33,7 @@ from mwl_service.api.errors import ApiError
 from mwl_service.api.page_data import page_context
 from mwl_service.api.worklist import parse_day
 from mwl_service.manual import ItemConflict, ItemNotFound
-from mwl_service.manual_fields import REQUIRED, check_fields, station_or_modality
+from mwl_service.manual_fields import check_new_item, reason_problem
 from mwl_service.users import User
 
 router = APIRouter(include_in_schema=False)
@@ -134,8 +134,7 @@ async def page_walk_in(request: Request) -> Response:
     if not user.may("write"):
         raise ApiError(403, "adding a walk-in needs the 'write' role")
     given = {k: form.get(k, "").strip() for k in WALK_IN_FIELDS if form.get(k, "").strip()}
-    values, problems = check_fields(given, settings_of(request).tz)
-    problems |= {} if problems.keys() & set(REQUIRED) else station_or_modality(values)
+    values, problems = check_new_item(given, settings_of(request).tz)
     if problems:
         day = parse_day(None, request)
         context = page_context(request, user, day, "")
@@ -152,9 +151,11 @@ async def page_cancel(accession_number: str, request: Request) -> Response:
     user, form = await _checked_form(request)
     if not user.may("write"):
         raise ApiError(403, "cancelling needs the 'write' role")
+    reason = form.get("reason", "").strip()
+    if problem := reason_problem(reason):
+        raise ApiError(422, f"the reason {problem}")
     try:
-        manual.discontinue_item(engine_of(request), accession_number,
-                                form.get("reason", "").strip(), user.username)
+        manual.discontinue_item(engine_of(request), accession_number, reason, user.username)
     except (ItemNotFound, ItemConflict) as exc:
         raise ApiError(404 if isinstance(exc, ItemNotFound) else 409, str(exc)) from None
     return _back(form.get("date", ""), cancelled=accession_number)

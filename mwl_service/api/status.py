@@ -16,6 +16,7 @@ from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
 from mwl_service import excluded
 from mwl_service.api.auth import Reader, engine_of, settings_of
+from mwl_service.api.errors import invalid_fields
 from mwl_service.api.items import iso
 from mwl_service.api.worklist import parse_day
 from mwl_service.migrate import schema_state
@@ -72,7 +73,10 @@ def health(request: Request) -> JSONResponse:
 def _day_bounds(day: dt.date, request: Request) -> tuple[dt.datetime, dt.datetime]:
     tz = settings_of(request).tz
     start = dt.datetime.combine(day, dt.time(0), tzinfo=tz)
-    return start.astimezone(dt.UTC), (start + dt.timedelta(days=1)).astimezone(dt.UTC)
+    try:
+        return start.astimezone(dt.UTC), (start + dt.timedelta(days=1)).astimezone(dt.UTC)
+    except OverflowError:  # the first or last day of the calendar, in UTC
+        raise invalid_fields({"date": "is out of range"}) from None
 
 
 def _performed(dataset_json: str) -> dict:

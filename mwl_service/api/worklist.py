@@ -27,6 +27,7 @@ from mwl_service.schema import WorklistHistory
 router = APIRouter(prefix="/api/v1", tags=["worklist"])
 HISTORY = WorklistHistory.__table__
 MAX_LIMIT = 10000
+MAX_OFFSET = 2**31 - 1  # within every database's LIMIT/OFFSET integer
 
 
 def parse_day(text: str | None, request: Request, field: str = "date") -> dt.date:
@@ -61,7 +62,7 @@ def list_worklist(
     source: Annotated[str | None, Query(description="data source name, or manual")] = None,
     patient_id: Annotated[str | None, Query(description="exact Patient ID")] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
 ):
     day = parse_day(date, request)
     wanted = check_status(status)
