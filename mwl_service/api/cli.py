@@ -54,8 +54,10 @@ security and logging:
   Request bodies over {DEFAULT_MAX_BODY // 1024} KiB get 413. CORS is off unless --cors-origin is
   given. The access log names the route template (e.g. /api/v1/worklist/{{accession_number}}),
   status and duration, never a query string: no patient name or ID is logged.
-  Errors are JSON bodies without stack traces. Behind a reverse proxy on this
-  host, uvicorn takes the client address from X-Forwarded-For.
+  Errors are JSON bodies without stack traces. X-Forwarded-For and
+  X-Forwarded-Proto are ignored unless the request comes from an address given
+  to --forwarded-allow-ips (a reverse proxy), so no client can pick the address
+  the login limit counts.
 
 It refuses to start on a worklist database whose schema is out of date (run
 calpendo-mwl db upgrade). SIGTERM or SIGINT stops it gracefully (open requests
@@ -92,6 +94,10 @@ def build_parser() -> argparse.ArgumentParser:
     add("--cors-origin", action="append", default=[], metavar="ORIGIN",
         help="allow browser scripts from this origin (e.g. https://ris.example.org); repeat "
         "for more. Default: no CORS")
+    add("--forwarded-allow-ips", metavar="IPS", default="",
+        help="comma-separated addresses of reverse proxies whose X-Forwarded-For and "
+        "X-Forwarded-Proto are trusted, e.g. 127.0.0.1 (default: none, the headers are "
+        "ignored)")
     add("--log-level", type=str.upper, choices=LOG_LEVELS, default="INFO",
         help="logging level (default: INFO)")
     return parser
@@ -149,12 +155,19 @@ def main(argv: Sequence[str] | None = None) -> int:
              database.describe_db(app.state.engine))
     signal.signal(signal.SIGTERM, _stopped)
     signal.signal(signal.SIGINT, _stopped)
-    uvicorn.run(
-        app, host=args.host, port=args.port, ssl_certfile=args.tls_cert,
-        ssl_keyfile=args.tls_key, access_log=False, log_config=None,
-        log_level=args.log_level.lower(), server_header=False,
-    )
+    uvicorn.run(app, **uvicorn_options(args))
     return 0
+
+
+def uvicorn_options(args: argparse.Namespace) -> dict[str, object]:
+    """uvicorn's settings from the command line. uvicorn trusts X-Forwarded-* from
+    127.0.0.1 by default: a local client could then name any address and escape the
+    per-address login limit, so proxy headers are read only from --forwarded-allow-ips."""
+    proxies = args.forwarded_allow_ips.strip()
+    return {"host": args.host, "port": args.port, "ssl_certfile": args.tls_cert,
+            "ssl_keyfile": args.tls_key, "access_log": False, "log_config": None,
+            "log_level": args.log_level.lower(), "server_header": False,
+            "proxy_headers": bool(proxies), "forwarded_allow_ips": proxies or None}
 
 
 if __name__ == "__main__":  # pragma: no cover

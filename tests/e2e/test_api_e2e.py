@@ -129,6 +129,38 @@ def test_help_documents_every_option():
     text = subprocess.run([str(exe), "--help"], capture_output=True, text=True, timeout=60,
                           check=True).stdout
     for option in ("--host", "--port", "--db-url", "--timezone", "--tls-cert", "--tls-key",
-                   "--token-ttl", "--cors-origin", "--log-level", "calpendo-mwl user add",
+                   "--token-ttl", "--cors-origin", "--forwarded-allow-ips", "--log-level",
+                   "calpendo-mwl user add",
                    "WORKLIST_DB_URL", "CALPENDO_MWL_CONFIG", "413", "429"):
         assert option in text, option
+
+
+def _refused_logins(url: str, forwarded_for: list[str]) -> list[int]:
+    return [requests.post(f"{url}/api/v1/login", timeout=30,
+                          headers={"X-Forwarded-For": address},
+                          json={"username": "nobody", "password": "guess"}).status_code
+            for address in forwarded_for]
+
+
+@pytest.mark.parametrize("proxies", ["", "127.0.0.1"])
+def test_x_forwarded_for_names_the_client_only_from_a_trusted_proxy(sqlite_url, tmp_path,
+                                                                    proxies):
+    """uvicorn trusts X-Forwarded-For from 127.0.0.1 unless told otherwise: a client on the
+    host could then send each guess under a new address and never meet the login limit."""
+    make_engine(sqlite_url).dispose()
+    port = free_port()
+    proc = _mwl_api("--db-url", sqlite_url, "--host", HOST, "--port", str(port),
+                    "--timezone", SITE_TZ, "--forwarded-allow-ips", proxies,
+                    log=tmp_path / "mwl-api.log")
+    try:
+        url = f"http://{HOST}:{port}"
+        _wait_up(url, proc)
+        statuses = _refused_logins(url, [f"203.0.113.{n}" for n in range(1, 12)])
+        if proxies:  # behind the proxy each client address has its own count
+            assert statuses == [401] * 11
+            assert _refused_logins(url, ["203.0.113.1"] * 10)[-1] == 429
+        else:  # the header is ignored: all eleven come from 127.0.0.1
+            assert statuses == [401] * 10 + [429]
+    finally:
+        proc.kill()
+        proc.wait(timeout=20)
