@@ -46,12 +46,21 @@ def quick_ack(sock: Any) -> None:
 
 
 class QuickAckSocket(AssociationSocket):
-    """pynetdicom's association socket, with TCP_QUICKACK set before every read."""
+    """pynetdicom's association socket, with TCP_QUICKACK set before every read,
+    refusing reads longer than ``max_read``."""
+
+    # Longest read (bytes; None: any). pynetdicom's DUL reads a PDU's whole declared
+    # length (up to 4 GiB) into memory before it looks at it, so one peer, before
+    # association even, could make the server hold gigabytes; a longer read raises
+    # OSError, which the DUL takes for a lost connection (and closes it).
+    max_read: int | None = None
 
     def recv(self, nr_bytes: int) -> bytearray:
         """``nr_bytes`` from the connection, fewer if the peer closed first; as
         ``AssociationSocket.recv`` reads them (blocking, RECV_SIZE at most per
         call), each read preceded by the option."""
+        if self.max_read is not None and nr_bytes > self.max_read:
+            raise OSError(f"PDU of {nr_bytes} bytes refused: longer than {self.max_read}")
         sock = self.socket
         data = bytearray()
         while len(data) < nr_bytes:
@@ -63,8 +72,9 @@ class QuickAckSocket(AssociationSocket):
         return data
 
 
-def adopt_socket(assoc: Any) -> bool:
-    """Give an accepted association, before it starts, the quick-ACK socket.
+def adopt_socket(assoc: Any, max_read: int | None = None) -> bool:
+    """Give an accepted association, before it starts, the quick-ACK socket, which
+    reads at most ``max_read`` bytes at once (None: any).
 
     The AssociationSocket keeps its state (it is the same object, of a subclass
     that only reads differently). Returns False, and leaves pynetdicom's socket,
@@ -82,4 +92,5 @@ def adopt_socket(assoc: Any) -> bool:
         return False
     quick_ack(sock.socket)
     sock.__class__ = QuickAckSocket
+    sock.max_read = max_read
     return True

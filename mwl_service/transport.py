@@ -28,8 +28,8 @@ from mwl_service.responses import adopt_responses
 class AcceptedConnectionHandler(RequestHandler):
     """pynetdicom's request handler for the association server: every accepted
     connection (plain or TLS; C-ECHO, C-FIND and MPPS alike) gets the quick-ACK
-    socket, the waiting reactors and the cached responses before its association
-    starts."""
+    socket (which refuses PDUs longer than our maximum PDU length), the waiting
+    reactors and the cached responses before its association starts."""
 
     @property
     def local(self) -> AddressInformation:
@@ -41,7 +41,8 @@ class AcceptedConnectionHandler(RequestHandler):
 
     def _create_association(self) -> Any:
         assoc = super()._create_association()
-        adopt_socket(assoc)
+        # No PDU longer than our maximum PDU length (0: none) is read.
+        adopt_socket(assoc, max_read=assoc.acceptor.maximum_length or None)
         adopt_reactors(assoc)
         adopt_responses(assoc)
         return assoc
