@@ -63,6 +63,8 @@ _SETTLE = 0.5
 # Connections that have not sent their association request yet, per association slot:
 # a thread each, for at most the request timeout.
 PENDING_PER_ASSOCIATION = 4
+# Connections the kernel completes while the accept loop has not taken them yet.
+LISTEN_BACKLOG = 128
 # A-ASSOCIATE-RJ: rejected transient, by the presentation service provider, local
 # limit exceeded (what pynetdicom sends for its own limit).
 _LOCAL_LIMIT_EXCEEDED = (0x02, 0x03, 0x02)
@@ -126,6 +128,10 @@ class MwlAssociationServer(ThreadedAssociationServer):
     request_timeout: float | None = None
     max_per_host: int | None = None
     max_associations: int | None = None
+    # The listen backlog (socketserver's default is 5): a burst of connections, most
+    # of them closed again at once, must not fill it, or the kernel drops a
+    # scanner's SYN and the scanner retries only a second or more later.
+    request_queue_size = LISTEN_BACKLOG
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self._connections: dict[socket.socket, Connection] = {}
