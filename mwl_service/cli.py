@@ -59,7 +59,7 @@ security:
   at most --max-connections-per-host connections, so silent connections, port
   scanners or HTTP probes cannot take the slots the scanners need; while they
   wait they hold no association slot. Every read and write on a connection
-  waits at most --network-timeout.
+  waits at most --network-timeout, and each PDU must arrive whole within it.
 
 logging:
   INFO logs associations (calling AE title, address), the keys each query
@@ -243,7 +243,8 @@ def _add_timeout_options(parser: argparse.ArgumentParser) -> None:
         metavar="SECONDS",
         help="abort an association on which the peer sends nothing, or takes none "
         "of our answers, for this long; no single read or write on a connection "
-        f"waits longer (default: {DEFAULT_NETWORK_TIMEOUT:g})",
+        "waits longer, and each PDU must arrive whole within it "
+        f"(default: {DEFAULT_NETWORK_TIMEOUT:g})",
     )
     parser.add_argument(
         "--acse-timeout",

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import socket
+import time
 from typing import Any
 
 from pynetdicom.transport import AssociationSocket
@@ -58,10 +59,17 @@ class QuickAckSocket(AssociationSocket):
     def recv(self, nr_bytes: int) -> bytearray:
         """``nr_bytes`` from the connection, fewer if the peer closed first; as
         ``AssociationSocket.recv`` reads them (blocking, RECV_SIZE at most per
-        call), each read preceded by the option."""
+        call), each read preceded by the option.
+
+        The socket's timeout (the network timeout) bounds the whole read, not each
+        chunk: a peer trickling a byte a second would otherwise hold its association
+        for ever. TimeoutError when it runs out, which the DUL takes for a lost
+        connection."""
         if self.max_read is not None and nr_bytes > self.max_read:
             raise OSError(f"PDU of {nr_bytes} bytes refused: longer than {self.max_read}")
         sock = self.socket
+        timeout = sock.gettimeout()  # type: ignore[union-attr]
+        deadline = None if timeout is None else time.monotonic() + timeout
         data = bytearray()
         while len(data) < nr_bytes:
             quick_ack(sock)
@@ -69,6 +77,8 @@ class QuickAckSocket(AssociationSocket):
             if not chunk:
                 break
             data += chunk
+            if deadline is not None and len(data) < nr_bytes and time.monotonic() > deadline:
+                raise TimeoutError(f"{len(data)} of {nr_bytes} bytes within {timeout} s")
         return data
 
 

@@ -58,3 +58,27 @@ def test_a_pdu_of_exactly_the_maximum_length_is_read(sqlite_url, mwl_service_pro
     assert not closed_within(peer, 2)
     assert "longer than" not in service.output()
     assert service.stop(signal.SIGTERM, timeout=10) == 0
+
+
+def test_a_pdu_trickled_slower_than_the_network_timeout_closes_the_association(
+    sqlite_url, mwl_service_process
+):
+    """Every read succeeds, one byte at a time, so no single read times out; the
+    network timeout bounds the whole PDU, and the association is closed."""
+    service = mwl_service_process(sqlite_url, "--request-timeout", "60",
+                                  "--network-timeout", "2")
+    peer = raw_associate(service.host, service.port, service.ae_title)
+    peer.sendall(struct.pack(">BBI", 0x04, 0, 64))
+    closed = False
+    for _ in range(30):  # up to 15 s: far past the 2 s bound
+        try:
+            peer.sendall(b"\0")
+        except OSError:
+            closed = True
+            break
+        if closed_within(peer, 0.5):
+            closed = True
+            break
+    assert closed, "the trickling peer kept its association"
+    assert pynetdicom_echo(service.host, service.port, service.ae_title) == 0x0000
+    assert service.stop(signal.SIGTERM, timeout=10) == 0
