@@ -15,6 +15,7 @@ from typing import Any
 from .admin import EDITABLE
 
 COMMANDS = ("list", "edit", "move", "cancel")
+BOOKING_ID = "the booking's id (the first column of `list`)"
 
 
 def _connection_options(p: argparse.ArgumentParser, defaults: bool) -> None:
@@ -43,17 +44,18 @@ def build_parser() -> argparse.ArgumentParser:
     ls = sub.add_parser("list", parents=[common], help="list bookings (id, start, resource, status, title)")
     ls.add_argument("--day", help="only this day, YYYY-MM-DD")
     edit = sub.add_parser("edit", parents=[common], help="change a booking's title, status or duration")
-    edit.add_argument("id", type=int)
-    edit.add_argument("--title")
-    edit.add_argument("--status", help="e.g. APPROVED, TENTATIVE, DENIED")
-    edit.add_argument("--minutes", type=int)
+    edit.add_argument("id", type=int, help=BOOKING_ID)
+    edit.add_argument("--title", help="new title, e.g. 'SUB0999 - Roe^Jane' (participant ID and name)")
+    edit.add_argument("--status", help="new status, e.g. APPROVED, TENTATIVE, DENIED")
+    edit.add_argument("--minutes", type=int, help="new duration in minutes")
     move = sub.add_parser("move", parents=[common], help="reschedule a booking")
-    move.add_argument("id", type=int)
+    move.add_argument("id", type=int, help=BOOKING_ID)
     move.add_argument("start", help="site-local 'YYYY-MM-DD HH:MM', or 'HH:MM' for today")
     move.add_argument("--minutes", type=int, help="new duration (default: unchanged)")
     cancel = sub.add_parser("cancel", parents=[common], help="cancel a booking in Calpendo")
-    cancel.add_argument("id", type=int)
-    cancel.add_argument("--reason", default="cancelled from the shell")
+    cancel.add_argument("id", type=int, help=BOOKING_ID)
+    cancel.add_argument("--reason", default="cancelled from the shell",
+                        help="cancellation reason (default: 'cancelled from the shell')")
     return p
 
 

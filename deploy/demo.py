@@ -53,8 +53,21 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def port_free(port: int) -> bool:
+    """Nothing listens on the port (a started service is up once this is False)."""
     with socket.socket() as s:
         return s.connect_ex(("127.0.0.1", port)) != 0
+
+
+def port_bindable(port: int) -> bool:
+    """A service could listen on the port: binding finds what a connect cannot, such as
+    a client connection whose local end holds the port (one in the ephemeral range)."""
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the services bind
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
 
 
 def wait_until(check, what: str, proc: subprocess.Popen, timeout: float = 120) -> None:
@@ -224,7 +237,7 @@ def main(argv=None) -> int:
         sources = enabled_config_sources(env)
         ports.append(args.redcap_port)
     for port in ports:
-        if not port_free(port):
+        if not port_bindable(port):
             raise SystemExit(f"error: port {port} on 127.0.0.1 is in use; stop what uses it first")
 
     procs = Processes()

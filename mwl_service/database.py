@@ -35,7 +35,8 @@ def db_url_origin(url: str | None = None) -> str:
         return "--db-url"
     if os.environ.get("WORKLIST_DB_URL", "").strip():
         return "WORKLIST_DB_URL"
-    return f"the default ({DEFAULT_DB_PATH} under the current directory)"
+    # Callers put this in parentheses: none of its own, so none nest.
+    return f"the default, {DEFAULT_DB_PATH} under the current directory"
 
 
 def describe_db(engine: Engine) -> str:

@@ -110,6 +110,16 @@ def test_missing_sqlite_database_fails_the_check(calpendo_sim, tmp_path, run):
     assert not db.exists()  # the check creates nothing
 
 
+def test_default_database_is_named_without_nested_parentheses(calpendo_sim, tmp_path, run, monkeypatch):
+    monkeypatch.delenv("WORKLIST_DB_URL", raising=False)
+    monkeypatch.chdir(tmp_path)
+    code, out = run(write_config(tmp_path, calpendo_sim.url))
+    assert code == 1  # no var/worklist.db here
+    assert ("worklist database sqlite:///var/worklist.db "
+            "(from the default, var/worklist.db under the current directory)\n") in out
+    assert not (tmp_path / "var").exists()
+
+
 def test_unreachable_database_hides_its_password(calpendo_sim, tmp_path, run):
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -3,6 +3,7 @@ against the loopback admin endpoint of a real simulator."""
 
 from __future__ import annotations
 
+import argparse
 import subprocess
 import sys
 from pathlib import Path
@@ -91,3 +92,11 @@ def test_connection_options_also_follow_the_command(calpendo_sim):
     for command in admin_client.COMMANDS:
         shown = subprocess.run([CLI, command, "--help"], capture_output=True, text=True, timeout=30)
         assert "--url URL" in shown.stdout and "--password PASSWORD" in shown.stdout
+
+
+def test_every_option_and_argument_of_the_commands_is_explained():
+    parser = admin_client.build_parser()
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    for name in admin_client.COMMANDS:
+        for action in commands.choices[name]._actions:
+            assert action.help, f"calpendo-sim {name}: {action.dest} has no help text"
