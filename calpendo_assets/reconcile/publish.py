@@ -206,7 +206,7 @@ def _insert_rows(conn: Connection, plan: ReconciliationPlan, now: dt.datetime) -
         }
         for i in plan.inserts
     ]
-    stmt = insert(ITEMS).returning(ITEMS.c.id, ITEMS.c.booking_id, sort_by_parameter_order=True)
+    stmt = insert(ITEMS).returning(ITEMS.c.id, ITEMS.c.booking_id)
     return {r.booking_id: r.id for r in conn.execute(stmt, params)}
 
 

@@ -35,6 +35,9 @@ COLUMN_LENGTH = {
 }
 
 
+# json.dumps(values, separators=(",", ":"), ensure_ascii=False), its encoder made once.
+_HASH_JSON = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+
 VANISHED_REASON = "no longer in the source: deleted, moved out of the window, or status changed"
 
 
@@ -80,7 +83,7 @@ def content_hash(row: Mapping[str, Any]) -> str:
     for i, value in enumerate(values):
         if value.__class__ is not str and value is not None:
             values[i] = canonical_value(value)
-    text = json.dumps(values, separators=(",", ":"), ensure_ascii=False)
+    text = _HASH_JSON.encode(values)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
