@@ -138,10 +138,10 @@ def _frame_ids(frame) -> list[str]:
 
 def _plain(values: Mapping) -> dict:
     """Content columns as JSON-ready values (strings pass straight through)."""
-    out = {}
-    for c in HASH_COLUMNS:
-        v = values.get(c)
-        out[c] = v if v.__class__ is str or v is None else canonical_value(v)
+    out = {c: values.get(c) for c in HASH_COLUMNS}
+    for c, v in out.items():
+        if v.__class__ is not str and v is not None:
+            out[c] = canonical_value(v)
     return out
 
 

@@ -131,7 +131,8 @@ def frame_records(frame: pd.DataFrame) -> list[dict]:
             values = [None if pd.isna(v) else int(v) for v in series.tolist()]
         else:
             values = [
-                "" if v is None or (isinstance(v, float) and math.isnan(v)) else v
+                v if v.__class__ is str
+                else "" if v is None or (isinstance(v, float) and math.isnan(v)) else v
                 for v in series.tolist()
             ]
         columns[name] = values
