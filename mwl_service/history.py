@@ -26,6 +26,9 @@ from mwl_service.schema import (
 )
 
 MPPS_EVENTS = frozenset({EVENT_MPPS_CREATE, EVENT_MPPS_SET})
+# Values arrive JSON-ready; str() is the safety net for a stray date. One encoder for
+# every entry (json.dumps would make one per call).
+_DETAILS_JSON = json.JSONEncoder(ensure_ascii=False, sort_keys=True, default=str)
 
 
 @dataclass(frozen=True)
@@ -67,8 +70,7 @@ def write_history(
             "event": e.event,
             "old_step_status": e.old_step_status or "",
             "new_step_status": e.new_step_status or "",
-            # Values arrive JSON-ready; str() is the safety net for a stray date.
-            "details": json.dumps(dict(e.details), ensure_ascii=False, sort_keys=True, default=str),
+            "details": _DETAILS_JSON.encode(dict(e.details)),
             "changed_at": changed_at,
             "changed_by": (e.changed_by or changed_by(e.event, e.source, e.details))[:96],
         }

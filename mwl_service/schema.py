@@ -9,6 +9,7 @@ engine to the database: :func:`mwl_service.engine.make_engine`.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hashlib
 import uuid
 
@@ -375,6 +376,7 @@ class LoginFailure(Base):
 _UID_NAMESPACE = uuid.UUID("6f3c7c1e-9a57-4b43-9d7e-5b0f1f6a2c11")
 
 
+@functools.lru_cache(maxsize=64, typed=True)  # a sync asks twice per booking (accession, study UID)
 def _booking_uuid(source: str, booking_id: str) -> uuid.UUID:
     return uuid.uuid5(_UID_NAMESPACE, f"{source}\x1f{booking_id}")
 

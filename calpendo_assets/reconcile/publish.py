@@ -138,10 +138,10 @@ def _frame_ids(frame) -> list[str]:
 
 def _plain(values: Mapping) -> dict:
     """Content columns as JSON-ready values (strings pass straight through)."""
-    out = {}
-    for c in HASH_COLUMNS:
-        v = values.get(c)
-        out[c] = v if v.__class__ is str or v is None else canonical_value(v)
+    out = {c: values.get(c) for c in HASH_COLUMNS}
+    for c, v in out.items():
+        if v.__class__ is not str and v is not None:
+            out[c] = canonical_value(v)
     return out
 
 
@@ -206,7 +206,7 @@ def _insert_rows(conn: Connection, plan: ReconciliationPlan, now: dt.datetime) -
         }
         for i in plan.inserts
     ]
-    stmt = insert(ITEMS).returning(ITEMS.c.id, ITEMS.c.booking_id, sort_by_parameter_order=True)
+    stmt = insert(ITEMS).returning(ITEMS.c.id, ITEMS.c.booking_id)
     return {r.booking_id: r.id for r in conn.execute(stmt, params)}
 
 

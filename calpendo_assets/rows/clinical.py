@@ -278,6 +278,12 @@ def _normalise(
     q = QUANTITIES.get(field)
     if q is not None:
         return measure(raw, q, configured_unit(units, q), booking_id=booking_id, warnings=warnings)
+    if (raw is None or (isinstance(raw, str) and not raw)) and field in _BLANK:
+        return _BLANK[field]  # most fields of most bookings: not mapped
+    return _read(field, raw, booking_id, warnings)
+
+
+def _read(field: str, raw: Any, booking_id: str, warnings: list[str]) -> Any:
     if field == "pregnancy_status":
         return pregnancy_status(raw, booking_id=booking_id, warnings=warnings)
     if field == "requested_procedure_priority":
@@ -290,6 +296,11 @@ def _normalise(
     if field in LO_FIELDS:
         return long_string(field, raw, booking_id=booking_id, warnings=warnings)
     raise ValueError(f"{field!r} is not one of the MR fields ({', '.join(MR_FIELDS)})")
+
+
+# What `_read` makes of a blank value (None or ""; each reader starts with as_text,
+# which makes None ""): always empty, never a warning. Worked out once, by `_read`.
+_BLANK = {field: _read(field, None, "", []) for field in MR_FIELDS if field not in QUANTITIES}
 
 
 def mr_fields(

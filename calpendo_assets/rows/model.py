@@ -35,6 +35,9 @@ COLUMN_LENGTH = {
 }
 
 
+# json.dumps(values, separators=(",", ":"), ensure_ascii=False), its encoder made once.
+_HASH_JSON = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+
 VANISHED_REASON = "no longer in the source: deleted, moved out of the window, or status changed"
 
 
@@ -80,7 +83,7 @@ def content_hash(row: Mapping[str, Any]) -> str:
     for i, value in enumerate(values):
         if value.__class__ is not str and value is not None:
             values[i] = canonical_value(value)
-    text = json.dumps(values, separators=(",", ":"), ensure_ascii=False)
+    text = _HASH_JSON.encode(values)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
@@ -128,7 +131,8 @@ def frame_records(frame: pd.DataFrame) -> list[dict]:
             values = [None if pd.isna(v) else int(v) for v in series.tolist()]
         else:
             values = [
-                "" if v is None or (isinstance(v, float) and math.isnan(v)) else v
+                v if v.__class__ is str
+                else "" if v is None or (isinstance(v, float) and math.isnan(v)) else v
                 for v in series.tolist()
             ]
         columns[name] = values

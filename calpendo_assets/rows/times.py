@@ -11,7 +11,7 @@ import datetime as dt
 import logging
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -50,6 +50,9 @@ def _localize(
     return normal
 
 
+_EPOCH_MS = re.compile(r"-?\d{10,}")
+
+
 def parse_calpendo_datetime(
     value: Any, tz: ZoneInfo, *, what: str = "", notes: list[str] | None = None
 ) -> dt.datetime:
@@ -72,7 +75,7 @@ def parse_calpendo_datetime(
         return dt.datetime.fromtimestamp(value / 1000, dt.UTC).astimezone(tz)
     elif isinstance(value, str):
         text = value.strip()
-        if re.fullmatch(r"-?\d{10,}", text):
+        if _EPOCH_MS.fullmatch(text):
             return dt.datetime.fromtimestamp(int(text) / 1000, dt.UTC).astimezone(tz)
         try:
             parsed = dt.datetime.fromisoformat(text)
@@ -97,11 +100,16 @@ def _range_part(booking: Mapping, index: int) -> Any:
     return None
 
 
+def _candidates(booking: Mapping, key: str, index: int) -> Iterator[Any]:
+    yield get_path(booking, f"dateRange.{key}")
+    yield _range_part(booking, index)  # read only when dateRange gave no date-time
+
+
 def _booking_instant(
     booking: Mapping, tz: ZoneInfo, key: str, index: int, notes: list[str] | None = None
 ) -> dt.datetime | None:
     what = f"booking {booking.get('id')}: {key} "
-    for value in (get_path(booking, f"dateRange.{key}"), _range_part(booking, index)):
+    for value in _candidates(booking, key, index):
         if value is None or value == "":
             continue
         try:

@@ -394,3 +394,27 @@ def test_template_record_paths_are_the_placeholders_that_are_not_worklist_fields
     }
     assert template_record_paths(templates) == ["project.name", "id", "Allergies"]
     assert template_record_paths(None) == []
+
+
+@pytest.mark.parametrize("field", [f for f in MR_FIELDS if f not in (WEIGHT.field, SIZE.field)])
+@pytest.mark.parametrize("raw", [None, ""])
+def test_a_blank_field_is_given_what_its_reader_gives_it(field, raw):
+    readers = {
+        "pregnancy_status": lambda: pregnancy_status(raw, booking_id="b1", warnings=warnings),
+        "requested_procedure_priority": lambda: requested_procedure_priority(
+            raw, booking_id="b1", warnings=warnings
+        ),
+        "requesting_physician": lambda: dicom_pn(raw),
+        "medical_alerts": lambda: long_string(field, raw, booking_id="b1", warnings=warnings),
+        "allergies": lambda: long_string(field, raw, booking_id="b1", warnings=warnings),
+        "patient_comments": lambda: long_text(field, raw, booking_id="b1", warnings=warnings),
+        "scheduled_procedure_step_comments": lambda: long_text(
+            field, raw, booking_id="b1", warnings=warnings
+        ),
+    }
+    warnings: list[str] = []
+    expected = readers[field]()
+    values, got_warnings = mr_fields({}, {field: raw}, booking_id="b1", project_name="")
+    assert values[field] == expected
+    assert values[field] in ("", None)
+    assert got_warnings == warnings == []
