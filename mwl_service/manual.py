@@ -23,6 +23,7 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
 
 from mwl_service.history import HistoryEntry, write_history
+from mwl_service.manual_fields import reason_problem
 from mwl_service.schema import (
     COMPLETED,
     DISCONTINUED,
@@ -47,6 +48,14 @@ DEFAULT_MODALITY = "OT"  # "other", when neither the item nor its station says
 
 class ItemNotFound(LookupError):
     """No worklist item has that accession number."""
+
+
+class InvalidValue(ValueError):
+    """A value the item cannot hold: `field` and what is wrong with it (never the value)."""
+
+    def __init__(self, field: str, problem: str) -> None:
+        super().__init__(f"{field} {problem}")
+        self.field, self.problem = field, problem
 
 
 class ItemConflict(RuntimeError):
@@ -189,7 +198,10 @@ def update_item(engine: Engine, accession: str, values: Mapping[str, Any], user:
 
 
 def discontinue_item(engine: Engine, accession: str, reason: str, user: str) -> dict:
-    """DISCONTINUED with `reason`; the row and its history stay. Idempotent."""
+    """DISCONTINUED with `reason`; the row and its history stay. Idempotent.
+    InvalidValue for a reason that is no valid LT text."""
+    if problem := reason_problem(reason):
+        raise InvalidValue("reason", problem)
     with engine.begin() as conn:
         item = _changeable(get_item(conn, accession), accession)
         if item["step_status"] == DISCONTINUED:

@@ -14,7 +14,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DataError, DBAPIError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from mwl_service.manual import ItemConflict, ItemNotFound
+from mwl_service.manual import InvalidValue, ItemConflict, ItemNotFound
 
 
 class ApiError(Exception):
@@ -68,6 +68,11 @@ async def _not_found(_request: Request, exc: ItemNotFound) -> JSONResponse:
     return _json(404, str(exc))
 
 
+async def _invalid_value(_request: Request, exc: InvalidValue) -> JSONResponse:
+    raised = invalid_fields({exc.field: exc.problem})
+    return _json(raised.status, raised.detail, **raised.extra)
+
+
 async def _conflict(_request: Request, exc: ItemConflict) -> JSONResponse:
     return _json(409, str(exc), **({"source": exc.source} if exc.source else {}))
 
@@ -90,5 +95,6 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(ItemNotFound, _not_found)
     app.add_exception_handler(ItemConflict, _conflict)
+    app.add_exception_handler(InvalidValue, _invalid_value)
     app.add_exception_handler(DBAPIError, _database_down)
     app.add_exception_handler(DataError, _bad_value)

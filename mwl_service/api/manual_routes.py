@@ -21,7 +21,6 @@ from mwl_service.manual_fields import (
     FIELDS,
     check_fields,
     check_new_item,
-    reason_problem,
     station_or_modality,
 )
 
@@ -96,7 +95,5 @@ def cancel_item(
     body: Annotated[Reason | None, Body()] = None,
 ) -> dict:
     why = (body.reason if body is not None and body.reason else reason) or ""
-    if problem := reason_problem(why):
-        raise invalid_fields({"reason": problem})
     row = manual.discontinue_item(engine_of(request), accession_number, why, user.username)
     return item_json(row)

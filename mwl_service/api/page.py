@@ -33,7 +33,7 @@ from mwl_service.api.errors import ApiError
 from mwl_service.api.page_data import page_context
 from mwl_service.api.worklist import parse_day
 from mwl_service.manual import ItemConflict, ItemNotFound
-from mwl_service.manual_fields import check_new_item, reason_problem
+from mwl_service.manual_fields import check_new_item
 from mwl_service.users import User
 
 router = APIRouter(include_in_schema=False)
@@ -151,11 +151,11 @@ async def page_cancel(accession_number: str, request: Request) -> Response:
     user, form = await _checked_form(request)
     if not user.may("write"):
         raise ApiError(403, "cancelling needs the 'write' role")
-    reason = form.get("reason", "").strip()
-    if problem := reason_problem(reason):
-        raise ApiError(422, f"the reason {problem}")
     try:
-        manual.discontinue_item(engine_of(request), accession_number, reason, user.username)
+        manual.discontinue_item(engine_of(request), accession_number,
+                                form.get("reason", "").strip(), user.username)
+    except manual.InvalidValue as exc:
+        raise ApiError(422, f"the {exc}") from None
     except (ItemNotFound, ItemConflict) as exc:
         raise ApiError(404 if isinstance(exc, ItemNotFound) else 409, str(exc)) from None
     return _back(form.get("date", ""), cancelled=accession_number)
